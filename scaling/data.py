@@ -1,0 +1,331 @@
+"""Corpus → documents → byte-level BPE tokenizer → memory-mapped token store → grain batches.
+
+Sources (the `data.source` config string):
+  "embedded"            the TinyStories sample shipped in the package (scaling/corpora/)
+  path/to/file.txt      one text file, split into documents at blank lines
+  path/to/folder, glob  every *.txt/*.md file under it (or matching it), one document per file
+  path/to/file.jsonl    one document per line, the text in `data.text_field`
+  hf:NAME[:SPLIT]       a Hugging Face `datasets` data set (a saved local directory works offline)
+
+The split is by document: the last `data.eval_fraction` of the documents are held out and never
+trained on. The batch at step s is a pure function of (seed, s, process index), so a resumed run
+sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob as globlib
+import hashlib
+import importlib.resources
+import json
+import lzma
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import grain
+import numpy as np
+
+from scaling.errors import UserError
+
+EOS = "<|endoftext|>"
+EMBEDDED = "embedded"
+_TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst")
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents.
+
+
+def _read_text(path: Path) -> str:
+  raw = path.read_bytes()
+  if b"\x00" in raw[:65536]:
+    raise UserError(f"{path} looks binary (it holds NUL bytes); give a UTF-8 text file")
+  try:
+    return raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise UserError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); "
+                    "convert it, e.g. with iconv -t UTF-8") from None
+
+
+def _read_jsonl(path: Path, text_field: str) -> list[str]:
+  docs = []
+  opener = lzma.open if path.suffix == ".xz" else open
+  try:
+    with opener(path, "rt", encoding="utf-8") as f:
+      for i, line in enumerate(f, 1):
+        if not line.strip():
+          continue
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          raise UserError(f"{path}:{i} is not valid JSON; each line must be one JSON object") from None
+        if not isinstance(record, dict) or text_field not in record:
+          raise UserError(f"{path}:{i} has no field {text_field!r}; set data.text_field")
+        docs.append(str(record[text_field]))
+  except UnicodeDecodeError:
+    raise UserError(f"{path} is not UTF-8 text; convert it, e.g. with iconv -t UTF-8") from None
+  return docs
+
+
+def _read_hf(spec: str, text_field: str) -> list[str]:
+  try:
+    import datasets  # optional extra: pip install 'scaling[hf]'
+  except ImportError:
+    raise UserError("a hf: source needs the `datasets` package: pip install 'scaling[hf]'") from None
+  name, _, split = spec[len("hf:"):].partition(":")
+  if Path(name).is_dir():
+    ds = datasets.load_from_disk(name)
+    if isinstance(ds, datasets.DatasetDict):
+      ds = ds[split or "train"]
+  else:
+    ds = datasets.load_dataset(name, split=split or "train")
+  if text_field not in ds.column_names:
+    raise UserError(f"{spec} has no column {text_field!r} (columns: {ds.column_names}); "
+                    "set data.text_field")
+  return [str(t) for t in ds[text_field]]
+
+
+def embedded_corpus_path() -> Path:
+  return Path(str(importlib.resources.files("scaling") / "corpora" / "tinystories.jsonl.xz"))
+
+
+def load_documents(source: str, text_field: str = "text") -> list[str]:
+  """Reads a source into a list of non-empty documents; raises UserError for bad input."""
+  if not source:
+    raise UserError("data.source is empty; give 'embedded', a file, a folder, a glob or hf:NAME")
+  if source == EMBEDDED:
+    docs = _read_jsonl(embedded_corpus_path(), "text")
+  elif source.startswith("hf:"):
+    docs = _read_hf(source, text_field)
+  else:
+    path = Path(source).expanduser()
+    if path.is_dir():
+      files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _TEXT_SUFFIXES)
+      if not files:
+        raise UserError(f"folder {path} holds no text files ({', '.join(_TEXT_SUFFIXES)})")
+      docs = [_read_text(p) for p in files]
+    elif path.is_file():
+      if path.name.endswith((".jsonl", ".jsonl.xz")):
+        docs = _read_jsonl(path, text_field)
+      else:
+        docs = re.split(r"\n\s*\n", _read_text(path))
+    else:
+      files = sorted(Path(p) for p in globlib.glob(str(path), recursive=True) if Path(p).is_file())
+      if not files:
+        raise UserError(f"corpus {source!r} does not exist (no file, folder or glob match)")
+      docs = [_read_text(p) for p in files]
+  docs = [d.strip() for d in docs if d.strip()]
+  if not docs:
+    raise UserError(f"corpus {source!r} is empty: it holds no text")
+  return docs
+
+
+def split_documents(docs: list[str], eval_fraction: float) -> tuple[list[str], list[str]]:
+  """Last `eval_fraction` of the documents (at least one) are held out."""
+  if not 0.0 < eval_fraction < 1.0:
+    raise UserError(f"data.eval_fraction must lie in (0, 1), got {eval_fraction}")
+  if len(docs) < 2:
+    raise UserError(f"the corpus has {len(docs)} document; a held-out split needs at least 2")
+  n_eval = min(len(docs) - 1, max(1, round(len(docs) * eval_fraction)))
+  return docs[:-n_eval], docs[-n_eval:]
+
+
+def _hash_docs(docs: list[str]) -> str:
+  h = hashlib.sha256()
+  for d in docs:
+    h.update(hashlib.sha256(d.encode("utf-8")).digest())
+  return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer.
+
+
+def cache_root(cache_dir: str = "") -> Path:
+  root = Path(cache_dir or os.environ.get("SCALING_CACHE", "") or Path.home() / ".cache" / "scaling")
+  root.mkdir(parents=True, exist_ok=True)
+  return root
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+  with os.fdopen(fd, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def train_tokenizer(train_docs: list[str], vocab_size: int):
+  """Byte-level BPE (GPT-2 style, as Kaplan 2020 §2.3) trained on the training split."""
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+  if vocab_size < 257 + 1:
+    raise UserError(f"data.vocab_size={vocab_size} is too small for byte-level BPE (≥ 258)")
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS], show_progress=False,
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  tok.train_from_iterator(train_docs, trainer)
+  return tok
+
+
+def get_tokenizer(train_docs: list[str], vocab_size: int, tokenizer_path: str, cache_dir: str):
+  """Loads `tokenizer_path` if given, else trains one, cached by (training-text hash, vocab)."""
+  from tokenizers import Tokenizer
+  if tokenizer_path:
+    path = Path(tokenizer_path).expanduser()
+    if not path.is_file():
+      raise UserError(f"tokenizer file {path} does not exist")
+    try:
+      return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises plain Exceptions on malformed files
+      raise UserError(f"{path} is not a tokenizers JSON file ({str(e).splitlines()[0]})") from None
+  key = hashlib.sha256(f"{_hash_docs(train_docs)}:{vocab_size}:bpe-v1".encode()).hexdigest()[:16]
+  path = cache_root(cache_dir) / "tokenizers" / f"bpe{vocab_size}-{key}.json"
+  if path.is_file():
+    return Tokenizer.from_file(str(path))
+  tok = train_tokenizer(train_docs, vocab_size)
+  _atomic_write_bytes(path, tok.to_str().encode("utf-8"))
+  return tok
+
+
+# ---------------------------------------------------------------------------------------------
+# Token store.
+
+
+@dataclasses.dataclass
+class TokenStore:
+  """The corpus tokenized once: memory-mapped train and eval token arrays plus their sizes."""
+  train_T: np.ndarray
+  eval_T: np.ndarray
+  n_vocab: int
+  tokenizer: object
+  meta: dict
+
+  def summary(self) -> str:
+    m = self.meta
+    return (f"corpus: {m['n_docs_train']:,} + {m['n_docs_eval']:,} documents (train + held out), "
+            f"{m['n_bytes_train']:,} + {m['n_bytes_eval']:,} bytes, "
+            f"{m['n_tokens_train']:,} + {m['n_tokens_eval']:,} tokens, vocabulary {self.n_vocab:,}")
+
+  def unigram_entropy(self) -> float:
+    """Entropy (nats/token) of the training split's unigram distribution: the loss of a model
+    that ignores context. A trained model must end clearly below it."""
+    counts = np.bincount(np.asarray(self.train_T), minlength=self.n_vocab).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log(p)).sum())
+
+
+def _encode(tok, docs: list[str], eos_id: int, dtype) -> np.ndarray:
+  """Documents joined into one stream, each preceded by EOS."""
+  pieces = []
+  for start in range(0, len(docs), 1024):
+    for enc in tok.encode_batch(docs[start:start + 1024]):
+      pieces.append(np.asarray([eos_id] + enc.ids, dtype=dtype))
+  return np.concatenate(pieces)
+
+
+def build_store(source: str, vocab_size: int, eval_fraction: float = 0.1, text_field: str = "text",
+                tokenizer_path: str = "", cache_dir: str = "", verbose: bool = True) -> TokenStore:
+  """Reads, splits, tokenizes and caches a corpus; later calls memory-map the cached arrays."""
+  docs = load_documents(source, text_field)
+  train_docs, eval_docs = split_documents(docs, eval_fraction)
+  tok = get_tokenizer(train_docs, vocab_size, tokenizer_path, cache_dir)
+  n_vocab = tok.get_vocab_size()
+  eos_id = tok.token_to_id(EOS)
+  if eos_id is None:
+    raise UserError(f"the tokenizer has no {EOS} token; train one with scaling or add it")
+  tok_hash = hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()[:16]
+  key = hashlib.sha256(f"{_hash_docs(train_docs)}:{_hash_docs(eval_docs)}:{tok_hash}".encode())
+  folder = cache_root(cache_dir) / "stores" / key.hexdigest()[:16]
+  meta_path = folder / "meta.json"
+  if not meta_path.is_file():
+    dtype = np.uint16 if n_vocab <= 2**16 else np.uint32
+    train_T = _encode(tok, train_docs, eos_id, dtype)
+    eval_T = _encode(tok, eval_docs, eos_id, dtype)
+    _atomic_write_bytes(folder / "train.bin", train_T.tobytes())
+    _atomic_write_bytes(folder / "eval.bin", eval_T.tobytes())
+    meta = {
+        "source": source, "tokenizer_sha256_16": tok_hash, "dtype": np.dtype(dtype).name,
+        "n_vocab": n_vocab, "eos_id": eos_id,
+        "n_docs_train": len(train_docs), "n_docs_eval": len(eval_docs),
+        "n_bytes_train": sum(len(d.encode("utf-8")) for d in train_docs),
+        "n_bytes_eval": sum(len(d.encode("utf-8")) for d in eval_docs),
+        "n_tokens_train": int(train_T.size), "n_tokens_eval": int(eval_T.size),
+    }
+    _atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
+  meta = json.loads(meta_path.read_text())
+  if meta["tokenizer_sha256_16"] != tok_hash or meta["n_vocab"] != n_vocab:
+    raise UserError(f"token store {folder} was made with another tokenizer; delete it and rerun")
+  dtype = np.dtype(meta["dtype"])
+  train_T = np.memmap(folder / "train.bin", dtype=dtype, mode="r")
+  eval_T = np.memmap(folder / "eval.bin", dtype=dtype, mode="r")
+  store = TokenStore(train_T, eval_T, n_vocab, tok, meta)
+  if verbose:
+    print(store.summary(), flush=True)
+  return store
+
+
+# ---------------------------------------------------------------------------------------------
+# Batches.
+
+
+class WindowBatches:
+  """Random-access source of training batches: item s is the batch of step s.
+
+  Each row is a window of seq_len + 1 consecutive tokens (inputs and shifted targets) starting at
+  a position drawn uniformly from the first `limit_tokens` training tokens, with a generator
+  seeded by (seed, s). Process p of P takes rows [p·b, (p+1)·b) of the global batch, b = batch/P.
+  """
+
+  def __init__(self, tokens_T: np.ndarray, seq_len: int, global_batch: int, num_steps: int,
+               seed: int, process_index: int = 0, process_count: int = 1, limit_tokens: int = 0):
+    n = int(limit_tokens) if limit_tokens else int(tokens_T.size)
+    if limit_tokens and limit_tokens > tokens_T.size:
+      raise UserError(f"data.max_train_tokens={limit_tokens:,} exceeds the training split "
+                      f"({tokens_T.size:,} tokens); lower it or use a larger corpus")
+    if n < seq_len + 1:
+      raise UserError(f"the training text has {n:,} tokens, shorter than one context window "
+                      f"({seq_len + 1}); use a larger corpus or a smaller model.n_ctx")
+    if global_batch % process_count:
+      raise UserError(f"global batch {global_batch} is not divisible by {process_count} processes")
+    self.tokens_T, self.seq_len, self.n = tokens_T, seq_len, n
+    self.global_batch, self.num_steps, self.seed = global_batch, num_steps, seed
+    self.local_batch = global_batch // process_count
+    self.row0 = process_index * self.local_batch
+
+  def __len__(self) -> int:
+    return self.num_steps
+
+  def __getitem__(self, step: int) -> np.ndarray:
+    rng = np.random.default_rng((self.seed, int(step)))
+    starts = rng.integers(0, self.n - self.seq_len, size=self.global_batch)
+    mine = starts[self.row0:self.row0 + self.local_batch]
+    return np.stack([self.tokens_T[s:s + self.seq_len + 1] for s in mine]).astype(np.int32)
+
+
+def train_iterator(source: WindowBatches, start_step: int, num_threads: int = 2,
+                   prefetch: int = 8):
+  """A grain pipeline yielding the batches of steps start_step, start_step + 1, …"""
+  ds = grain.MapDataset.source(source)[start_step:]
+  read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+  return iter(ds.to_iter_dataset(read))
+
+
+def eval_batches(eval_T: np.ndarray, seq_len: int, batch: int, max_batches: int) -> np.ndarray:
+  """Fixed held-out batches (n_batches, batch, seq_len + 1): consecutive non-overlapping windows
+  from the start of the eval split, the same at every evaluation and in every run."""
+  n_windows = (eval_T.size - 1) // seq_len
+  if n_windows < 1:
+    raise UserError(f"the held-out text has {eval_T.size:,} tokens, shorter than one context "
+                    f"window ({seq_len + 1}); use a larger corpus or a smaller model.n_ctx")
+  n_batches = max(1, min(max_batches, n_windows // batch))
+  rows = min(n_windows, n_batches * batch)
+  windows = np.stack([np.asarray(eval_T[i * seq_len:i * seq_len + seq_len + 1])
+                      for i in range(rows)]).astype(np.int32)
+  if rows < n_batches * batch:  # tiny eval split: repeat windows to fill one batch
+    windows = np.resize(windows, (n_batches * batch, seq_len + 1))
+  return windows.reshape(n_batches, batch, seq_len + 1)

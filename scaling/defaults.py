@@ -1,0 +1,70 @@
+"""The default run configuration; files under configs/ start from it and change what they need."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  cfg = ml_collections.ConfigDict()
+  cfg.name = "run"
+  cfg.run_dir = ""                 # "" → runs/<name>
+  cfg.seed = 0                     # parameter init and batch order
+
+  cfg.model = ml_collections.ConfigDict()
+  cfg.model.n_layer = 2
+  cfg.model.d_model = 128
+  cfg.model.n_heads = 2            # heads of 64 (d_head = d_model / n_heads)
+  cfg.model.d_head = 0             # 0: d_model // n_heads
+  cfg.model.d_ff = 0               # 0: 4·d_model
+  cfg.model.n_ctx = 128
+  cfg.model.tie_embeddings = True
+  cfg.model.compute_dtype = "auto"  # auto: float32 on CPU, bfloat16 on GPU/TPU
+
+  cfg.data = ml_collections.ConfigDict()
+  cfg.data.source = "embedded"     # embedded | file | folder | glob | x.jsonl | hf:NAME[:SPLIT]
+  cfg.data.text_field = "text"     # JSONL / Hugging Face column holding the text
+  cfg.data.vocab_size = 2048       # byte-level BPE trained on the training split
+  cfg.data.tokenizer = ""          # path to an existing tokenizer.json instead of training one
+  cfg.data.eval_fraction = 0.1     # last 10% of documents held out
+  cfg.data.max_train_tokens = 0    # D-limited runs: train on the first D tokens only (0: all)
+  cfg.data.cache_dir = ""          # "" → $SCALING_CACHE or ~/.cache/scaling
+  cfg.data.loader_threads = 2
+
+  cfg.train = ml_collections.ConfigDict()
+  cfg.train.batch_size = 16        # global batch in sequences (tokens = batch_size · n_ctx)
+  cfg.train.steps = 0              # set steps, or tokens (steps = tokens / batch tokens)
+  cfg.train.tokens = 2_000_000
+  cfg.train.peak_lr = 0.0          # 0: Kaplan's LR(N) rule with N non-embedding
+  cfg.train.warmup_frac = 0.05     # linear warm-up over this fraction of the steps …
+  cfg.train.warmup_steps = 0       # … or this many steps when > 0
+  cfg.train.min_lr_ratio = 0.1     # cosine decay to this fraction of the peak
+  cfg.train.weight_decay = 0.0     # AdamW decay on matrices only
+  cfg.train.b1 = 0.9
+  cfg.train.b2 = 0.95
+  cfg.train.grad_clip = 1.0        # global-norm clipping (0: off)
+
+  cfg.eval = ml_collections.ConfigDict()
+  cfg.eval.every = 100             # steps between held-out evaluations (and at the end)
+  cfg.eval.batches = 8             # fixed held-out batches per evaluation
+  cfg.eval.batch_size = 16
+
+  cfg.checkpoint = ml_collections.ConfigDict()
+  cfg.checkpoint.every = 200       # steps between checkpoints (and at the end)
+  cfg.checkpoint.keep = 2          # most recent checkpoints kept
+
+  cfg.gns = ml_collections.ConfigDict()
+  cfg.gns.enabled = True           # gradient noise scale from per-device vs global gradients
+  cfg.gns.micro_batches = 0        # micro-batches per device; 0: 1 on several devices, 2 on one
+  cfg.gns.ema_decay = 0.95
+
+  cfg.mesh = ml_collections.ConfigDict()
+  cfg.mesh.num_devices = 0         # data-parallel devices; 0: all
+
+  cfg.distributed = ml_collections.ConfigDict()
+  cfg.distributed.enabled = False  # call jax.distributed.initialize() (multi-host)
+  cfg.distributed.coordinator_address = ""  # "" → JAX auto-detection (TPU VM, SLURM)
+  cfg.distributed.num_processes = 0
+  cfg.distributed.process_id = -1
+
+  cfg.log = ml_collections.ConfigDict()
+  cfg.log.print_every = 0          # progress line every this many steps; 0: about 20 per run
+  return cfg

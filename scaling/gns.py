@@ -1,0 +1,51 @@
+"""Gradient noise scale B_simple = tr(Σ)/|G|² (McCandlish et al. 2018, appendix A.1).
+
+From the squared norms of gradients measured at two batch sizes B_small < B_big (in tokens),
+E[|G_B|²] = |G|² + tr(Σ)/B gives unbiased estimates of |G|² and tr(Σ). Each per-step estimate is
+noisy (and |G|² can come out negative), so both are averaged with a bias-corrected EMA and only
+then divided: B_noise = EMA[tr Σ] / EMA[|G|²], undefined (NaN) while EMA[|G|²] ≤ 0.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+
+class GnsState(NamedTuple):
+  """EMA accumulators (not bias-corrected) and how many updates they hold."""
+  ema_g2: jax.Array     # EMA of the |G|² estimate
+  ema_trace: jax.Array  # EMA of the tr(Σ) estimate (per token)
+  count: jax.Array      # number of updates
+
+
+def init_state() -> GnsState:
+  return GnsState(jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32),
+                  jnp.zeros((), jnp.int32))
+
+
+def estimate_g2(sq_small, sq_big, b_small, b_big):
+  """McCandlish 2018 eq. A.2: |G|² ≈ (B_big·|G_big|² − B_small·|G_small|²)/(B_big − B_small)."""
+  return (b_big * sq_big - b_small * sq_small) / (b_big - b_small)
+
+
+def estimate_trace(sq_small, sq_big, b_small, b_big):
+  """McCandlish 2018 eq. A.2: tr(Σ) ≈ (|G_small|² − |G_big|²)/(1/B_small − 1/B_big)."""
+  return (sq_small - sq_big) / (1.0 / b_small - 1.0 / b_big)
+
+
+def update(state: GnsState, g2, trace, decay: float) -> GnsState:
+  """One EMA step of each raw estimate; never clip the estimates (SCIENCE.md §4.4)."""
+  return GnsState(decay * state.ema_g2 + (1 - decay) * g2,
+                  decay * state.ema_trace + (1 - decay) * trace,
+                  state.count + 1)
+
+
+def b_noise(state: GnsState, decay: float) -> jax.Array:
+  """Bias-corrected ratio of averages, in the unit of B_small/B_big (tokens here)."""
+  correction = 1.0 - decay ** state.count.astype(jnp.float32)
+  g2 = state.ema_g2 / jnp.maximum(correction, 1e-30)
+  trace = state.ema_trace / jnp.maximum(correction, 1e-30)
+  return jnp.where((g2 > 0) & (state.count > 0), trace / jnp.where(g2 > 0, g2, 1.0), jnp.nan)

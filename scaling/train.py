@@ -1,0 +1,468 @@
+"""The trainer: data-parallel AdamW over a `data` mesh axis, eval, metrics, checkpoints, resume.
+
+The gradient is computed under `jax.shard_map`, so each device's own gradient (over its share of
+the batch, optionally split into micro-batches) exists before the explicit all-reduce; the
+gradient-noise-scale estimator (scaling/gns.py) compares its squared norm with the all-reduced one.
+A run directory holds config.json, metrics.jsonl, checkpoints/ and, when finished, summary.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from scaling import data as datalib
+from scaling import gns
+from scaling.config import to_json
+from scaling.errors import UserError
+from scaling.model import (ModelConfig, Transformer, cross_entropy, flops_per_token,
+                           kaplan_learning_rate, param_count)
+
+
+class TrainState(NamedTuple):
+  params: Any          # nnx.State of the model's parameters (float32)
+  opt_state: Any       # optax AdamW state
+  gns: gns.GnsState
+  step: jax.Array      # optimizer steps taken
+
+
+class Preempted(Exception):
+  """SIGTERM arrived: a checkpoint was written and the run can be resumed."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces.
+
+
+def resolve_dtype(name: str) -> str:
+  if name == "auto":
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  return name
+
+
+def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
+  devices = jax.devices()
+  if num_devices:
+    if num_devices > len(devices):
+      raise UserError(f"mesh.num_devices={num_devices} but only {len(devices)} devices exist")
+    devices = devices[:num_devices]
+  return jax.sharding.Mesh(np.asarray(devices), ("data",))
+
+
+def lr_schedule(peak_lr: float, total_steps: int, warmup_steps: int, min_lr_ratio: float):
+  """Linear warm-up to peak_lr, then cosine decay to min_lr_ratio·peak_lr (Kaplan 2020 §2.2)."""
+  warmup_steps = max(1, min(warmup_steps, total_steps - 1)) if total_steps > 1 else 0
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps,
+      decay_steps=max(total_steps, warmup_steps + 1), end_value=peak_lr * min_lr_ratio)
+
+
+def make_optimizer(tcfg, peak_lr: float, total_steps: int):
+  warmup = tcfg.warmup_steps or int(round(tcfg.warmup_frac * total_steps))
+  schedule = lr_schedule(peak_lr, total_steps, warmup, tcfg.min_lr_ratio)
+  decay_mask = lambda params: jax.tree.map(lambda x: x.ndim >= 2, params)
+  parts = [optax.clip_by_global_norm(tcfg.grad_clip)] if tcfg.grad_clip > 0 else []
+  parts.append(optax.adamw(schedule, b1=tcfg.b1, b2=tcfg.b2, weight_decay=tcfg.weight_decay,
+                           mask=decay_mask))
+  return optax.chain(*parts), schedule
+
+
+def sq_norm(tree) -> jax.Array:
+  return sum(jnp.vdot(x, x).real for x in jax.tree.leaves(tree)).astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchGeometry:
+  """Batch sizes of one step; B_small/B_big in tokens as SCIENCE.md §4.4 uses them."""
+  global_seqs: int
+  n_ctx: int
+  n_devices: int
+  micro_batches: int
+
+  @property
+  def b_big_tokens(self) -> int:
+    return self.global_seqs * self.n_ctx
+
+  @property
+  def b_small_tokens(self) -> int:
+    return self.global_seqs // (self.n_devices * self.micro_batches) * self.n_ctx
+
+
+def make_train_step(graphdef, tx, schedule, mesh, geom: BatchGeometry, gns_cfg):
+  """Builds the jitted step: (TrainState, tokens (B, L+1)) → (TrainState, metrics)."""
+  k = geom.micro_batches
+  gns_on = gns_cfg.enabled and geom.b_small_tokens < geom.b_big_tokens
+  b_small, b_big = float(geom.b_small_tokens), float(geom.b_big_tokens)
+
+  def loss_fn(params, tokens_BL1):
+    logits_BLV = nnx.merge(graphdef, params)(tokens_BL1[:, :-1])
+    return cross_entropy(logits_BLV, tokens_BL1[:, 1:])
+
+  def per_device(params, tokens_bL1):
+    # Params become device-varying so the gradient below is this device's own, not all-reduced.
+    params = jax.tree.map(lambda x: jax.lax.pcast(x, "data", to="varying"), params)
+    grad_fn = jax.value_and_grad(loss_fn)
+    if k == 1:
+      loss, grads = grad_fn(params, tokens_bL1)
+      sq_small = sq_norm(grads)
+    else:
+      tokens_kmL1 = tokens_bL1.reshape(k, -1, tokens_bL1.shape[-1])
+
+      def body(carry, tokens_mL1):
+        loss_acc, grads_acc, sq_acc = carry
+        loss, grads = grad_fn(params, tokens_mL1)
+        return (loss_acc + loss, jax.tree.map(jnp.add, grads_acc, grads),
+                sq_acc + sq_norm(grads)), None
+
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      init = (jax.lax.pcast(jnp.zeros((), jnp.float32), "data", to="varying"), zeros,
+              jax.lax.pcast(jnp.zeros((), jnp.float32), "data", to="varying"))
+      (loss, grads, sq_small), _ = jax.lax.scan(body, init, tokens_kmL1)
+      loss, sq_small = loss / k, sq_small / k
+      grads = jax.tree.map(lambda g: g / k, grads)
+    # The explicit all-reduce: mean over devices of the loss, the gradient and |G_small|².
+    return (jax.lax.pmean(loss, "data"), jax.lax.pmean(grads, "data"),
+            jax.lax.pmean(sq_small, "data"))
+
+  sharded_grads = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P("data")),
+                                out_specs=(P(), P(), P()))
+
+  def step_fn(state: TrainState, tokens_BL1):
+    loss, grads, sq_small = sharded_grads(state.params, tokens_BL1)
+    sq_big = sq_norm(grads)
+    g2 = gns.estimate_g2(sq_small, sq_big, b_small, b_big)
+    trace = gns.estimate_trace(sq_small, sq_big, b_small, b_big)
+    gns_state = gns.update(state.gns, g2, trace, gns_cfg.ema_decay) if gns_on else state.gns
+    b_noise = gns.b_noise(gns_state, gns_cfg.ema_decay) if gns_on else jnp.float32(jnp.nan)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = {
+        "loss": loss, "grad_norm": jnp.sqrt(sq_big), "lr": schedule(state.step),
+        "b_noise_tokens": b_noise, "b_noise_seqs": b_noise / geom.n_ctx,
+        "gns_g2": g2 if gns_on else jnp.float32(jnp.nan),
+        "gns_trace": trace if gns_on else jnp.float32(jnp.nan),
+    }
+    return TrainState(params, opt_state, gns_state, state.step + 1), metrics
+
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(step_fn, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_eval_step(graphdef, mesh):
+  def eval_fn(params, tokens_BL1):
+    logits_BLV = nnx.merge(graphdef, params)(tokens_BL1[:, :-1])
+    return cross_entropy(logits_BLV, tokens_BL1[:, 1:])
+  return jax.jit(eval_fn, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))))
+
+
+def global_batch(mesh, local_BL1: np.ndarray) -> jax.Array:
+  """The global array whose process-local rows are `local_BL1` (sharded on `data`)."""
+  return jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), local_BL1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Run directory.
+
+
+def _check_or_write_config(run_dir: Path, cfg_json: str, overwrite: bool) -> None:
+  path = run_dir / "config.json"
+  if path.is_file():
+    old = json.loads(path.read_text())
+    new = json.loads(cfg_json)
+    if old != new:
+      if not overwrite:
+        diff = sorted(_diff_keys(old, new))
+        raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff[:4])}"
+                        f"{' …' if len(diff) > 4 else ''}); choose another run_dir or pass "
+                        "--overwrite to move the old run aside")
+      aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+      run_dir.rename(aside)
+      print(f"moved the old run to {aside}", flush=True)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  if not path.is_file():
+    path.write_text(cfg_json)
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+  keys = []
+  for key in sorted(set(a) | set(b)):
+    va, vb = a.get(key), b.get(key)
+    if isinstance(va, dict) and isinstance(vb, dict):
+      keys += _diff_keys(va, vb, f"{prefix}{key}.")
+    elif va != vb:
+      keys.append(f"{prefix}{key}")
+  return keys
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+  """Drops metric lines past the restored checkpoint, so the curve has no duplicate steps."""
+  if not path.is_file():
+    return
+  kept = [line for line in path.read_text().splitlines()
+          if line.strip() and json.loads(line)["step"] <= last_step]
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text("".join(line + "\n" for line in kept))
+  os.replace(tmp, path)
+
+
+def _fmt_time(seconds: float) -> str:
+  seconds = int(max(0, seconds))
+  return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _finite_or_none(x: float):
+  return float(x) if math.isfinite(x) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The run.
+
+
+def maybe_initialize_distributed(cfg) -> None:
+  d = cfg.distributed
+  if d.enabled and not jax.distributed.is_initialized():
+    jax.distributed.initialize(
+        coordinator_address=d.coordinator_address or None,
+        num_processes=d.num_processes or None,
+        process_id=d.process_id if d.process_id >= 0 else None)
+
+
+def resolve_run_dir(cfg) -> Path:
+  return Path(cfg.run_dir or Path("runs") / cfg.name)
+
+
+def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool = True) -> dict:
+  """Trains (or resumes) the run described by cfg; returns the summary dict."""
+  maybe_initialize_distributed(cfg)
+  is_main = jax.process_index() == 0
+  say = (lambda *a: print(*a, flush=True)) if (verbose and is_main) else (lambda *a: None)
+  run_dir = resolve_run_dir(cfg)
+  cfg_json = to_json(cfg)
+
+  mesh = make_mesh(cfg.mesh.num_devices)
+  n_devices = mesh.devices.size
+  tcfg = cfg.train
+  if tcfg.batch_size <= 0:
+    raise UserError(f"train.batch_size must be positive, got {tcfg.batch_size}")
+  if tcfg.batch_size % n_devices:
+    raise UserError(f"train.batch_size={tcfg.batch_size} is not divisible by the {n_devices} "
+                    f"devices; use a multiple of {n_devices} or set mesh.num_devices")
+  micro = cfg.gns.micro_batches or (1 if n_devices > 1 else 2)
+  per_device = tcfg.batch_size // n_devices
+  if not cfg.gns.enabled:
+    micro = 1
+  if per_device % micro:
+    raise UserError(f"the per-device batch {per_device} is not divisible by "
+                    f"gns.micro_batches={micro}")
+  if cfg.eval.batch_size % n_devices:
+    raise UserError(f"eval.batch_size={cfg.eval.batch_size} is not divisible by the "
+                    f"{n_devices} devices")
+
+  store = datalib.build_store(cfg.data.source, cfg.data.vocab_size, cfg.data.eval_fraction,
+                              cfg.data.text_field, cfg.data.tokenizer, cfg.data.cache_dir,
+                              verbose=verbose and is_main)
+  mcfg = ModelConfig.from_config(dict(cfg.model.to_dict(), n_vocab=store.n_vocab,
+                                      compute_dtype=resolve_dtype(cfg.model.compute_dtype)))
+  counts, flops = param_count(mcfg), flops_per_token(mcfg)
+  n_ctx = mcfg.n_ctx
+  batch_tokens = tcfg.batch_size * n_ctx
+  total_steps = tcfg.steps or -(-tcfg.tokens // batch_tokens)
+  if total_steps <= 0:
+    raise UserError("set train.steps or train.tokens to a positive number")
+  peak_lr = tcfg.peak_lr or kaplan_learning_rate(counts["n_kaplan"])
+  geom = BatchGeometry(tcfg.batch_size, n_ctx, n_devices, micro)
+
+  train_source = datalib.WindowBatches(
+      store.train_T, n_ctx, tcfg.batch_size, total_steps, cfg.seed,
+      jax.process_index(), jax.process_count(), cfg.data.max_train_tokens)
+  eval_BBL1 = datalib.eval_batches(store.eval_T, n_ctx, cfg.eval.batch_size, cfg.eval.batches)
+  d_train = cfg.data.max_train_tokens or store.meta["n_tokens_train"]
+
+  # Everything validated: only now touch the run directory.
+  if is_main:
+    _check_or_write_config(run_dir, cfg_json, overwrite)
+
+  model = Transformer(mcfg, rngs=nnx.Rngs(cfg.seed))
+  graphdef, params = nnx.split(model, nnx.Param)
+  tx, schedule = make_optimizer(tcfg, peak_lr, total_steps)
+  replicated = NamedSharding(mesh, P())
+  state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
+  state = jax.device_put(state, replicated)
+
+  ckpt_dir = (run_dir / "checkpoints").resolve()
+  manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
+      max_to_keep=cfg.checkpoint.keep, create=True))
+  start = 0
+  if manager.latest_step() is not None:
+    start = manager.latest_step()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    state = manager.restore(start, args=ocp.args.StandardRestore(abstract))
+    say(f"resumed from the checkpoint at step {start}")
+  metrics_path = run_dir / "metrics.jsonl"
+  if is_main:
+    _truncate_metrics(metrics_path, start)
+
+  say(f"model: n_layer={mcfg.n_layer} d_model={mcfg.d_model} heads={mcfg.n_heads}x{mcfg.head_dim} "
+      f"n_ctx={n_ctx} | N (Kaplan, non-embedding) = {counts['n_kaplan']:,}, "
+      f"total = {counts['n_total']:,} | {flops['palm_train']:.3g} FLOP/token (PaLM count)")
+  say(f"training: {total_steps} steps x {tcfg.batch_size} x {n_ctx} tokens on {n_devices} "
+      f"{jax.default_backend()} device(s), peak lr {peak_lr:.3g}"
+      f"{' (Kaplan LR(N))' if not tcfg.peak_lr else ''}, gns B_small/B_big = "
+      f"{geom.b_small_tokens}/{geom.b_big_tokens} tokens | run dir {run_dir}")
+
+  step_fn = make_train_step(graphdef, tx, schedule, mesh, geom, cfg.gns)
+  eval_fn = make_eval_step(graphdef, mesh)
+
+  def evaluate(params) -> float:
+    losses = [eval_fn(params, global_batch(mesh, _local_rows(b))) for b in eval_BBL1]
+    return float(np.mean(jax.device_get(losses)))
+
+  def _local_rows(batch_BL1):
+    per = batch_BL1.shape[0] // jax.process_count()
+    return batch_BL1[jax.process_index() * per:(jax.process_index() + 1) * per]
+
+  preempt = {"flag": False}
+  old_handler = signal.getsignal(signal.SIGTERM)
+  signal.signal(signal.SIGTERM, lambda *_: preempt.update(flag=True))
+  print_every = cfg.log.print_every or max(1, total_steps // 20)
+  eval_every = cfg.eval.every or total_steps
+  best = {"eval_loss": math.inf, "step": None}
+  if is_main and metrics_path.is_file():  # best eval so far, from the kept metrics
+    for line in metrics_path.read_text().splitlines():
+      rec = json.loads(line)
+      if rec.get("eval_loss") is not None and rec["eval_loss"] < best["eval_loss"]:
+        best = {"eval_loss": rec["eval_loss"], "step": rec["step"]}
+
+  metrics_file = open(metrics_path, "a") if is_main else None
+  t_start = time.time()
+  last_record: dict = {}
+  try:
+    batches = datalib.train_iterator(train_source, start, cfg.data.loader_threads)
+    pending = None
+    t_prev = time.time()
+    for step in range(start, total_steps):
+      state, metrics = step_fn(state, global_batch(mesh, next(batches)))
+      done = step + 1
+      if pending is not None:  # fetch the previous step's metrics while this one runs
+        t_prev, last_record = _log(pending, t_prev, metrics_file, batch_tokens, flops)
+      pending = (done, metrics, None)
+      if done % eval_every == 0 or done == total_steps:
+        eval_loss = evaluate(state.params)
+        pending = (done, metrics, eval_loss)
+        if eval_loss < best["eval_loss"]:
+          best = {"eval_loss": eval_loss, "step": done}
+      if done % cfg.checkpoint.every == 0 or done == total_steps or preempt["flag"]:
+        manager.save(done, args=ocp.args.StandardSave(state))
+      if pending[2] is not None or done % print_every == 0 or done == total_steps:
+        t_prev, last_record = _log(pending, t_prev, metrics_file, batch_tokens, flops)
+        pending = None
+        _check_finite(last_record, manager)
+        if done % print_every == 0 or done == total_steps:
+          rate = last_record["tokens_per_s"]
+          eta = (total_steps - done) * batch_tokens / rate if rate else 0.0
+          say(_progress_line(last_record, total_steps, eta))
+      if preempt["flag"]:
+        manager.wait_until_finished()
+        raise Preempted(f"SIGTERM at step {done}: checkpoint saved in {ckpt_dir}; "
+                        "rerun the same command to resume")
+    if pending is not None:
+      t_prev, last_record = _log(pending, t_prev, metrics_file, batch_tokens, flops)
+      _check_finite(last_record, manager)
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    if metrics_file:
+      metrics_file.close()
+    signal.signal(signal.SIGTERM, old_handler)
+
+  final = _read_last(metrics_path) if is_main else last_record
+  summary = {
+      "name": cfg.name, "steps": total_steps, "tokens": total_steps * batch_tokens,
+      "batch_seqs": tcfg.batch_size, "batch_tokens": batch_tokens, "n_ctx": n_ctx,
+      "n_vocab": store.n_vocab, "peak_lr": peak_lr, "d_train_tokens": d_train,
+      "epochs": total_steps * batch_tokens / d_train,
+      **counts, "flops_per_token": flops,
+      "flops_kaplan": flops["kaplan_train"] * total_steps * batch_tokens,
+      "flops_palm": flops["palm_train"] * total_steps * batch_tokens,
+      "final_loss": final.get("loss"), "final_eval_loss": final.get("eval_loss"),
+      "best_eval_loss": _finite_or_none(best["eval_loss"]), "best_eval_step": best["step"],
+      "unigram_entropy": store.unigram_entropy(),
+      "b_noise_tokens_final": final.get("b_noise_tokens"),
+      "wall_time_s": time.time() - t_start, "n_devices": n_devices,
+      "backend": jax.default_backend(),
+  }
+  summary["pf_days_kaplan"] = summary["flops_kaplan"] / 8.64e19  # 1 PF-day = 8.64e19 FLOP
+  if is_main:
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, run_dir / "summary.json")
+    say(f"done: final held-out loss {summary['final_eval_loss']:.4f} nats/token "
+        f"(unigram entropy of the training text {summary['unigram_entropy']:.4f}); "
+        f"metrics in {metrics_path}")
+  return summary
+
+
+def _log(pending, t_prev: float, metrics_file, batch_tokens: int, flops: dict):
+  """Fetches one step's metrics from the device, appends them to metrics.jsonl."""
+  done, metrics, eval_loss = pending
+  values = jax.device_get(metrics)
+  now = time.time()
+  record = {"step": done, "tokens": done * batch_tokens,
+            "flops": done * batch_tokens * flops["kaplan_train"],  # C = 6·N·B·S (Kaplan)
+            "flops_palm": done * batch_tokens * flops["palm_train"]}
+  record.update({k: _finite_or_none(float(v)) for k, v in values.items()})
+  record["step_time_s"] = now - t_prev
+  record["tokens_per_s"] = batch_tokens / max(now - t_prev, 1e-9)
+  record["model_flops_per_s"] = record["tokens_per_s"] * flops["palm_train"]
+  record["eval_loss"] = eval_loss
+  record["time"] = now
+  if metrics_file is not None:
+    metrics_file.write(json.dumps(record) + "\n")
+    metrics_file.flush()
+  return now, record
+
+
+def _check_finite(record: dict, manager) -> None:
+  if record.get("loss") is None:
+    latest = manager.latest_step()
+    raise UserError(f"the loss became NaN or infinite at step {record['step']}; the last good "
+                    f"checkpoint is step {latest}. Lower train.peak_lr (or raise "
+                    "train.warmup_steps) and rerun with --overwrite, or resume as it is")
+
+
+def _progress_line(rec: dict, total: int, eta: float) -> str:
+  parts = [f"step {rec['step']}/{total}", f"loss {rec['loss']:.4f}"]
+  if rec.get("eval_loss") is not None:
+    parts.append(f"eval {rec['eval_loss']:.4f}")
+  parts.append(f"{rec.get('tokens_per_s', 0) / 1e3:.1f}k tok/s")
+  if rec.get("b_noise_tokens"):
+    parts.append(f"B_noise {rec['b_noise_tokens']:.3g} tok")
+  parts.append(f"eta {_fmt_time(eta)}")
+  return " | ".join(parts)
+
+
+def _read_last(path: Path) -> dict:
+  last, last_eval = {}, None
+  for line in path.read_text().splitlines():
+    last = json.loads(line)
+    if last.get("eval_loss") is not None:
+      last_eval = last["eval_loss"]
+  last["eval_loss"] = last.get("eval_loss", last_eval) or last_eval
+  return last
