@@ -28,6 +28,19 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
   return 0
 
 
+def _cmd_fit(args, overrides) -> int:
+  from scaling.laws.commands import fit_command
+  fit_command(args.path, args.law or [], args.bootstrap, args.holdout, args.seed,
+              args.n_convention, args.loss_key, args.budget, args.out)
+  return 0
+
+
+def _cmd_predict(args, overrides) -> int:
+  from scaling.laws.commands import predict_command
+  predict_command(args.preset, args.N, args.D, args.C, args.loss)
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="scaling", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", default="runs/quickstart", help="results directory")
   p.add_argument("--overwrite", action="store_true")
   p.set_defaults(func=_cmd_quickstart)
+
+  p = sub.add_parser("fit", help="fit scaling laws to run directories or a CSV of runs")
+  p.add_argument("path", help="a run directory, a sweep directory, or a CSV (columns N, D, loss, …)")
+  p.add_argument("--law", action="append",
+                 help="N, D, C, ND, NS (each optionally +E), chinchilla, chinchilla_huber, "
+                      "isoflop, envelope, bcrit; repeat for several (default: by the data)")
+  p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: none)")
+  p.add_argument("--holdout", type=int, default=1,
+                 help="hold out this many largest sizes for the extrapolation check")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--n-convention", default="kaplan", choices=["kaplan", "exact", "total"],
+                 help="N of run directories: Kaplan non-embedding, exact non-embedding, or total")
+  p.add_argument("--loss-key", default="final_eval_loss",
+                 help="summary.json field used as the loss (e.g. best_eval_loss)")
+  p.add_argument("--budget", type=float, help="FLOP budget for the derived N_opt, D_opt")
+  p.add_argument("--out", help="JSON output (default: PATH/fit.json or PATH.fit.json)")
+  p.set_defaults(func=_cmd_fit)
+
+  p = sub.add_parser("predict", help="the calculator: loss for N, D; allocation for C; C for a loss")
+  p.add_argument("--preset", required=True, help="kaplan2020, chinchilla2022, epoch2024 or a fit JSON")
+  p.add_argument("--N", type=float, help="parameters")
+  p.add_argument("--D", type=float, help="tokens")
+  p.add_argument("--C", type=float, help="compute budget in FLOP")
+  p.add_argument("--loss", type=float, help="target loss (nats/token)")
+  p.set_defaults(func=_cmd_predict)
   return parser
 
 

@@ -1,0 +1,109 @@
+"""Chinchilla Approaches 1 and 2, Kaplan's compute-efficient frontier and the B_crit(L) law.
+
+Approach 3 (the parametric fit) is the `chinchilla` law in registry.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from scaling.errors import UserError
+from scaling.laws import fit
+from scaling.laws.allocation import isoflop_vertex
+from scaling.laws.uncertainty import bootstrap, intervals
+
+
+def envelope(curves: list[dict], n_grid: int = 40) -> dict[str, np.ndarray]:
+  """Lower envelope of learning curves (Hoffmann 2022 §3.1; Kaplan 2020 §6.1 frontier).
+
+  curves: one dict per run with 'N' and arrays 'C' (cumulative FLOP) and 'loss' (smoothed).
+  At each of n_grid log-spaced compute values inside the curves' common span, the run with the
+  lowest loss (interpolated in log C) wins; returns C, loss, N and D = C/(6N) of the winners.
+  """
+  if len(curves) < 2:
+    raise UserError(f"an envelope needs learning curves of at least 2 runs, got {len(curves)}")
+  lo = max(np.min(c["C"][c["C"] > 0]) for c in curves)
+  hi = max(np.max(c["C"]) for c in curves)
+  grid = np.logspace(math.log10(lo), math.log10(hi), n_grid)
+  best_loss = np.full(n_grid, np.inf)
+  best_n = np.full(n_grid, np.nan)
+  for c in curves:
+    log_c = np.log(np.asarray(c["C"], float))
+    inside = (grid >= np.min(c["C"])) & (grid <= np.max(c["C"]))
+    loss = np.interp(np.log(grid), log_c, np.asarray(c["loss"], float))
+    better = inside & (loss < best_loss)
+    best_loss[better], best_n[better] = loss[better], c["N"]
+  ok = np.isfinite(best_loss)
+  return {"C": grid[ok], "loss": best_loss[ok], "N": best_n[ok], "D": grid[ok] / (6 * best_n[ok])}
+
+
+def fit_envelope(curves: list[dict], n_boot: int = 200, seed: int = 0) -> dict:
+  """Approach 1: N_opt ∝ C^a and D_opt ∝ C^b from the envelope; plus L(C) on the frontier."""
+  env = envelope(curves)
+  if len(np.unique(env["N"])) < 2:
+    raise UserError("one run forms the whole envelope; train models spanning more sizes")
+
+  def once(curve_idx):
+    e = envelope([curves[i] for i in curve_idx]) if curve_idx is not None else env
+    a, n_coef = fit.fit_loglinear(e["C"], e["N"])
+    b, d_coef = fit.fit_loglinear(e["C"], e["D"])
+    alpha_c, c_c = fit.fit_power_law(e["C"], e["loss"])
+    return {"a": a, "N_coef": n_coef, "b": b, "D_coef": d_coef, "alpha_C": alpha_c, "C_c": c_c}
+
+  central = once(None)
+  samples = bootstrap(lambda idx: once(idx), len(curves), n_boot, seed, min_unique=2)
+  return {"params": central, "intervals": intervals(samples), "n_boot": len(samples),
+          "envelope": {k: v.tolist() for k, v in env.items()}}
+
+
+def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0) -> dict:
+  """Approach 2 (Hoffmann 2022 §3.2): a parabola in log N per budget, its vertex N_opt(C), then
+  N_opt ∝ C^a and D_opt = C/(6·N_opt) ∝ C^b. Bootstrap resamples within each budget."""
+  compute, n, loss = (np.asarray(v, float) for v in (compute, n, loss))
+  fit.check_inputs({"C": compute, "N": n}, loss, 0, ())
+  budgets = np.unique(compute)
+  if len(budgets) < 2:
+    raise UserError("IsoFLOP needs at least 2 compute budgets")
+  for c in budgets:
+    if len(np.unique(n[compute == c])) < 3:
+      raise UserError(f"budget C={c:.3g} has fewer than 3 model sizes; a parabola needs 3")
+
+  def once(idx):
+    cs, n_opts, inside = [], [], []
+    for c in budgets:
+      sel = idx[compute[idx] == c]
+      if len(np.unique(n[sel])) < 3:
+        raise ValueError("too few sizes in a resampled budget")
+      v, ok = isoflop_vertex(np.log(n[sel]), loss[sel])
+      if not math.isfinite(v):
+        raise ValueError("profile without a minimum")
+      cs.append(c)
+      n_opts.append(math.exp(v))
+      inside.append(ok)
+    a, n_coef = fit.fit_loglinear(cs, n_opts)
+    d_opts = np.asarray(cs) / (6 * np.asarray(n_opts))
+    b, d_coef = fit.fit_loglinear(cs, d_opts)
+    return {"a": a, "N_coef": n_coef, "b": b, "D_coef": d_coef}, n_opts, inside
+
+  central, n_opts, inside = once(np.arange(len(loss)))
+  samples = bootstrap(lambda idx: once(idx)[0], len(loss), n_boot, seed, groups=compute)
+  return {"params": central, "intervals": intervals(samples), "n_boot": len(samples),
+          "budgets": budgets.tolist(), "N_opt": n_opts, "vertex_inside_range": inside}
+
+
+def fit_bcrit(loss, b_crit_tokens, n_boot: int = 1000, seed: int = 0) -> dict:
+  """Kaplan 2020 eq. 1.4 in log space: log B_crit = log B* − (1/α_B)·log L."""
+  loss, b = np.asarray(loss, float), np.asarray(b_crit_tokens, float)
+  fit.check_inputs({"B_crit": b}, loss, 2, ("B_crit",))
+
+  def once(idx):
+    slope, coef = fit.fit_loglinear(loss[idx], b[idx])
+    if slope >= 0:
+      raise ValueError("B_crit does not fall with loss")
+    return {"alpha_B": -1.0 / slope, "B_star": coef}
+
+  central = once(np.arange(len(loss)))
+  samples = bootstrap(once, len(loss), n_boot, seed, min_unique=3)
+  return {"params": central, "intervals": intervals(samples), "n_boot": len(samples)}

@@ -1,0 +1,204 @@
+"""`scaling fit` and `scaling predict`: tables for people, JSON for programs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from scaling.errors import UserError
+from scaling.laws import allocation, approaches, forms, io
+from scaling.laws.registry import fit_law, get_law
+from scaling.laws.uncertainty import bootstrap_law, extrapolation_check, intervals
+
+SPECIAL = ("isoflop", "envelope", "bcrit")
+
+
+def _auto_laws(columns: dict) -> list[str]:
+  varies = lambda c: c in columns and len(np.unique(columns[c])) > 1
+  if varies("N") and varies("D"):
+    return ["ND", "chinchilla"]
+  if varies("N"):
+    return ["N", "N+E"]
+  if varies("D"):
+    return ["D", "D+E"]
+  raise UserError("the points vary neither N nor D; nothing to fit")
+
+
+def _fmt(x) -> str:
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return "—"
+  return f"{x:.4g}"
+
+
+def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
+            budget: float | None) -> dict:
+  law = get_law(name)
+  y = columns["loss"]
+  if name == "chinchilla" and "N_total" in columns:  # Chinchilla counts every parameter
+    columns = {**columns, "N": columns["N_total"]}
+  params, converged, message = fit_law(law, columns, y)
+  derived = None
+  if law.name.startswith("chinchilla"):
+    derived = lambda p: {k: v for k, v in allocation.chinchilla_allocation(
+        p, budget or 5.76e23).items() if k in ("a", "b", "N_opt", "D_opt", "tokens_per_param")}
+  samples = bootstrap_law(law, columns, y, n_boot, seed, derived) if n_boot else []
+  result = {"law": law.name, "form": law.description, "params": params, "converged": converged,
+            "message": message, "n_points": int(len(y)), "intervals": intervals(samples),
+            "n_boot": len(samples), "published": law.published,
+            "bootstrap_samples": samples[:1000]}
+  if derived:
+    result["derived"] = derived(params)
+    result["derived"]["budget_flop"] = budget or 5.76e23
+  key = law.columns[0]
+  if holdout and len(np.unique(columns[key])) > holdout + 1 and len(y) - holdout > law.n_params:
+    result["extrapolation"] = extrapolation_check(law, columns, y, key, holdout,
+                                                  min(n_boot, 200), seed)
+  return result
+
+
+def format_fit(result: dict) -> str:
+  lines = [f"{result['law']}: {result['form']}  ({result['n_points']} points, "
+           f"{result['n_boot']} bootstrap resamples)"]
+  if not result["converged"]:
+    lines.append(f"  WARNING: the fit did not converge: {result['message']}")
+  lines.append(f"  {'param':<10} {'fitted':>11} {'95% interval':>25} {'published':>11}  transfers?")
+  for k, v in result["params"].items():
+    lo, hi = result["intervals"].get(k, (None, None))
+    pub = result["published"].get(k) if k != "E" or "E" in result["published"] else None
+    transfers = "no (data/tokenizer)" if k in forms.DATA_DEPENDENT else "candidate"
+    lines.append(f"  {k:<10} {_fmt(v):>11} {'[' + _fmt(lo) + ', ' + _fmt(hi) + ']':>25} "
+                 f"{_fmt(pub):>11}  {transfers}")
+  for k, v in result.get("derived", {}).items():
+    lo, hi = result["intervals"].get(k, (None, None))
+    lines.append(f"  {k:<10} {_fmt(v):>11} {'[' + _fmt(lo) + ', ' + _fmt(hi) + ']':>25}")
+  for e in result.get("extrapolation", []):
+    at = ", ".join(f"{c}={_fmt(e[c])}" for c in e if c not in (
+        "measured", "predicted", "rel_error", "interval", "inside_interval"))
+    lines.append(f"  held out {at}: measured {e['measured']:.4f}, predicted "
+                 f"{e['predicted']:.4f} ({100 * e['rel_error']:+.2f}%), "
+                 f"{'inside' if e['inside_interval'] else 'outside'} the 95% interval")
+  return "\n".join(lines)
+
+
+def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int,
+                n_convention: str, loss_key: str, budget: float | None, out: str | None) -> dict:
+  want_curves = "envelope" in laws
+  columns = io.load(path, n_convention, loss_key, with_curves=want_curves)
+  laws = laws or _auto_laws(columns)
+  results = []
+  for name in laws:
+    if name == "isoflop":
+      for c in ("C", "N"):
+        if c not in columns:
+          raise UserError(f"isoflop needs a {c} column")
+      r = {"law": "isoflop", **approaches.fit_isoflop(columns["C"], columns["N"], columns["loss"],
+                                                      n_boot, seed)}
+    elif name == "envelope":
+      if "curves" not in columns:
+        raise UserError("envelope needs run directories with learning curves, not a CSV")
+      r = {"law": "envelope", **approaches.fit_envelope(columns["curves"], n_boot, seed)}
+    elif name == "bcrit":
+      if "B" not in columns:
+        raise UserError("bcrit needs columns loss and B (the critical batch in tokens)")
+      r = {"law": "bcrit", **approaches.fit_bcrit(columns["loss"], columns["B"], n_boot, seed)}
+      r["published"] = forms.KAPLAN2020["B_crit"]
+    else:
+      r = fit_one(name, columns, n_boot, holdout, seed, budget)
+    results.append(r)
+    print(format_fit(r) if "form" in r else _format_special(r), flush=True)
+  doc = io.to_jsonable({"source": str(path), "n_convention": n_convention, "loss_key": loss_key,
+                        "fits": results})
+  out_path = Path(out) if out else (Path(path) / "fit.json" if Path(path).is_dir()
+                                    else Path(path).with_suffix(".fit.json"))
+  out_path.write_text(json.dumps(doc, indent=1))
+  print(f"wrote {out_path}")
+  return doc
+
+
+def _format_special(r: dict) -> str:
+  lines = [f"{r['law']} ({r['n_boot']} bootstrap resamples)"]
+  for k, v in r["params"].items():
+    lo, hi = r["intervals"].get(k, (None, None))
+    lines.append(f"  {k:<10} {_fmt(v):>11}  [{_fmt(lo)}, {_fmt(hi)}]")
+  if r["law"] == "isoflop" and not all(r["vertex_inside_range"]):
+    lines.append("  WARNING: some IsoFLOP vertices lie outside the sampled N range")
+  return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _load_preset(preset: str) -> tuple[str, dict]:
+  if preset in forms.PRESETS:
+    return preset, forms.PRESETS[preset]
+  path = Path(preset)
+  if not path.is_file():
+    raise UserError(f"--preset must be one of {', '.join(forms.PRESETS)} or a fit JSON file")
+  doc = json.loads(path.read_text())
+  fits = {f["law"]: f["params"] for f in doc.get("fits", []) if "params" in f}
+  if "chinchilla" in fits or "chinchilla_huber" in fits:
+    return "chinchilla-fit", fits.get("chinchilla") or fits["chinchilla_huber"]
+  kaplan = {"N": fits.get("N"), "D": fits.get("D"), "ND": fits.get("ND")}
+  if not any(kaplan.values()):
+    raise UserError(f"{path} holds no N, D, ND or chinchilla fit to predict with")
+  return "kaplan-fit", {k: v for k, v in kaplan.items() if v}
+
+
+def predict_command(preset: str, n: float | None, d: float | None, c: float | None,
+                    target: float | None) -> dict:
+  kind, p = _load_preset(preset)
+  out: dict = {"preset": preset}
+  chinchilla = kind in ("chinchilla2022", "epoch2024", "chinchilla-fit")
+  if n is not None or d is not None:
+    if chinchilla:
+      if n is None or d is None:
+        raise UserError("the Chinchilla law needs both --N (all parameters) and --D (tokens)")
+      loss = float(forms.loss_chinchilla(p, n, d))
+      print(f"L(N={n:.3g}, D={d:.3g}) = {loss:.2f} nats/token ({loss:.4f}; {preset})")
+    elif n is not None and d is not None:
+      if "ND" not in p:
+        raise UserError(f"{preset} holds no L(N,D) fit")
+      loss = float(forms.loss_nd(p["ND"], n, d))
+      pen = float(forms.overfit_penalty(p["ND"], n, d))
+      print(f"L(N={n:.3g}, D={d:.3g}) = {loss:.2f} nats/token ({loss:.4f}; Kaplan eq. 1.5, "
+            f"{preset}); overfitting penalty δL = {100 * pen:.2f}%")
+      out["overfit_penalty"] = pen
+    elif n is not None:
+      loss = float(forms.loss_n(p["N"], n))
+      print(f"L(N={n:.3g}) = {loss:.2f} nats/token ({loss:.4f}; {preset})")
+    else:
+      loss = float(forms.loss_d(p["D"], d))
+      print(f"L(D={d:.3g}) = {loss:.2f} nats/token ({loss:.4f}; {preset})")
+    out["loss"] = loss
+  if c is not None:
+    if chinchilla:
+      a = allocation.chinchilla_allocation(p, c)
+      print(f"C = {c:.3g} FLOP: N_opt = {a['N_opt']:.3g}, D_opt = {a['D_opt']:.3g} tokens "
+            f"({a['tokens_per_param']:.1f} tokens/param), L = {a['loss']:.3f}; "
+            f"a = {a['a']:.3f}, b = {a['b']:.3f}")
+    elif kind == "kaplan2020":
+      a = allocation.kaplan_allocation(p, c / forms.PF_DAY_FLOP)
+      print(f"C = {c:.3g} FLOP ({c / forms.PF_DAY_FLOP:.3g} PF-days): N_opt = {a['N_opt']:.3g}, "
+            f"L(C_min) = {a['loss']:.3f}, B_crit = {a['B_crit_tokens']:.3g} tokens, "
+            f"D = {a['D_tokens']:.3g} tokens, S = {a['S_steps']:.3g} steps")
+    else:
+      raise UserError("allocation from a Kaplan-form fit needs an envelope or isoflop fit; "
+                      "use a chinchilla fit or the kaplan2020 preset")
+    out["allocation"] = a
+  if target is not None:
+    if chinchilla:
+      r = allocation.chinchilla_compute_for_loss(p, target)
+      print(f"L = {target}: least compute {r['C']:.3g} FLOP with N = {r['N_opt']:.3g}, "
+            f"D = {r['D_opt']:.3g}")
+    elif kind == "kaplan2020":
+      r = allocation.kaplan_compute_for_loss(p, target)
+      print(f"L = {target}: least compute {r['C_pf_days']:.3g} PF-days with N = {r['N_opt']:.3g}")
+    else:
+      raise UserError("a target loss needs a chinchilla fit or the kaplan2020 preset")
+    out["for_loss"] = r
+  if len(out) == 1:
+    raise UserError("give --N and/or --D (a loss), --C (an allocation) or --loss (a budget)")
+  return out

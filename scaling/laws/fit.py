@@ -1,0 +1,242 @@
+"""Fitting the laws: log-space least squares, variable projection, Chinchilla's Huber procedure.
+
+Every fitter takes the input columns and the losses and returns (params, converged, message). The
+pure power laws are linear in log space and solved exactly. Forms with several additive terms use
+variable projection: for fixed exponents the coefficients enter linearly and are solved by
+non-negative least squares on relative residuals, so only the exponents are searched (a grid, then
+a bounded optimizer), and the result is polished by least squares on log residuals.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+from scipy import optimize
+
+from scaling.errors import UserError
+from scaling.laws import forms
+
+
+def check_inputs(columns: dict[str, np.ndarray], y: np.ndarray, n_params: int,
+                 varying: tuple[str, ...]) -> None:
+  """Refuses inputs that would give a silent nonsense fit."""
+  for name, values in {**columns, "loss": y}.items():
+    values = np.asarray(values, float)
+    bad = ~np.isfinite(values) | (values <= 0)
+    if bad.any():
+      i = int(np.flatnonzero(bad)[0])
+      raise UserError(f"{name} must be positive and finite; point {i} has {name}={values[i]!r}")
+  if len(y) <= n_params:
+    raise UserError(f"{len(y)} points are too few to fit {n_params} parameters; "
+                    f"give at least {n_params + 1}")
+  for name in varying:
+    if len(np.unique(columns[name])) < 2:
+      raise UserError(f"all points have the same {name}; the law needs {name} to vary")
+
+
+# ---------------------------------------------------------------------------------------------
+# Pure power law y = (X_c / x)^α, exact in log space.
+
+
+def fit_power_law(x, y) -> tuple[float, float]:
+  """log y = α·log X_c − α·log x: returns (α, X_c) by least squares in log space."""
+  slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+  alpha = -slope
+  if alpha == 0:
+    return 0.0, math.nan
+  return float(alpha), float(math.exp(intercept / alpha))
+
+
+def fit_loglinear(x, y) -> tuple[float, float]:
+  """y = k·x^e: returns (e, k) by least squares in log space (allocation laws, B_crit)."""
+  slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+  return float(slope), float(math.exp(intercept))
+
+
+# ---------------------------------------------------------------------------------------------
+# Variable projection for sums of power laws.
+
+
+def _nnls_rel(design: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+  """Non-negative coefficients minimizing Σ((design·c − y)/y)²; returns (c, sse)."""
+  w = 1.0 / y
+  coef, rnorm = optimize.nnls(design * w[:, None], np.ones_like(y))
+  return coef, float(rnorm ** 2)
+
+
+def _varpro(exps_to_design, y, bounds, grid_sizes):
+  """Grid search + bounded refinement over exponents of the VarPro objective."""
+  grids = [np.linspace(lo, hi, k) for (lo, hi), k in zip(bounds, grid_sizes)]
+  best = (math.inf, None)
+  for exps in itertools.product(*grids):
+    _, sse = _nnls_rel(exps_to_design(np.array(exps)), y)
+    if sse < best[0]:
+      best = (sse, np.array(exps))
+  res = optimize.minimize(lambda e: _nnls_rel(exps_to_design(e), y)[1], best[1],
+                          method="L-BFGS-B", bounds=bounds)
+  exps = res.x if res.fun <= best[0] else best[1]
+  coef, sse = _nnls_rel(exps_to_design(exps), y)
+  return exps, coef, sse
+
+
+def _polish_log(residual_fn, x0, lower, upper):
+  """Least squares on log residuals from x0; returns (x, converged, message)."""
+  x0 = np.clip(x0, np.asarray(lower) + 1e-12, np.asarray(upper) - 1e-12)
+  res = optimize.least_squares(residual_fn, x0, bounds=(lower, upper), x_scale="jac",
+                               xtol=1e-12, ftol=1e-12, gtol=1e-12, max_nfev=2000)
+  grad_norm = float(np.linalg.norm(res.jac.T @ res.fun)) if res.jac.size else 0.0
+  converged = bool(res.success) and grad_norm < 1e-5 * max(1.0, len(res.fun))
+  msg = "" if converged else f"least squares stopped: {res.message} (|grad| {grad_norm:.2g})"
+  return res.x, converged, msg
+
+
+def fit_power_law_e(x, y) -> tuple[dict, bool, str]:
+  """L = E + K·x^(−α), K = X_c^α: VarPro over α, then log-space polish. Returns (E, α, X_c)."""
+  x, y = np.asarray(x, float), np.asarray(y, float)
+  design = lambda e: np.stack([np.ones_like(x), x ** -e[0]], axis=1)
+  exps, coef, _ = _varpro(design, y, [(1e-3, 3.0)], [120])
+  log_k0 = math.log(max(coef[1], 1e-300))
+
+  def residual(p):
+    e, log_k, alpha = p
+    return np.log(e + np.exp(log_k - alpha * np.log(x))) - np.log(y)
+
+  p, ok, msg = _polish_log(residual, [coef[0], log_k0, exps[0]],
+                           [0.0, -700.0, 1e-4], [y.min(), 700.0, 5.0])
+  e, log_k, alpha = p
+  return {"E": float(e), "alpha": float(alpha), "X_c": float(math.exp(log_k / alpha))}, ok, msg
+
+
+def fit_kaplan_nd(n, d, y, irreducible: bool = False) -> tuple[dict, bool, str]:
+  """Kaplan 2020 eq. 1.5, in log space from starts at the single-variable fits."""
+  n, d, y = (np.asarray(v, float) for v in (n, d, y))
+  log_n, log_d, log_y = np.log(n), np.log(d), np.log(y)
+
+  def residual(p):
+    log_nc, log_dc, a_n, a_d = p[:4]
+    e = p[4] if irreducible else 0.0
+    inner = np.exp((a_n / a_d) * (log_nc - log_n)) + np.exp(log_dc - log_d)
+    return np.log(e + inner ** a_d) - log_y
+
+  lower = [-50.0, -50.0, 1e-3, 1e-3] + ([0.0] if irreducible else [])
+  upper = [150.0, 150.0, 3.0, 3.0] + ([float(y.min())] if irreducible else [])
+  best = None
+  for a_n, a_d, e0 in itertools.product((0.05, 0.2, 0.6), (0.05, 0.2, 0.6),
+                                        (0.0, 0.5) if irreducible else (0.0,)):
+    e_abs = e0 * y.min()
+    scale = np.log(np.maximum(y - e_abs, 1e-9))
+    log_nc0 = float(np.max(log_n + scale / a_n))
+    log_dc0 = float(np.max(log_d + scale / a_d))
+    x0 = [log_nc0, log_dc0, a_n, a_d] + ([e_abs] if irreducible else [])
+    x, ok, msg = _polish_log(residual, x0, lower, upper)
+    cost = float(np.sum(residual(x) ** 2))
+    if best is None or cost < best[0]:
+      best = (cost, x, ok, msg)
+  _, x, ok, msg = best
+  params = {"N_c": math.exp(x[0]), "D_c": math.exp(x[1]), "alpha_N": x[2], "alpha_D": x[3]}
+  if irreducible:
+    params["E"] = x[4]
+  return {k: float(v) for k, v in params.items()}, ok, msg
+
+
+def fit_ns(n, s_min, y, irreducible: bool = False) -> tuple[dict, bool, str]:
+  """Kaplan 2020 eq. 1.6: VarPro over (α_N, α_S), then log-space polish."""
+  n, s_min, y = (np.asarray(v, float) for v in (n, s_min, y))
+  cols = (lambda e: [n ** -e[0], s_min ** -e[1]] + ([np.ones_like(y)] if irreducible else []))
+  exps, coef, _ = _varpro(lambda e: np.stack(cols(e), axis=1), y, [(1e-3, 2.0), (1e-3, 2.0)],
+                          [40, 40])
+
+  def residual(p):
+    pred = np.exp(p[0] - p[2] * np.log(n)) + np.exp(p[1] - p[3] * np.log(s_min))
+    return np.log(pred + (p[4] if irreducible else 0.0)) - np.log(y)
+
+  x0 = [math.log(max(coef[0], 1e-300)), math.log(max(coef[1], 1e-300)), exps[0], exps[1]]
+  lower, upper = [-700.0, -700.0, 1e-4, 1e-4], [700.0, 700.0, 5.0, 5.0]
+  if irreducible:
+    x0, lower, upper = x0 + [coef[2]], lower + [0.0], upper + [float(y.min())]
+  x, ok, msg = _polish_log(residual, x0, lower, upper)
+  params = {"alpha_N": x[2], "N_c": math.exp(x[0] / x[2]), "alpha_S": x[3],
+            "S_c": math.exp(x[1] / x[3])}
+  if irreducible:
+    params["E"] = x[4]
+  return {k: float(v) for k, v in params.items()}, ok, msg
+
+
+# ---------------------------------------------------------------------------------------------
+# Chinchilla's parametric form (Hoffmann 2022 §3.3, Approach 3).
+
+
+def fit_chinchilla_varpro(n, d, y, grid: int = 24) -> tuple[dict, bool, str]:
+  """E + A/N^α + B/D^β with (E, A, B) ≥ 0 solved exactly for each (α, β)."""
+  n, d, y = (np.asarray(v, float) for v in (n, d, y))
+  design = lambda e: np.stack([np.ones_like(y), n ** -e[0], d ** -e[1]], axis=1)
+  exps, coef, _ = _varpro(design, y, [(0.01, 2.5), (0.01, 2.5)], [grid, grid])
+
+  def residual(p):
+    return np.log(p[0] + p[1] * n ** -p[3] + p[2] * d ** -p[4]) - np.log(y)
+
+  # Polish A and B in log space so their huge dynamic range does not stall the optimizer.
+  def residual_log(q):
+    return residual([q[0], math.exp(q[1]), math.exp(q[2]), q[3], q[4]])
+
+  q0 = [coef[0], math.log(max(coef[1], 1e-300)), math.log(max(coef[2], 1e-300)), *exps]
+  q, ok, msg = _polish_log(residual_log, q0, [0.0, -700, -700, 1e-3, 1e-3],
+                           [float(y.min()), 700, 700, 3.0, 3.0])
+  if np.sum(residual_log(q) ** 2) > np.sum(residual_log(q0) ** 2):
+    q = np.asarray(q0)
+  params = {"E": q[0], "A": math.exp(q[1]), "B": math.exp(q[2]), "alpha": q[3], "beta": q[4]}
+  return {k: float(v) for k, v in params.items()}, ok, msg
+
+
+def huber(r, delta):
+  a = np.abs(r)
+  return np.where(a <= delta, 0.5 * r ** 2, delta * (a - 0.5 * delta))
+
+
+def fit_chinchilla_huber(n, d, y, delta: float = 1e-3, grid=None) -> tuple[dict, bool, str]:
+  """The published procedure (Hoffmann 2022 §D.2): Huber(δ) on log residuals of
+  LSE(a − α·ln N, b − β·ln D, e), L-BFGS from every point of a grid, best optimum kept."""
+  log_n, log_d, log_y = np.log(n), np.log(d), np.log(y)
+
+  def objective(p):
+    a, b, e, alpha, beta = p
+    terms = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
+    m = terms.max(axis=0)
+    w = np.exp(terms - m)
+    lse = m + np.log(w.sum(axis=0))
+    r = lse - log_y
+    dh = np.clip(r, -delta, delta)               # Huber derivative
+    soft = w / w.sum(axis=0)                     # ∂LSE/∂term
+    grad = np.array([np.sum(dh * soft[0]), np.sum(dh * soft[1]), np.sum(dh * soft[2]),
+                     np.sum(dh * soft[0] * -log_n), np.sum(dh * soft[1] * -log_d)])
+    return float(np.sum(huber(r, delta))), grad
+
+  if grid is None:  # the paper's grid: α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, …, 1}, a, b ∈ {0, 5, …, 25}
+    grid = itertools.product(np.arange(0, 30, 5), np.arange(0, 30, 5), np.arange(-1, 1.5, 0.5),
+                             np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5))
+  best = None
+  for start in grid:
+    res = optimize.minimize(objective, np.array(start, float), jac=True, method="L-BFGS-B")
+    if best is None or res.fun < best.fun:
+      best = res
+  a, b, e, alpha, beta = best.x
+  grad_norm = float(np.linalg.norm(best.jac))
+  ok = bool(best.success) or grad_norm < 1e-6
+  msg = "" if ok else f"L-BFGS did not converge: {best.message} (|grad| {grad_norm:.2g})"
+  return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": float(alpha),
+          "beta": float(beta)}, ok, msg
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch-size sweeps (McCandlish 2018 §2.2; SCIENCE.md §4.5).
+
+
+def fit_steps_examples(batch_tokens, steps) -> dict:
+  """S = S_min + E_min/B (linear in 1/B): returns S_min, E_min, B_crit = E_min/S_min."""
+  inv_b = 1.0 / np.asarray(batch_tokens, float)
+  e_min, s_min = np.polyfit(inv_b, np.asarray(steps, float), 1)
+  ok = s_min > 0 and e_min > 0
+  return {"S_min": float(s_min), "E_min": float(e_min),
+          "B_crit": float(e_min / s_min) if ok else math.nan, "valid": bool(ok)}
