@@ -188,3 +188,32 @@ def test_csv_fit_command_and_bad_csv(tmp_path, capsys):
 def test_unknown_law():
   with pytest.raises(UserError, match="unknown law"):
     get_law("L(X)")
+
+
+def _fake_run(path, n, loss, steps=50):
+  """A run directory as the trainer writes it (summary.json + metrics.jsonl)."""
+  path.mkdir(parents=True)
+  batch = 2048
+  summary = {"n_kaplan": n, "n_exact_nonemb": n + 100, "n_total": 2 * n, "tokens": steps * batch,
+             "d_train_tokens": 10 ** 6, "flops_kaplan": 6.0 * n * steps * batch, "steps": steps,
+             "batch_tokens": batch, "final_eval_loss": loss, "best_eval_loss": loss}
+  (path / "summary.json").write_text(json.dumps(summary))
+  lines = [json.dumps({"step": s, "tokens": s * batch, "loss": loss + 3.0 / s})
+           for s in range(1, steps + 1)]
+  (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_fit_reads_run_directories(tmp_path):
+  sizes = np.logspace(3, 6, 6)
+  for i, n in enumerate(sizes):
+    _fake_run(tmp_path / f"m{i}", int(n), float(forms.loss_n(TRUTH["N"], n)))
+  doc = fit_command(str(tmp_path), ["N", "envelope"], 50, 1, 0, "kaplan", "final_eval_loss",
+                    None, None)
+  n_fit, env = doc["fits"]
+  assert n_fit["params"]["alpha_N"] == pytest.approx(0.3, rel=0.01)  # N rounded to integers
+  assert env["law"] == "envelope" and len(env["envelope"]["C"]) > 0
+  assert (tmp_path / "fit.json").is_file()
+  doc_total = fit_command(str(tmp_path), ["N"], 0, 0, 0, "total", "final_eval_loss", None,
+                          str(tmp_path / "t.json"))
+  assert doc_total["fits"][0]["params"]["N_c"] == pytest.approx(2 * n_fit["params"]["N_c"],
+                                                                rel=0.01)
