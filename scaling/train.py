@@ -104,15 +104,23 @@ class BatchGeometry:
     return self.global_seqs // (self.n_devices * self.micro_batches) * self.n_ctx
 
 
-def make_train_step(graphdef, tx, schedule, mesh, geom: BatchGeometry, gns_cfg):
-  """Builds the jitted step: (TrainState, tokens (B, L+1)) → (TrainState, metrics)."""
-  k = geom.micro_batches
-  gns_on = gns_cfg.enabled and geom.b_small_tokens < geom.b_big_tokens
-  b_small, b_big = float(geom.b_small_tokens), float(geom.b_big_tokens)
-
+def lm_loss(graphdef):
+  """Mean next-token cross-entropy of the model on a batch of windows (B, L+1)."""
   def loss_fn(params, tokens_BL1):
     logits_BLV = nnx.merge(graphdef, params)(tokens_BL1[:, :-1])
     return cross_entropy(logits_BLV, tokens_BL1[:, 1:])
+  return loss_fn
+
+
+def make_train_step(loss_fn, tx, schedule, mesh, geom: BatchGeometry, gns_cfg):
+  """Builds the jitted step: (TrainState, batch rows (B, …)) → (TrainState, metrics).
+
+  loss_fn(params, rows) must be the mean loss over its rows, so that the mean of per-device
+  gradients is the gradient of the global batch.
+  """
+  k = geom.micro_batches
+  gns_on = gns_cfg.enabled and geom.b_small_tokens < geom.b_big_tokens
+  b_small, b_big = float(geom.b_small_tokens), float(geom.b_big_tokens)
 
   def per_device(params, tokens_bL1):
     # Params become device-varying so the gradient below is this device's own, not all-reduced.
@@ -122,7 +130,7 @@ def make_train_step(graphdef, tx, schedule, mesh, geom: BatchGeometry, gns_cfg):
       loss, grads = grad_fn(params, tokens_bL1)
       sq_small = sq_norm(grads)
     else:
-      tokens_kmL1 = tokens_bL1.reshape(k, -1, tokens_bL1.shape[-1])
+      tokens_kmL1 = tokens_bL1.reshape(k, -1, *tokens_bL1.shape[1:])
 
       def body(carry, tokens_mL1):
         loss_acc, grads_acc, sq_acc = carry
@@ -166,10 +174,8 @@ def make_train_step(graphdef, tx, schedule, mesh, geom: BatchGeometry, gns_cfg):
 
 
 def make_eval_step(graphdef, mesh):
-  def eval_fn(params, tokens_BL1):
-    logits_BLV = nnx.merge(graphdef, params)(tokens_BL1[:, :-1])
-    return cross_entropy(logits_BLV, tokens_BL1[:, 1:])
-  return jax.jit(eval_fn, in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))))
+  return jax.jit(lm_loss(graphdef),
+                 in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))))
 
 
 def global_batch(mesh, local_BL1: np.ndarray) -> jax.Array:
@@ -327,7 +333,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
       f"{' (Kaplan LR(N))' if not tcfg.peak_lr else ''}, gns B_small/B_big = "
       f"{geom.b_small_tokens}/{geom.b_big_tokens} tokens | run dir {run_dir}")
 
-  step_fn = make_train_step(graphdef, tx, schedule, mesh, geom, cfg.gns)
+  step_fn = make_train_step(lm_loss(graphdef), tx, schedule, mesh, geom, cfg.gns)
   eval_fn = make_eval_step(graphdef, mesh)
 
   def evaluate(params) -> float:

@@ -1,0 +1,79 @@
+"""The gradient-noise-scale estimator against per-example gradients and a closed-form problem."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from scaling import gns
+from scaling.train import BatchGeometry, TrainState, make_mesh, make_train_step
+
+
+def test_estimators_are_unbiased_against_per_example_gradients():
+  # A finite population of per-example gradients; batches drawn with replacement from it, so
+  # |G|² and tr(Σ) are those of the population (exact), and E[|G_B|²] = |G|² + tr(Σ)/B.
+  rng = np.random.default_rng(0)
+  pop = rng.normal(0.3, 1.0, (500, 6)) * np.array([1, 2, 0.5, 1, 3, 1])
+  g_true = pop.mean(0)
+  g2_true = g_true @ g_true
+  trace_true = np.trace(np.cov(pop.T, bias=True))
+  b_small, b_big, n_dev = 4, 32, 8
+  g2s, traces = [], []
+  for _ in range(20000):
+    batch = pop[rng.integers(0, 500, b_big)]
+    per_dev = batch.reshape(n_dev, b_small, -1).mean(1)
+    sq_small = np.mean(np.sum(per_dev ** 2, axis=1))
+    sq_big = np.sum(batch.mean(0) ** 2)
+    g2s.append(gns.estimate_g2(sq_small, sq_big, b_small, b_big))
+    traces.append(gns.estimate_trace(sq_small, sq_big, b_small, b_big))
+  assert np.mean(traces) == pytest.approx(trace_true, rel=0.02)
+  assert np.mean(g2s) == pytest.approx(g2_true, abs=0.05 * trace_true / b_big)
+
+
+def test_ema_is_bias_corrected_ratio_of_averages():
+  state = gns.init_state()
+  assert np.isnan(gns.b_noise(state, 0.9))
+  for g2, tr in [(2.0, 10.0), (-1.0, 30.0), (4.0, 20.0)]:
+    state = gns.update(state, g2, tr, 0.9)
+  w = np.array([0.9 ** 2, 0.9, 1.0]) * 0.1
+  expected = (w @ [10.0, 30.0, 20.0]) / (w @ [2.0, -1.0, 4.0])
+  assert float(gns.b_noise(state, 0.9)) == pytest.approx(expected, rel=1e-5)
+  negative = gns.update(gns.init_state(), -1.0, 5.0, 0.9)
+  assert np.isnan(gns.b_noise(negative, 0.9))  # undefined while EMA[|G|²] ≤ 0
+
+
+@pytest.mark.parametrize("n_devices, micro", [(8, 1), (1, 4)])
+def test_online_b_noise_matches_closed_form_linear_regression(n_devices, micro):
+  # Linear regression y = w*·x + ε, x ~ N(0, I_d), ε ~ N(0, σ²), loss ½(w·x − y)², at fixed w
+  # with δ = w − w*: G = δ, Σ = (|δ|² + σ²)·I + δδᵀ, so B_simple = (d(|δ|²+σ²) + |δ|²)/|δ|².
+  d, sigma, batch = 16, 0.5, 64
+  rng = np.random.default_rng(1)
+  w_star = rng.normal(size=d)
+  delta = rng.normal(size=d)
+  delta /= np.linalg.norm(delta)
+  exact = (d * (1 + sigma ** 2) + 1) / 1.0
+
+  def loss_fn(params, rows_BX):
+    x, y = rows_BX[:, :d], rows_BX[:, d]
+    return 0.5 * jnp.mean((x @ params["w"] - y) ** 2)
+
+  mesh = make_mesh(n_devices)
+  geom = BatchGeometry(batch, 1, n_devices, micro)
+  decay = 0.998
+  cfg = types.SimpleNamespace(enabled=True, ema_decay=decay)
+  tx = optax.sgd(0.0)  # parameters stay at w, where the exact value holds
+  step = make_train_step(loss_fn, tx, lambda s: 0.0, mesh, geom, cfg)
+  params = {"w": jnp.asarray(w_star + delta, jnp.float32)}
+  state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  for _ in range(1500):
+    x = rng.normal(size=(batch, d))
+    y = x @ w_star + sigma * rng.normal(size=batch)
+    rows = jax.device_put(np.concatenate([x, y[:, None]], 1).astype(np.float32), sharding)
+    state, metrics = step(state, rows)
+  measured = float(metrics["b_noise_tokens"])
+  print(f"B_noise measured {measured:.3f}, exact {exact:.3f}")
+  assert measured == pytest.approx(exact, rel=0.10), (measured, exact)
