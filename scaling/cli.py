@@ -31,7 +31,7 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
 def _cmd_fit(args, overrides) -> int:
   from scaling.laws.commands import fit_command
   fit_command(args.path, args.law or [], args.bootstrap, args.holdout, args.seed,
-              args.n_convention, args.loss_key, args.budget, args.out)
+              args.n_convention, args.loss_key, args.budget, args.out, args.flops)
   return 0
 
 
@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--loss-key", default="final_eval_loss",
                  help="summary.json field used as the loss (e.g. best_eval_loss)")
   p.add_argument("--budget", type=float, help="FLOP budget for the derived N_opt, D_opt")
+  p.add_argument("--flops", default="kaplan_train",
+                 choices=["kaplan_train", "palm_train", "chinchilla_train"],
+                 help="FLOPs per token for learning curves: 6N (Kaplan), + attention and logits "
+                      "(PaLM), or 6·N_total (Chinchilla)")
   p.add_argument("--out", help="JSON output (default: PATH/fit.json or PATH.fit.json)")
   p.set_defaults(func=_cmd_fit)
 

@@ -196,7 +196,9 @@ def _fake_run(path, n, loss, steps=50):
   batch = 2048
   summary = {"n_kaplan": n, "n_exact_nonemb": n + 100, "n_total": 2 * n, "tokens": steps * batch,
              "d_train_tokens": 10 ** 6, "flops_kaplan": 6.0 * n * steps * batch, "steps": steps,
-             "batch_tokens": batch, "final_eval_loss": loss, "best_eval_loss": loss}
+             "batch_tokens": batch, "final_eval_loss": loss, "best_eval_loss": loss,
+             "flops_per_token": {"kaplan_train": 6.0 * n, "palm_train": 9.0 * n,
+                                 "chinchilla_train": 12.0 * n}}
   (path / "summary.json").write_text(json.dumps(summary))
   lines = [json.dumps({"step": s, "tokens": s * batch, "loss": loss + 3.0 / s})
            for s in range(1, steps + 1)]
@@ -213,7 +215,22 @@ def test_fit_reads_run_directories(tmp_path):
   assert n_fit["params"]["alpha_N"] == pytest.approx(0.3, rel=0.01)  # N rounded to integers
   assert env["law"] == "envelope" and len(env["envelope"]["C"]) > 0
   assert (tmp_path / "fit.json").is_file()
+  palm = fit_command(str(tmp_path), ["envelope"], 0, 0, 0, "kaplan", "final_eval_loss", None,
+                     str(tmp_path / "p.json"), flops_key="palm_train")
+  assert min(palm["fits"][0]["envelope"]["C"]) == pytest.approx(1.5 * min(env["envelope"]["C"]))
   doc_total = fit_command(str(tmp_path), ["N"], 0, 0, 0, "total", "final_eval_loss", None,
                           str(tmp_path / "t.json"))
   assert doc_total["fits"][0]["params"]["N_c"] == pytest.approx(2 * n_fit["params"]["N_c"],
                                                                 rel=0.01)
+
+
+def test_predict_from_fit_json_gives_intervals(tmp_path, capsys):
+  law, cols, y = _points("chinchilla", 0.01, 7)
+  path = tmp_path / "pts.csv"
+  path.write_text("N,D,loss\n" + "".join(f"{n},{d},{l}\n" for n, d, l in zip(cols["N"], cols["D"], y)))
+  fit_command(str(path), ["chinchilla"], 50, 0, 0, "kaplan", "final_eval_loss", 1e22, None)
+  capsys.readouterr()
+  out = predict_command(str(tmp_path / "pts.fit.json"), 70e9, 1.4e12, 5.76e23, None)
+  text = capsys.readouterr().out
+  assert text.count("[95%:") == 4  # the loss, N_opt, D_opt and the loss at the optimum
+  assert out["loss"] == pytest.approx(1.94, abs=0.05)

@@ -84,9 +84,10 @@ def format_fit(result: dict) -> str:
 
 
 def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int,
-                n_convention: str, loss_key: str, budget: float | None, out: str | None) -> dict:
+                n_convention: str, loss_key: str, budget: float | None, out: str | None,
+                flops_key: str = "kaplan_train") -> dict:
   want_curves = "envelope" in laws
-  columns = io.load(path, n_convention, loss_key, with_curves=want_curves)
+  columns = io.load(path, n_convention, loss_key, want_curves, flops_key)
   laws = laws or _auto_laws(columns)
   results = []
   for name in laws:
@@ -131,25 +132,44 @@ def _format_special(r: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _load_preset(preset: str) -> tuple[str, dict]:
+def _load_preset(preset: str) -> tuple[str, dict, list]:
+  """(kind, params, bootstrap samples of those params; empty for published presets)."""
   if preset in forms.PRESETS:
-    return preset, forms.PRESETS[preset]
+    return preset, forms.PRESETS[preset], []
   path = Path(preset)
   if not path.is_file():
     raise UserError(f"--preset must be one of {', '.join(forms.PRESETS)} or a fit JSON file")
   doc = json.loads(path.read_text())
-  fits = {f["law"]: f["params"] for f in doc.get("fits", []) if "params" in f}
-  if "chinchilla" in fits or "chinchilla_huber" in fits:
-    return "chinchilla-fit", fits.get("chinchilla") or fits["chinchilla_huber"]
-  kaplan = {"N": fits.get("N"), "D": fits.get("D"), "ND": fits.get("ND")}
-  if not any(kaplan.values()):
+  fits = {f["law"]: f for f in doc.get("fits", []) if "params" in f}
+  for name in ("chinchilla", "chinchilla_huber"):
+    if name in fits:
+      return "chinchilla-fit", fits[name]["params"], fits[name].get("bootstrap_samples", [])
+  kaplan = {k: fits[k]["params"] for k in ("N", "D", "ND") if k in fits}
+  if not kaplan:
     raise UserError(f"{path} holds no N, D, ND or chinchilla fit to predict with")
-  return "kaplan-fit", {k: v for k, v in kaplan.items() if v}
+  samples = [{k: fits[k].get("bootstrap_samples", [])[i] for k in kaplan}
+             for i in range(min(len(fits[k].get("bootstrap_samples", [])) for k in kaplan))]
+  return "kaplan-fit", kaplan, samples
+
+
+def _interval(fn, samples) -> str:
+  """' [lo, hi]' (95%) of fn over bootstrap samples of the law's parameters, or ''."""
+  from scaling.laws.uncertainty import percentile_interval
+  if not samples:
+    return ""
+  values = []
+  for s in samples:
+    try:
+      values.append(float(fn(s)))
+    except (KeyError, ValueError, ZeroDivisionError, OverflowError):
+      continue
+  lo, hi = percentile_interval(values)
+  return f" [95%: {_fmt(lo)}, {_fmt(hi)}]"
 
 
 def predict_command(preset: str, n: float | None, d: float | None, c: float | None,
                     target: float | None) -> dict:
-  kind, p = _load_preset(preset)
+  kind, p, samples = _load_preset(preset)
   out: dict = {"preset": preset}
   chinchilla = kind in ("chinchilla2022", "epoch2024", "chinchilla-fit")
   if n is not None or d is not None:
@@ -157,28 +177,33 @@ def predict_command(preset: str, n: float | None, d: float | None, c: float | No
       if n is None or d is None:
         raise UserError("the Chinchilla law needs both --N (all parameters) and --D (tokens)")
       loss = float(forms.loss_chinchilla(p, n, d))
-      print(f"L(N={n:.3g}, D={d:.3g}) = {loss:.2f} nats/token ({loss:.4f}; {preset})")
+      ci = _interval(lambda q: forms.loss_chinchilla(q, n, d), samples)
+      print(f"L(N={n:.3g}, D={d:.3g}) = {loss:.2f} nats/token ({loss:.4f}; {preset}){ci}")
     elif n is not None and d is not None:
       if "ND" not in p:
         raise UserError(f"{preset} holds no L(N,D) fit")
       loss = float(forms.loss_nd(p["ND"], n, d))
       pen = float(forms.overfit_penalty(p["ND"], n, d))
+      ci = _interval(lambda q: forms.loss_nd(q["ND"], n, d), samples)
       print(f"L(N={n:.3g}, D={d:.3g}) = {loss:.2f} nats/token ({loss:.4f}; Kaplan eq. 1.5, "
-            f"{preset}); overfitting penalty δL = {100 * pen:.2f}%")
+            f"{preset}){ci}; overfitting penalty δL = {100 * pen:.2f}%")
       out["overfit_penalty"] = pen
     elif n is not None:
       loss = float(forms.loss_n(p["N"], n))
-      print(f"L(N={n:.3g}) = {loss:.2f} nats/token ({loss:.4f}; {preset})")
+      ci = _interval(lambda q: forms.loss_n(q["N"], n), samples)
+      print(f"L(N={n:.3g}) = {loss:.2f} nats/token ({loss:.4f}; {preset}){ci}")
     else:
       loss = float(forms.loss_d(p["D"], d))
-      print(f"L(D={d:.3g}) = {loss:.2f} nats/token ({loss:.4f}; {preset})")
+      ci = _interval(lambda q: forms.loss_d(q["D"], d), samples)
+      print(f"L(D={d:.3g}) = {loss:.2f} nats/token ({loss:.4f}; {preset}){ci}")
     out["loss"] = loss
   if c is not None:
     if chinchilla:
       a = allocation.chinchilla_allocation(p, c)
-      print(f"C = {c:.3g} FLOP: N_opt = {a['N_opt']:.3g}, D_opt = {a['D_opt']:.3g} tokens "
-            f"({a['tokens_per_param']:.1f} tokens/param), L = {a['loss']:.3f}; "
-            f"a = {a['a']:.3f}, b = {a['b']:.3f}")
+      alloc = lambda key: _interval(lambda q: allocation.chinchilla_allocation(q, c)[key], samples)
+      print(f"C = {c:.3g} FLOP: N_opt = {a['N_opt']:.3g}{alloc('N_opt')}, D_opt = "
+            f"{a['D_opt']:.3g} tokens{alloc('D_opt')} ({a['tokens_per_param']:.1f} tokens/param), "
+            f"L = {a['loss']:.3f}{alloc('loss')}; a = {a['a']:.3f}, b = {a['b']:.3f}")
     elif kind == "kaplan2020":
       a = allocation.kaplan_allocation(p, c / forms.PF_DAY_FLOP)
       print(f"C = {c:.3g} FLOP ({c / forms.PF_DAY_FLOP:.3g} PF-days): N_opt = {a['N_opt']:.3g}, "

@@ -44,7 +44,7 @@ def find_runs(path: Path) -> list[Path]:
 
 
 def read_runs(path: Path, n_convention: str = "kaplan", loss_key: str = "final_eval_loss",
-              with_curves: bool = False) -> dict:
+              with_curves: bool = False, flops_key: str = "kaplan_train") -> dict:
   """One point per finished run: N (by convention), D (tokens processed), D_data (distinct
   training tokens), C (Kaplan FLOP), S, B (tokens), loss; optionally smoothed learning curves."""
   runs = find_runs(path)
@@ -64,33 +64,33 @@ def read_runs(path: Path, n_convention: str = "kaplan", loss_key: str = "final_e
                  ("B", s["batch_tokens"]), ("loss", loss), ("name", str(run))):
       cols[k].append(v)
     if with_curves:
-      curves.append(learning_curve(run, s[n_key], n_convention))
+      curves.append(learning_curve(run, s[n_key], s["flops_per_token"][flops_key]))
   out = {k: (np.asarray(v) if k != "name" else v) for k, v in cols.items()}
   if with_curves:
     out["curves"] = curves
   return out
 
 
-def learning_curve(run: Path, n: float, n_convention: str, smooth: int = 20) -> dict:
-  """Training loss against Kaplan compute (6·N·tokens with this run's N), smoothed by a moving
-  average over `smooth` steps."""
+def learning_curve(run: Path, n: float, flops_per_token: float, smooth: int = 20) -> dict:
+  """Training loss against compute (flops_per_token·tokens: 6·N for Kaplan's C = 6NBS, or a
+  count with attention and logits), smoothed by a moving average over `smooth` steps."""
   records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
   tokens = np.array([r["tokens"] for r in records], float)
   loss = np.array([r["loss"] if r["loss"] is not None else np.nan for r in records], float)
   k = max(1, min(smooth, len(loss) // 5))
   kernel = np.ones(k) / k
   smoothed = np.convolve(loss, kernel, mode="valid")
-  return {"N": n, "C": 6.0 * n * tokens[k - 1:], "loss": smoothed, "name": str(run)}
+  return {"N": n, "C": flops_per_token * tokens[k - 1:], "loss": smoothed, "name": str(run)}
 
 
 def load(path: str, n_convention: str = "kaplan", loss_key: str = "final_eval_loss",
-         with_curves: bool = False) -> dict:
+         with_curves: bool = False, flops_key: str = "kaplan_train") -> dict:
   p = Path(path)
   if not p.exists():
     raise UserError(f"{path} does not exist; give a CSV file or a directory of runs")
   if p.is_file():
     return read_csv(p)
-  return read_runs(p, n_convention, loss_key, with_curves)
+  return read_runs(p, n_convention, loss_key, with_curves, flops_key)
 
 
 def to_jsonable(obj):
