@@ -366,7 +366,10 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
     for step in range(start, total_steps):
       state, metrics = step_fn(state, global_batch(mesh, next(batches)))
       done = step + 1
-      if pending is not None:  # fetch the previous step's metrics while this one runs
+      # Fetching the previous step's metrics while this one runs keeps at most two steps in
+      # flight: no per-step stall, and XLA's CPU collectives never queue up enough all-reduces to
+      # starve a device thread (which aborts the process after a 40 s rendezvous timeout).
+      if pending is not None:
         t_prev, last_record = _log(pending, t_prev, metrics_file, batch_tokens, flops)
       pending = (done, metrics, None)
       if done % eval_every == 0 or done == total_steps:

@@ -101,7 +101,7 @@ def test_batches_are_a_pure_function_of_seed_step_and_process():
             for p in (0, 1)]
   np.testing.assert_array_equal(np.concatenate(halves), b5)
   # The grain iterator started at step 5 yields exactly the batches of steps 5, 6, ...
-  it = data.train_iterator(src, 5, num_threads=0, prefetch=0)
+  it = data.train_iterator(src, 5)
   np.testing.assert_array_equal(next(it), b5)
   np.testing.assert_array_equal(next(it), src[6])
 
@@ -129,19 +129,7 @@ def test_eval_batches_fixed_and_disjoint():
 
 
 def test_hf_local_dataset(tmp_path):
-  # In a subprocess: pyarrow (under `datasets`) and JAX's CPU runtime abort when loaded into one
-  # process in some orders, and the rest of the suite must not depend on that.
-  import importlib.util
-  import subprocess
-  import sys
-  if importlib.util.find_spec("datasets") is None:
-    pytest.skip("datasets is not installed (pip install -e '.[hf]')")
-  script = (
-      "import json, sys, datasets\n"
-      "from scaling import data\n"
-      "ds = datasets.Dataset.from_dict({'text': ['a story.', 'another story.']})\n"
-      "ds.save_to_disk(sys.argv[1])\n"
-      "print(json.dumps(data.load_documents('hf:' + sys.argv[1])))\n")
-  out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ds")], capture_output=True,
-                       text=True, check=True)
-  assert json.loads(out.stdout.strip().splitlines()[-1]) == ["a story.", "another story."]
+  datasets = pytest.importorskip("datasets")
+  ds = datasets.Dataset.from_dict({"text": ["a story.", "another story."]})
+  ds.save_to_disk(str(tmp_path / "ds"))
+  assert data.load_documents(f"hf:{tmp_path / 'ds'}") == ["a story.", "another story."]
