@@ -53,7 +53,7 @@ def fit_envelope(curves: list[dict], n_boot: int = 200, seed: int = 0) -> dict:
     return {"a": a, "N_coef": n_coef, "b": b, "D_coef": d_coef, "alpha_C": alpha_c, "C_c": c_c}
 
   central = once(None)
-  samples = bootstrap(lambda idx: once(idx), len(curves), n_boot, seed, min_unique=2)
+  samples = bootstrap(once, len(curves), n_boot, seed, min_unique=2)
   return {"params": central, "intervals": intervals(samples), "n_boot": len(samples),
           "envelope": {k: v.tolist() for k, v in env.items()}}
 

@@ -11,7 +11,8 @@ import numpy as np
 from scaling.errors import UserError
 from scaling.laws import allocation, approaches, forms, io
 from scaling.laws.registry import fit_law, get_law
-from scaling.laws.uncertainty import bootstrap_law, extrapolation_check, intervals
+from scaling.laws.uncertainty import (bootstrap_law, extrapolation_check, intervals,
+                                      percentile_interval)
 
 SPECIAL = ("isoflop", "envelope", "bcrit")
 
@@ -37,7 +38,7 @@ def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
             budget: float | None) -> dict:
   law = get_law(name)
   y = columns["loss"]
-  if name == "chinchilla" and "N_total" in columns:  # Chinchilla counts every parameter
+  if law.name.startswith("chinchilla") and "N_total" in columns:  # Chinchilla counts every parameter
     columns = {**columns, "N": columns["N_total"]}
   params, converged, message = fit_law(law, columns, y)
   derived = None
@@ -154,7 +155,6 @@ def _load_preset(preset: str) -> tuple[str, dict, list]:
 
 def _interval(fn, samples) -> str:
   """' [lo, hi]' (95%) of fn over bootstrap samples of the law's parameters, or ''."""
-  from scaling.laws.uncertainty import percentile_interval
   if not samples:
     return ""
   values = []
