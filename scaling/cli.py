@@ -28,6 +28,14 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
   return 0
 
 
+def _cmd_bsweep(args, overrides) -> int:
+  from scaling.batchsweep import run_batch_sweep
+  from scaling.config import apply_overrides, load_config_file
+  run_batch_sweep(apply_overrides(load_config_file(args.config), overrides), args.overwrite,
+                  args.bootstrap)
+  return 0
+
+
 def _cmd_fit(args, overrides) -> int:
   from scaling.laws.commands import fit_command
   fit_command(args.path, args.law or [], args.bootstrap, args.holdout, args.seed,
@@ -57,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", default="runs/quickstart", help="results directory")
   p.add_argument("--overwrite", action="store_true")
   p.set_defaults(func=_cmd_quickstart)
+
+  p = sub.add_parser("bsweep", help="batch-size sweep: B_crit(L) beside the online B_noise",
+                     description="Train one model at a ladder of batch sizes (finished ones are "
+                                 "skipped), fit S = S_min(1 + B_crit/B) per target loss and "
+                                 "B_crit(L) = B*/L^(1/alpha_B).")
+  p.add_argument("--config", default="batch_sweep")
+  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--bootstrap", type=int, default=1000)
+  p.set_defaults(func=_cmd_bsweep)
 
   p = sub.add_parser("fit", help="fit scaling laws to run directories or a CSV of runs")
   p.add_argument("path", help="a run directory, a sweep directory, or a CSV (columns N, D, loss, …)")

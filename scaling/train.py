@@ -359,40 +359,55 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
   metrics_file = open(metrics_path, "a") if is_main else None
   t_start = time.time()
   last_record: dict = {}
+  window = LossWindow(tcfg.stop_loss, tcfg.stop_window_tokens)
+  steps_done = start
+  t_prev = time.time()
+
+  def flush(pending_step) -> dict:
+    nonlocal t_prev
+    t_prev, record = _log(pending_step, t_prev, metrics_file, batch_tokens, flops)
+    window.add(record)
+    return record
+
   try:
     batches = datalib.train_iterator(train_source, start, cfg.data.loader_threads)
     pending = None
-    t_prev = time.time()
     for step in range(start, total_steps):
       state, metrics = step_fn(state, global_batch(mesh, next(batches)))
-      done = step + 1
+      done = steps_done = step + 1
       # Fetching the previous step's metrics while this one runs keeps at most two steps in
       # flight: no per-step stall, and XLA's CPU collectives never queue up enough all-reduces to
       # starve a device thread (which aborts the process after a 40 s rendezvous timeout).
       if pending is not None:
-        t_prev, last_record = _log(pending, t_prev, metrics_file, batch_tokens, flops)
+        last_record = flush(pending)
+      stop = window.reached()
+      last = done == total_steps or stop
       pending = (done, metrics, None)
-      if done % eval_every == 0 or done == total_steps:
+      if done % eval_every == 0 or last:
         eval_loss = evaluate(state.params)
         pending = (done, metrics, eval_loss)
         if eval_loss < best["eval_loss"]:
           best = {"eval_loss": eval_loss, "step": done}
-      if done % cfg.checkpoint.every == 0 or done == total_steps or preempt["flag"]:
+      if done % cfg.checkpoint.every == 0 or last or preempt["flag"]:
         manager.save(done, args=ocp.args.StandardSave(state))
-      if pending[2] is not None or done % print_every == 0 or done == total_steps:
-        t_prev, last_record = _log(pending, t_prev, metrics_file, batch_tokens, flops)
+      if pending[2] is not None or done % print_every == 0 or last:
+        last_record = flush(pending)
         pending = None
         _check_finite(last_record, manager)
-        if done % print_every == 0 or done == total_steps:
+        if done % print_every == 0 or last:
           rate = last_record["tokens_per_s"]
           eta = (total_steps - done) * batch_tokens / rate if rate else 0.0
           say(_progress_line(last_record, total_steps, eta))
+      if stop:
+        say(f"stopping at step {done}: the training loss averaged over the last "
+            f"{tcfg.stop_window_tokens:,} tokens fell below train.stop_loss={tcfg.stop_loss}")
+        break
       if preempt["flag"]:
         manager.wait_until_finished()
         raise Preempted(f"SIGTERM at step {done}: checkpoint saved in {ckpt_dir}; "
                         "rerun the same command to resume")
     if pending is not None:
-      t_prev, last_record = _log(pending, t_prev, metrics_file, batch_tokens, flops)
+      last_record = flush(pending)
       _check_finite(last_record, manager)
   finally:
     manager.wait_until_finished()
@@ -403,13 +418,14 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
 
   final = _read_last(metrics_path) if is_main else last_record
   summary = {
-      "name": cfg.name, "steps": total_steps, "tokens": total_steps * batch_tokens,
+      "name": cfg.name, "steps": steps_done, "tokens": steps_done * batch_tokens,
+      "planned_steps": total_steps, "stopped_early": steps_done < total_steps,
       "batch_seqs": tcfg.batch_size, "batch_tokens": batch_tokens, "n_ctx": n_ctx,
       "n_vocab": store.n_vocab, "peak_lr": peak_lr, "d_train_tokens": d_train,
-      "epochs": total_steps * batch_tokens / d_train,
+      "epochs": steps_done * batch_tokens / d_train,
       **counts, "flops_per_token": flops,
-      "flops_kaplan": flops["kaplan_train"] * total_steps * batch_tokens,
-      "flops_palm": flops["palm_train"] * total_steps * batch_tokens,
+      "flops_kaplan": flops["kaplan_train"] * steps_done * batch_tokens,
+      "flops_palm": flops["palm_train"] * steps_done * batch_tokens,
       "final_loss": final.get("loss"), "final_eval_loss": final.get("eval_loss"),
       "best_eval_loss": _finite_or_none(best["eval_loss"]), "best_eval_step": best["step"],
       "unigram_entropy": store.unigram_entropy(),
@@ -426,6 +442,28 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
         f"(unigram entropy of the training text {summary['unigram_entropy']:.4f}); "
         f"metrics in {metrics_path}")
   return summary
+
+
+class LossWindow:
+  """Mean training loss over the most recent `window_tokens` tokens; `reached()` once that mean
+  is below `threshold` (0 disables it). Used to end a run when it reaches a target loss."""
+
+  def __init__(self, threshold: float, window_tokens: int):
+    self.threshold, self.window_tokens = threshold, window_tokens
+    self.records: list[tuple[int, float]] = []  # (tokens seen, loss), oldest first
+
+  def add(self, record: dict) -> None:
+    if self.threshold > 0 and record.get("loss") is not None:
+      self.records.append((record["tokens"], record["loss"]))
+      # Drop the oldest while the rest still span the window.
+      while len(self.records) > 1 and self.records[-1][0] - self.records[1][0] >= self.window_tokens:
+        self.records.pop(0)
+
+  def reached(self) -> bool:
+    if self.threshold <= 0 or len(self.records) < 2:
+      return False
+    full = self.records[-1][0] - self.records[0][0] >= self.window_tokens
+    return full and float(np.mean([loss for _, loss in self.records])) < self.threshold
 
 
 def _log(pending, t_prev: float, metrics_file, batch_tokens: int, flops: dict):

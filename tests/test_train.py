@@ -123,3 +123,15 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
   assert out.returncode == 2
   assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
   assert "not divisible by model.n_heads=3" in out.stderr
+
+
+def test_stop_loss_ends_the_run_and_records_it(small_cfg):
+  cfg = small_cfg(**{"train.steps": 200, "train.stop_loss": 5.3, "train.stop_window_tokens": 256,
+                     "mesh.num_devices": 1})
+  summary = trainlib.train(cfg, verbose=False)
+  metrics = read_metrics(cfg.run_dir)
+  assert summary["stopped_early"] and summary["steps"] < 200 and summary["planned_steps"] == 200
+  assert metrics[-1]["step"] == summary["steps"] and metrics[-1]["eval_loss"] is not None
+  recent = [m["loss"] for m in metrics if m["tokens"] > metrics[-1]["tokens"] - 256 - 128]
+  assert np.mean(recent[-3:]) < 5.6
+  assert summary["tokens"] == summary["steps"] * 8 * 16

@@ -1,0 +1,35 @@
+"""Batch-size sweep of one tiny model on the embedded corpus: B_crit(L) from S and E per batch.
+
+Run: scaling bsweep --config configs/batch_sweep.py   (about 20–30 minutes on 2 CPU cores)
+"""
+
+import ml_collections
+
+from scaling.defaults import base_config
+
+
+def get_config():
+  cfg = base_config()
+  cfg.name = "batch_sweep"
+  cfg.model.n_layer = 2
+  cfg.model.d_model = 64
+  cfg.model.n_heads = 1
+  cfg.model.n_ctx = 64
+  cfg.data.vocab_size = 2048
+  cfg.train.warmup_steps = 50
+  cfg.eval.every = 1_000_000        # only at the end: the sweep reads the training loss
+  cfg.eval.batches = 4
+  cfg.checkpoint.every = 2000
+  cfg.gns.ema_decay = 0.98
+
+  cfg.sweep = ml_collections.ConfigDict()
+  cfg.sweep.batch_sizes = [2, 4, 8, 16, 32, 64, 128, 256]   # sequences of n_ctx tokens
+  cfg.sweep.targets = [5.0, 4.8, 4.6, 4.4, 4.2]          # nats/token, training loss
+  cfg.sweep.lr_ref = 2e-3           # learning rate at batch_ref sequences …
+  cfg.sweep.batch_ref = 16
+  cfg.sweep.lr_max = 4e-3           # … scaled by sqrt(B / batch_ref), capped here
+  cfg.sweep.max_tokens = 6_000_000  # per run, unless it reaches the lowest target first
+  cfg.sweep.max_steps = 20_000
+  cfg.sweep.stop_margin = 0.05      # run on until the smoothed loss is this far below the last target
+  cfg.sweep.smooth_tokens = 32_768  # centred moving average of the training loss, in tokens
+  return cfg
