@@ -16,7 +16,7 @@ def get_config():
   cfg.model.n_heads = 1
   cfg.model.n_ctx = 64
   cfg.data.vocab_size = 2048
-  cfg.train.warmup_steps = 50
+  cfg.train.warmup_steps = 20
   cfg.eval.every = 1_000_000        # only at the end: the sweep reads the training loss
   cfg.eval.batches = 4
   cfg.checkpoint.every = 2000
@@ -24,10 +24,11 @@ def get_config():
 
   cfg.sweep = ml_collections.ConfigDict()
   cfg.sweep.batch_sizes = [2, 4, 8, 16, 32, 64, 128, 256]   # sequences of n_ctx tokens
-  cfg.sweep.targets = [5.0, 4.8, 4.6, 4.4, 4.2]          # nats/token, training loss
-  cfg.sweep.lr_ref = 2e-3           # learning rate at batch_ref sequences …
+  cfg.sweep.targets = [5.0, 4.8, 4.6, 4.4, 4.2, 4.0]     # nats/token, training loss
+  cfg.sweep.lr_ref = 3e-3           # learning rate at batch_ref sequences …
   cfg.sweep.batch_ref = 16
-  cfg.sweep.lr_max = 4e-3           # … scaled by sqrt(B / batch_ref), capped here
+  cfg.sweep.lr_exponent = 0.25      # … scaled by (B / batch_ref)^lr_exponent …
+  cfg.sweep.lr_max = 1e-2           # … and capped here
   cfg.sweep.max_tokens = 6_000_000  # per run, unless it reaches the lowest target first
   cfg.sweep.max_steps = 20_000
   cfg.sweep.stop_margin = 0.05      # run on until the smoothed loss is this far below the last target

@@ -23,9 +23,10 @@ from scaling.laws import approaches, fit, forms
 
 
 def sweep_lr(cfg_sweep, batch_seqs: int) -> float:
-  """Learning rate for a batch size: lr_ref·sqrt(B/B_ref), capped at lr_max (Adam's square-root
-  rule; the optimal rate rises with B, SCIENCE.md §4.5)."""
-  return min(cfg_sweep.lr_max, cfg_sweep.lr_ref * math.sqrt(batch_seqs / cfg_sweep.batch_ref))
+  """Learning rate for a batch size: lr_ref·(B/B_ref)^lr_exponent, capped at lr_max (the optimal
+  rate rises with B, SCIENCE.md §4.5)."""
+  scale = (batch_seqs / cfg_sweep.batch_ref) ** cfg_sweep.lr_exponent
+  return min(cfg_sweep.lr_max, cfg_sweep.lr_ref * scale)
 
 
 def run_configs(cfg) -> list:

@@ -18,13 +18,40 @@ def _cmd_train(args, overrides: list[str]) -> int:
 
 
 def _cmd_quickstart(args, overrides: list[str]) -> int:
+  import time
   from scaling.config import apply_overrides, load_config_file
-  from scaling import train as trainlib
-  cfg = apply_overrides(load_config_file("tiny"), overrides)
-  cfg.run_dir = os.path.join(args.out, "tiny")
-  summary = trainlib.train(cfg, overwrite=args.overwrite)
-  print(f"quickstart: held-out loss {summary['final_eval_loss']:.3f} nats/token vs unigram "
-        f"entropy {summary['unigram_entropy']:.3f}; metrics in {cfg.run_dir}/metrics.jsonl")
+  from scaling.report import make_report
+  from scaling.sweep import run_sweep
+  t0 = time.time()
+  cfg = apply_overrides(load_config_file("ladder_cpu"), overrides)
+  cfg.run_dir = args.out
+  run_sweep(cfg, overwrite=args.overwrite, verbose=not args.quiet)
+  result = make_report(args.out, n_boot=args.bootstrap)
+  h = result["headline"]
+  lo, hi = h["alpha_N_interval"]
+  print(f"\nquickstart finished in {(time.time() - t0) / 60:.1f} min: {h['n_runs']} models")
+  print(f"  alpha_N = {h['alpha_N']:.4f}  (95% interval [{lo:.4f}, {hi:.4f}])")
+  if h["extrapolation_rel_error"] is not None:
+    print(f"  largest model (N = {h['extrapolation_N']:.3g}) predicted from the others: "
+          f"{100 * h['extrapolation_rel_error']:+.2f}% error")
+  if h["b_noise_at_final_loss_tokens"]:
+    print(f"  online B_noise at its final loss {h['final_loss_largest']:.3f}: "
+          f"{h['b_noise_at_final_loss_tokens']:.3g} tokens")
+  print(f"  report: {result['report']}")
+  return 0
+
+
+def _cmd_report(args, overrides) -> int:
+  from scaling.report import make_report
+  result = make_report(args.path, n_boot=args.bootstrap)
+  print(f"wrote {result['report']} and {', '.join(result['figures'].values())}")
+  return 0
+
+
+def _cmd_sweep(args, overrides) -> int:
+  from scaling.config import apply_overrides, load_config_file
+  from scaling.sweep import run_sweep
+  run_sweep(apply_overrides(load_config_file(args.config), overrides), args.overwrite)
   return 0
 
 
@@ -61,10 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
                  help="if the run directory holds a run with another config, move it aside")
   p.set_defaults(func=_cmd_train)
 
-  p = sub.add_parser("quickstart", help="train, fit and report on the embedded corpus")
+  p = sub.add_parser("quickstart", help="train a ladder, fit and report on the embedded corpus")
   p.add_argument("--out", default="runs/quickstart", help="results directory")
   p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--bootstrap", type=int, default=1000)
+  p.add_argument("--quiet", action="store_true", help="only the sweep's progress lines")
   p.set_defaults(func=_cmd_quickstart)
+
+  p = sub.add_parser("report", help="figures and a Markdown report of a sweep directory")
+  p.add_argument("path")
+  p.add_argument("--bootstrap", type=int, default=1000)
+  p.set_defaults(func=_cmd_report)
+
+  p = sub.add_parser("sweep", help="run every point of a ladder or grid (resumable)",
+                     description="Run each point of cfg.sweep; finished points are skipped, "
+                                 "partial ones resume, a lock file keeps runners apart.")
+  p.add_argument("--config", required=True)
+  p.add_argument("--overwrite", action="store_true")
+  p.set_defaults(func=_cmd_sweep)
 
   p = sub.add_parser("bsweep", help="batch-size sweep: B_crit(L) beside the online B_noise",
                      description="Train one model at a ladder of batch sizes (finished ones are "

@@ -105,5 +105,7 @@ def fit_bcrit(loss, b_crit_tokens, n_boot: int = 1000, seed: int = 0) -> dict:
     return {"alpha_B": -1.0 / slope, "B_star": coef}
 
   central = once(np.arange(len(loss)))
-  samples = bootstrap(once, len(loss), n_boot, seed, min_unique=3)
-  return {"params": central, "intervals": intervals(samples), "n_boot": len(samples)}
+  # With 3 points every resample with 3 distinct points is the original set: no interval.
+  samples = bootstrap(once, len(loss), n_boot, seed, min_unique=3) if len(loss) >= 4 else []
+  ci = intervals(samples) if samples else {k: (math.nan, math.nan) for k in central}
+  return {"params": central, "intervals": ci, "n_boot": len(samples)}

@@ -234,9 +234,13 @@ def fit_chinchilla_huber(n, d, y, delta: float = 1e-3, grid=None) -> tuple[dict,
 
 
 def fit_steps_examples(batch_tokens, steps) -> dict:
-  """S = S_min + E_min/B (linear in 1/B): returns S_min, E_min, B_crit = E_min/S_min."""
-  inv_b = 1.0 / np.asarray(batch_tokens, float)
-  e_min, s_min = np.polyfit(inv_b, np.asarray(steps, float), 1)
+  """S = S_min + E_min/B (McCandlish 2018 eq. 2.11 rearranged), with S_min, E_min ≥ 0 fitted by
+  non-negative least squares on relative residuals (step counts are noisy by a factor, and an
+  unweighted line in 1/B would let the smallest batches, with the largest S, decide the fit).
+  Returns S_min, E_min and B_crit = E_min/S_min; valid only when both are positive."""
+  b = np.asarray(batch_tokens, float)
+  s = np.asarray(steps, float)
+  (s_min, e_min), _ = _nnls_rel(np.stack([np.ones_like(b), 1.0 / b], axis=1), s)
   ok = s_min > 0 and e_min > 0
   return {"S_min": float(s_min), "E_min": float(e_min),
           "B_crit": float(e_min / s_min) if ok else math.nan, "valid": bool(ok)}

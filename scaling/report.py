@@ -1,0 +1,233 @@
+"""The report of a sweep directory: figures (PNG), a Markdown page and the fitted numbers (JSON).
+
+Reads only the run directories (summary.json, metrics.jsonl), so it can be re-run alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from scaling.errors import UserError
+from scaling.laws import approaches, forms, io
+from scaling.laws.commands import fit_one
+from scaling.laws.uncertainty import percentile_interval
+
+
+def _plt():
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  return plt
+
+
+def _fmt(x, digits: int = 4) -> str:
+  if x is None or (isinstance(x, float) and not math.isfinite(x)):
+    return "—"
+  return f"{x:.{digits}g}"
+
+
+def _b_noise_points(run_dirs: list[Path], bins: int = 8) -> dict:
+  """Online B_noise (tokens) against training loss over all runs, binned by loss (median)."""
+  loss, bn = [], []
+  for run in run_dirs:
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+      r = json.loads(line)
+      if r.get("loss") and r.get("b_noise_tokens") and r["step"] > 20:
+        loss.append(r["loss"])
+        bn.append(r["b_noise_tokens"])
+  loss, bn = np.asarray(loss), np.asarray(bn)
+  if loss.size < 10:
+    return {"loss": loss, "b_noise": bn, "bin_loss": np.array([]), "bin_b_noise": np.array([])}
+  edges = np.quantile(loss, np.linspace(0, 1, bins + 1))
+  centres, medians = [], []
+  for lo, hi in zip(edges[:-1], edges[1:]):
+    sel = (loss >= lo) & (loss <= hi) & (bn > 0)
+    if sel.sum() >= 5:
+      centres.append(float(np.median(loss[sel])))
+      medians.append(float(np.median(bn[sel])))
+  return {"loss": loss, "b_noise": bn, "bin_loss": np.array(centres),
+          "bin_b_noise": np.array(medians)}
+
+
+def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -> dict:
+  """Fits the sweep's laws and writes report.md, report.json and the figures into `sweep`."""
+  out = Path(sweep)
+  cols = io.load(str(out), "kaplan", "final_eval_loss", with_curves=True)
+  runs = [Path(n) for n in cols["name"]]
+  full = cols["D_data"] == cols["D_data"].max()   # runs on the whole training split
+  if len(np.unique(cols["N"][full])) < 3:
+    raise UserError(f"{out} has fewer than 3 model sizes trained on the full data; run the ladder")
+  plt = _plt()
+  figures, numbers = {}, {}
+
+  # 1. L(N), pure power law and with an irreducible term, with the held-out largest model.
+  ln = {k: v[full] for k, v in cols.items() if isinstance(v, np.ndarray)}
+  fits = {name: fit_one(name, ln, n_boot, holdout, seed, None) for name in ("N", "N+E")}
+  numbers["L(N)"] = fits
+  fig, ax = plt.subplots(figsize=(6.4, 4.8))
+  ax.plot(ln["N"], ln["loss"], "o", label="held-out loss at the end of training")
+  n_grid = np.logspace(np.log10(ln["N"].min()) - 0.2, np.log10(ln["N"].max()) + 0.5, 100)
+  for name, style in (("N", "-"), ("N+E", "--")):
+    p = fits[name]["params"]
+    ax.plot(n_grid, forms.loss_n(p, n_grid), style,
+            label=f"fit {name}: α_N = {p['alpha_N']:.3f}" + (f", E = {p['E']:.2f}" if "E" in p else ""))
+  for e in fits["N"].get("extrapolation", []):
+    ax.plot([e["N"]], [e["measured"]], "*", ms=14, color="C3",
+            label=f"held out: predicted {e['predicted']:.3f}, measured {e['measured']:.3f} "
+                  f"({100 * e['rel_error']:+.1f}%)")
+  ax.set(xscale="log", yscale="log", xlabel="N (non-embedding parameters)",
+         ylabel="held-out loss (nats/token)", title="L(N): loss against model size")
+  ax.legend(fontsize=8)
+  figures["L_N"] = "L_N.png"
+  fig.savefig(out / "L_N.png", dpi=120, bbox_inches="tight")
+  plt.close(fig)
+
+  # 2. Learning curves against compute, the frontier and L(C).
+  curves = [c for c, f in zip(cols["curves"], full) if f]
+  env = approaches.fit_envelope(curves, min(n_boot, 300), seed)
+  numbers["frontier"] = {k: env[k] for k in ("params", "intervals", "n_boot")}
+  fig, ax = plt.subplots(figsize=(6.4, 4.8))
+  cmap = plt.get_cmap("viridis")
+  order = np.argsort([c["N"] for c in curves])
+  for rank, i in enumerate(order):
+    c = curves[i]
+    ax.plot(c["C"] / forms.PF_DAY_FLOP, c["loss"], color=cmap(rank / max(1, len(curves) - 1)),
+            lw=1, label=f"N = {c['N']:.2g}")
+  e = env["envelope"]
+  c_env = np.asarray(e["C"]) / forms.PF_DAY_FLOP
+  ax.plot(c_env, e["loss"], "k:", lw=2, label="compute-efficient frontier")
+  p = env["params"]
+  ax.plot(c_env, (p["C_c"] / np.asarray(e["C"])) ** p["alpha_C"], "r--",
+          label=f"L(C) fit: α_C = {p['alpha_C']:.3f}")
+  ax.set(xscale="log", yscale="log", xlabel="compute C = 6·N·tokens (PF-days)",
+         ylabel="training loss (smoothed)", title="Learning curves against compute")
+  ax.legend(fontsize=7)
+  figures["curves"] = "curves_compute.png"
+  fig.savefig(out / "curves_compute.png", dpi=120, bbox_inches="tight")
+  plt.close(fig)
+
+  # 3. Online B_noise against loss, with a B_crit(L)-form fit and Kaplan's law.
+  bn = _b_noise_points(runs)
+  fig, ax = plt.subplots(figsize=(6.4, 4.8))
+  if bn["loss"].size:
+    ax.plot(bn["loss"], np.where(bn["b_noise"] > 0, bn["b_noise"], np.nan), ".", ms=2, alpha=0.3,
+            color="C0", label="B_noise every step (all runs)")
+  if bn["bin_loss"].size >= 3:
+    ax.plot(bn["bin_loss"], bn["bin_b_noise"], "s", color="C1", label="median per loss bin")
+    law = approaches.fit_bcrit(bn["bin_loss"], bn["bin_b_noise"], min(n_boot, 300), seed)
+    numbers["b_noise_law"] = law
+    lg = np.linspace(bn["bin_loss"].min(), bn["bin_loss"].max(), 50)
+    ax.plot(lg, forms.b_crit(law["params"], lg), "-", color="C1",
+            label=f"fit: α_B = {law['params']['alpha_B']:.2f}")
+  bsweep = out / "bsweep.json"
+  if bsweep.is_file():
+    rows = [r for r in json.loads(bsweep.read_text())["targets"] if r.get("valid")]
+    ax.plot([r["target_loss"] for r in rows], [r["B_crit"] for r in rows], "D", color="C3",
+            label="B_crit from the batch sweep")
+  if bn["loss"].size:
+    lg = np.linspace(bn["loss"].min(), bn["loss"].max(), 50)
+    ax.plot(lg, forms.b_crit(forms.KAPLAN2020["B_crit"], lg), "--", color="gray",
+            label="Kaplan 2020 B_crit(L) (WebText2)")
+  ax.set(xscale="log", yscale="log", xlabel="training loss (nats/token)",
+         ylabel="batch size (tokens)", title="Gradient noise scale against loss")
+  ax.legend(fontsize=7)
+  figures["b_noise"] = "b_noise.png"
+  fig.savefig(out / "b_noise.png", dpi=120, bbox_inches="tight")
+  plt.close(fig)
+
+  # 4. L(N, D) when the sweep has data-limited runs.
+  if len(np.unique(cols["D_data"])) >= 2 and len(np.unique(cols["N"])) >= 2:
+    nd_cols = {"N": cols["N"], "D": cols["D_data"], "loss": cols["loss"]}
+    numbers["L(N,D)"] = fit_one("ND", nd_cols, min(n_boot, 300), 0, seed, None)
+    p = numbers["L(N,D)"]["params"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for k, n in enumerate(np.unique(cols["N"])):
+      sel = cols["N"] == n
+      ax.plot(cols["D_data"][sel], cols["loss"][sel], "o", color=f"C{k}", label=f"N = {n:.2g}")
+      dg = np.logspace(np.log10(cols["D_data"].min()), np.log10(cols["D_data"].max()), 50)
+      ax.plot(dg, forms.loss_nd(p, n, dg), "-", color=f"C{k}")
+    ax.set(xscale="log", yscale="log", xlabel="D (training tokens)", ylabel="held-out loss",
+           title=f"L(N, D): α_N/α_D = {p['alpha_N'] / p['alpha_D']:.2f}")
+    ax.legend(fontsize=7)
+    figures["L_ND"] = "L_ND.png"
+    fig.savefig(out / "L_ND.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+  headline = _headline(fits, bn, cols, full)
+  (out / "report.json").write_text(json.dumps(io.to_jsonable(
+      {"headline": headline, "figures": figures, "fits": {
+          k: ({kk: vv for kk, vv in v.items() if kk != "bootstrap_samples"} if "params" in v
+              else {n: {kk: vv for kk, vv in f.items() if kk != "bootstrap_samples"}
+                    for n, f in v.items()})
+          for k, v in numbers.items()}}), indent=1))
+  (out / "report.md").write_text(_markdown(out, numbers, figures, headline, cols, full))
+  return {"headline": headline, "figures": figures, "report": str(out / "report.md")}
+
+
+def _headline(fits, bn, cols, full) -> dict:
+  lo, hi = fits["N"]["intervals"].get("alpha_N", (math.nan, math.nan))
+  ext = fits["N"].get("extrapolation", [{}])[0]
+  largest = int(np.argmax(np.where(full, cols["N"], -1)))
+  run = Path(cols["name"][largest])
+  summary = json.loads((run / "summary.json").read_text())
+  return {"alpha_N": fits["N"]["params"]["alpha_N"], "alpha_N_interval": [lo, hi],
+          "extrapolation_rel_error": ext.get("rel_error"),
+          "extrapolation_N": ext.get("N"),
+          "b_noise_at_final_loss_tokens": summary.get("b_noise_tokens_final"),
+          "final_loss_largest": summary.get("final_eval_loss"), "n_runs": int(full.sum())}
+
+
+def _markdown(out, numbers, figures, headline, cols, full) -> str:
+  lines = [f"# Scaling-law report: `{out}`", "",
+           f"{int(full.sum())} runs on the full training split"
+           + (f", {int((~full).sum())} data-limited" if (~full).any() else "") +
+           ". Loss: held-out cross-entropy in nats/token; N: non-embedding parameters (Kaplan); "
+           "C = 6·N·tokens. Tiny models on a tiny corpus: the exponents are the part that may "
+           "transfer; the scales (N_c, C_c, B*) belong to this corpus and tokenizer.", "",
+           "## Headline", "",
+           f"- α_N = {headline['alpha_N']:.4f}, 95% interval [{_fmt(headline['alpha_N_interval'][0])}, "
+           f"{_fmt(headline['alpha_N_interval'][1])}]",
+           f"- largest model (N = {_fmt(headline['extrapolation_N'])}) predicted from the others: "
+           f"relative error {100 * (headline['extrapolation_rel_error'] or math.nan):+.2f}%",
+           f"- online B_noise at the largest model's final loss ({_fmt(headline['final_loss_largest'])}): "
+           f"{_fmt(headline['b_noise_at_final_loss_tokens'])} tokens", "",
+           "## Fitted constants beside the published ones", "",
+           "| law | constant | fitted | 95% interval | Kaplan 2020 | Chinchilla 2022 | depends on data/tokenizer |",
+           "|---|---|---|---|---|---|---|"]
+  rows = []
+  for name, f in numbers["L(N)"].items():
+    rows += [(f"L({name})", k, v, f["intervals"].get(k)) for k, v in f["params"].items()]
+  fr = numbers["frontier"]
+  rows += [("frontier", k, fr["params"][k], fr["intervals"].get(k)) for k in ("alpha_C", "C_c", "a", "b")]
+  if "b_noise_law" in numbers:
+    bl = numbers["b_noise_law"]
+    rows += [("B_noise(L)", k, v, bl["intervals"].get(k)) for k, v in bl["params"].items()]
+  if "L(N,D)" in numbers:
+    f = numbers["L(N,D)"]
+    rows += [("L(N,D)", k, v, f["intervals"].get(k)) for k, v in f["params"].items()]
+  kaplan = {"alpha_N": 0.076, "N_c": 8.8e13, "alpha_C": 0.050, "C_c": 3.1e8, "a": 0.73,
+            "alpha_B": 0.21, "B_star": 2e8, "alpha_D": 0.095, "D_c": 5.4e13}
+  chin = {"a": 0.46, "b": 0.54, "E": 1.69}
+  for law, k, v, ci in rows:
+    ci = ci or (math.nan, math.nan)
+    dep = "yes" if k in forms.DATA_DEPENDENT else "no (exponent)"
+    lines.append(f"| {law} | {k} | {_fmt(v)} | [{_fmt(ci[0])}, {_fmt(ci[1])}] | "
+                 f"{_fmt(kaplan.get(k))} | {_fmt(chin.get(k))} | {dep} |")
+  fr_p = fr["params"]
+  lines += ["", "## Compute-optimal allocation implied by the frontier", "",
+            f"N_opt ∝ C^{fr_p['a']:.3f}, D_opt ∝ C^{fr_p['b']:.3f} (Kaplan 2020: 0.73 / 0.27; "
+            "Chinchilla: ≈0.5 / 0.5). Over this short range of compute the frontier is made of "
+            "few models, so read the exponents with their intervals.", "",
+            "## Extrapolation check", ""]
+  for name, f in numbers["L(N)"].items():
+    for e in f.get("extrapolation", []):
+      lines.append(f"- L({name}) fitted without N = {_fmt(e['N'])}: predicted {e['predicted']:.4f}, "
+                   f"measured {e['measured']:.4f}, error {100 * e['rel_error']:+.2f}% "
+                   f"({'inside' if e['inside_interval'] else 'outside'} the 95% interval "
+                   f"[{_fmt(e['interval'][0])}, {_fmt(e['interval'][1])}])")
+  lines += ["", "## Figures", ""] + [f"![{k}]({v})" for k, v in figures.items()]
+  return "\n".join(lines) + "\n"

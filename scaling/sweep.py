@@ -1,0 +1,103 @@
+"""Sweeps: a grid of runs (model ladder × data-limited subsets) that resumes where it stopped.
+
+A finished point (summary.json present, same config) is skipped; a partial one resumes from its
+checkpoint; a lock file (holding the owner's pid) keeps two runners off the same point.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import time
+from pathlib import Path
+
+from scaling.config import to_json
+from scaling.errors import UserError
+
+
+def sweep_dir(cfg) -> Path:
+  return Path(cfg.run_dir or Path("runs") / cfg.name)
+
+
+def points(cfg) -> list:
+  """One run config per (model shape, data limit) of cfg.sweep."""
+  s = cfg.sweep
+  if not s.models:
+    raise UserError("sweep.models is empty; list (n_layer, d_model, n_heads) shapes")
+  out = []
+  for (n_layer, d_model, n_heads), limit in itertools.product(s.models, s.max_train_tokens):
+    rc = copy.deepcopy(cfg)
+    with rc.unlocked():
+      del rc["sweep"]
+    name = f"L{n_layer}-D{d_model}-H{n_heads}" + (f"-T{limit}" if limit else "")
+    rc.name = f"{cfg.name}-{name}"
+    rc.run_dir = str(sweep_dir(cfg) / name)
+    rc.model.n_layer, rc.model.d_model, rc.model.n_heads = int(n_layer), int(d_model), int(n_heads)
+    rc.data.max_train_tokens = int(limit)
+    out.append(rc)
+  return out
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def acquire(lock: Path) -> bool:
+  """Takes the lock of a point (O_EXCL); a lock whose owner is dead is taken over."""
+  lock.parent.mkdir(parents=True, exist_ok=True)
+  for _ in range(2):
+    try:
+      fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+      os.write(fd, str(os.getpid()).encode())
+      os.close(fd)
+      return True
+    except FileExistsError:
+      try:
+        owner = int(lock.read_text() or 0)
+      except (OSError, ValueError):
+        owner = 0
+      if owner and _pid_alive(owner):
+        return False
+      lock.unlink(missing_ok=True)  # stale: its runner died
+  return False
+
+
+def is_finished(rc) -> bool:
+  run = Path(rc.run_dir)
+  if not (run / "summary.json").is_file() or not (run / "config.json").is_file():
+    return False
+  return json.loads((run / "config.json").read_text()) == json.loads(to_json(rc))
+
+
+def run_sweep(cfg, overwrite: bool = False, verbose: bool = True) -> list[Path]:
+  """Runs every point not yet finished; returns the run directories of all points."""
+  from scaling import train as trainlib
+  configs = points(cfg)
+  t0 = time.time()
+  done_now = 0
+  for i, rc in enumerate(configs, 1):
+    head = f"[sweep {i}/{len(configs)}] {Path(rc.run_dir).name}"
+    if is_finished(rc):
+      print(f"{head}: finished, skipped", flush=True)
+      continue
+    lock = Path(rc.run_dir).with_name(Path(rc.run_dir).name + ".lock")
+    if not acquire(lock):
+      print(f"{head}: another runner holds {lock}, skipped", flush=True)
+      continue
+    try:
+      elapsed = time.time() - t0
+      eta = f", about {elapsed / done_now * (len(configs) - i + 1) / 60:.1f} min left" if done_now else ""
+      print(f"{head}: training ({done_now} trained in {elapsed / 60:.1f} min{eta})", flush=True)
+      trainlib.train(rc, overwrite=overwrite, verbose=verbose)
+      done_now += 1
+    finally:
+      lock.unlink(missing_ok=True)
+  return [Path(rc.run_dir) for rc in configs]
