@@ -14,7 +14,7 @@ def get_config():
   cfg.model.n_ctx = 128
   cfg.data.vocab_size = 2048
   cfg.train.batch_size = 16
-  cfg.train.tokens = 1_500_000        # ≈ 730 steps of 16 × 128 tokens, ≈ 1.4 epochs
+  cfg.train.tokens = 1_250_000        # ≈ 610 steps of 16 × 128 tokens, ≈ 1.2 epochs
   cfg.eval.every = 250
   cfg.eval.batches = 8
   cfg.checkpoint.every = 250

@@ -1,0 +1,84 @@
+"""The sweep runner (skip, resume, locks, a real kill) and the report built from a tiny sweep."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, read_metrics
+from scaling import sweep
+from scaling.config import load_config_file
+
+
+def _cmd(out):
+  return [sys.executable, "-m", "scaling.cli", "sweep", "--config",
+          str(REPO / "configs/test_ladder.py"), f"--config.run_dir={out}"]
+
+
+def test_killed_sweep_finishes_only_what_was_missing(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  out = tmp_path / "sw"
+  proc = subprocess.Popen(_cmd(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  second = out / "L1-D32-H2"
+  deadline = time.time() + 180
+  while time.time() < deadline:
+    ckpts = [p for p in (second / "checkpoints").glob("*") if p.name.isdigit()]
+    if ckpts and (second / "metrics.jsonl").is_file():
+      break
+    time.sleep(0.02)
+  assert proc.poll() is None, "the sweep finished before it could be killed"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  first = out / "L1-D16-H1"
+  assert (first / "summary.json").is_file() and not (second / "summary.json").exists()
+  first_files = {p: p.read_bytes() for p in first.rglob("*") if p.is_file()}
+  partial_steps = len(read_metrics(second))
+  log = subprocess.run(_cmd(out), env=env, capture_output=True, text=True, check=True).stdout
+  assert "L1-D16-H1: finished, skipped" in log
+  assert {p: p.read_bytes() for p in first.rglob("*") if p.is_file()} == first_files
+  for point in ("L1-D16-H1", "L1-D32-H2", "L2-D48-H3"):
+    steps = [m["step"] for m in read_metrics(out / point)]
+    assert steps == list(range(1, 61)), point
+    assert not (out / f"{point}.lock").exists()
+  assert partial_steps < 60
+
+
+def test_lock_keeps_runners_apart_and_stale_locks_are_taken(tmp_path):
+  lock = tmp_path / "p.lock"
+  assert sweep.acquire(lock)
+  assert not sweep.acquire(lock)          # held by this live process
+  lock.write_text("999999999")            # a pid that does not exist
+  assert sweep.acquire(lock)
+
+
+def test_points_of_a_grid():
+  cfg = load_config_file("configs/test_ladder.py")
+  cfg.sweep.max_train_tokens = [0, 5000]
+  pts = sweep.points(cfg)
+  assert len(pts) == 6 and "sweep" not in pts[0]
+  assert pts[1].name.endswith("L1-D16-H1-T5000") and pts[1].data.max_train_tokens == 5000
+  assert (pts[4].model.n_layer, pts[4].model.d_model, pts[4].model.n_heads) == (2, 48, 3)
+
+
+def test_report_from_a_tiny_sweep(tmp_path):
+  from scaling.report import make_report
+  cfg = load_config_file("configs/test_ladder.py")
+  cfg.run_dir = str(tmp_path / "sw")
+  cfg.sweep.models = [(1, 8, 1), (1, 16, 1), (1, 24, 1), (1, 32, 2)]
+  cfg.train.steps = 30
+  sweep.run_sweep(cfg, verbose=False)
+  result = make_report(cfg.run_dir, n_boot=50)
+  out = Path(cfg.run_dir)
+  for name in result["figures"].values():
+    data = (out / name).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
+  assert set(result["figures"]) >= {"L_N", "curves", "b_noise"}
+  md = (out / "report.md").read_text()
+  assert "| L(N) | alpha_N |" in md and "Extrapolation check" in md
+  rep = json.loads((out / "report.json").read_text())
+  assert rep["headline"]["n_runs"] == 4 and rep["headline"]["extrapolation_N"] == 12 * 32 ** 2
