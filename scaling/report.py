@@ -53,6 +53,28 @@ def _b_noise_points(run_dirs: list[Path], bins: int = 8) -> dict:
           "bin_b_noise": np.array(medians)}
 
 
+def _ns_points(run_dirs: list[Path], b_crit_law: dict, per_run: int = 12,
+               skip_frac: float = 0.2) -> dict:
+  """Points (N, S_min, smoothed loss) along each learning curve after the first skip_frac of it
+  (warm-up transient; Kaplan 2020 §5.2), S_min = S/(1 + B_crit(L)/B) with B_crit(L) the law
+  fitted to the online B_noise (smooth in L, unlike the per-step estimate)."""
+  out = {"N": [], "S_min": [], "loss": []}
+  for run in run_dirs:
+    summary = json.loads((run / "summary.json").read_text())
+    recs = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    recs = [r for r in recs if r.get("loss") is not None]
+    if len(recs) < 3 * per_run:
+      continue
+    loss = np.convolve([r["loss"] for r in recs], np.ones(15) / 15, mode="same")
+    idx = np.unique(np.geomspace(int(skip_frac * len(recs)) + 1, len(recs) - 8, per_run).astype(int))
+    for i in idx:
+      b_crit = float(forms.b_crit(b_crit_law, loss[i]))
+      out["N"].append(summary["n_kaplan"])
+      out["S_min"].append(recs[i]["step"] / (1 + b_crit / summary["batch_tokens"]))
+      out["loss"].append(float(loss[i]))
+  return {k: np.asarray(v, float) for k, v in out.items()}
+
+
 def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -> dict:
   """Fits the sweep's laws and writes report.md, report.json and the figures into `sweep`."""
   out = Path(sweep)
@@ -139,7 +161,30 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
   fig.savefig(out / "b_noise.png", dpi=120, bbox_inches="tight")
   plt.close(fig)
 
-  # 4. L(N, D) when the sweep has data-limited runs.
+  # 4. L(N, S_min) from the learning curves, with S_min = S/(1 + B_crit/B) (Kaplan 2020 eq. 5.4)
+  # and the online B_noise at each step standing in for B_crit(L).
+  ns = (_ns_points([r for r, f in zip(runs, full) if f], numbers["b_noise_law"]["params"])
+        if "b_noise_law" in numbers else {"loss": []})
+  if len(ns["loss"]) >= 8:
+    law_ns = fit_one("NS", ns, 0, 0, seed, None)
+    numbers["L(N,S)"] = law_ns
+    p = law_ns["params"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for k, n in enumerate(np.unique(ns["N"])):
+      sel = ns["N"] == n
+      ax.plot(ns["S_min"][sel], ns["loss"][sel], "o", ms=3, color=f"C{k % 10}", label=f"N = {n:.2g}")
+      sg = np.logspace(np.log10(ns["S_min"][sel].min()), np.log10(ns["S_min"][sel].max()), 50)
+      ax.plot(sg, forms.loss_ns(p, n, sg), "-", color=f"C{k % 10}")
+    ax.set(xscale="log", yscale="log",
+           xlabel="S_min = S/(1 + B_crit(L)/B), B_crit(L) from the online B_noise fit",
+           ylabel="training loss (smoothed)",
+           title=f"L(N, S_min): α_N = {p['alpha_N']:.3f}, α_S = {p['alpha_S']:.2f}")
+    ax.legend(fontsize=7)
+    figures["L_NS"] = "L_NS.png"
+    fig.savefig(out / "L_NS.png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+  # 5. L(N, D) when the sweep has data-limited runs.
   if len(np.unique(cols["D_data"])) >= 2 and len(np.unique(cols["N"])) >= 2:
     nd_cols = {"N": cols["N"], "D": cols["D_data"], "loss": cols["loss"]}
     numbers["L(N,D)"] = fit_one("ND", nd_cols, min(n_boot, 300), 0, seed, None)
@@ -206,11 +251,13 @@ def _markdown(out, numbers, figures, headline, cols, full) -> str:
   if "b_noise_law" in numbers:
     bl = numbers["b_noise_law"]
     rows += [("B_noise(L)", k, v, bl["intervals"].get(k)) for k, v in bl["params"].items()]
-  if "L(N,D)" in numbers:
-    f = numbers["L(N,D)"]
-    rows += [("L(N,D)", k, v, f["intervals"].get(k)) for k, v in f["params"].items()]
+  for law in ("L(N,S)", "L(N,D)"):
+    if law in numbers:
+      f = numbers[law]
+      rows += [(law, k, v, f["intervals"].get(k)) for k, v in f["params"].items()]
   kaplan = {"alpha_N": 0.076, "N_c": 8.8e13, "alpha_C": 0.050, "C_c": 3.1e8, "a": 0.73,
-            "alpha_B": 0.21, "B_star": 2e8, "alpha_D": 0.095, "D_c": 5.4e13}
+            "alpha_B": 0.21, "B_star": 2e8, "alpha_D": 0.095, "D_c": 5.4e13, "alpha_S": 0.76,
+            "S_c": 2.1e3}
   chin = {"a": 0.46, "b": 0.54, "E": 1.69}
   for law, k, v, ci in rows:
     ci = ci or (math.nan, math.nan)

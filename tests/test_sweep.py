@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import REPO, read_metrics
@@ -70,15 +71,27 @@ def test_report_from_a_tiny_sweep(tmp_path):
   cfg = load_config_file("configs/test_ladder.py")
   cfg.run_dir = str(tmp_path / "sw")
   cfg.sweep.models = [(1, 8, 1), (1, 16, 1), (1, 24, 1), (1, 32, 2)]
-  cfg.train.steps = 30
+  cfg.train.steps = 40
   sweep.run_sweep(cfg, verbose=False)
   result = make_report(cfg.run_dir, n_boot=50)
   out = Path(cfg.run_dir)
   for name in result["figures"].values():
     data = (out / name).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
-  assert set(result["figures"]) >= {"L_N", "curves", "b_noise"}
+  assert set(result["figures"]) == {"L_N", "curves", "b_noise", "L_NS"}
   md = (out / "report.md").read_text()
   assert "| L(N) | alpha_N |" in md and "Extrapolation check" in md
   rep = json.loads((out / "report.json").read_text())
   assert rep["headline"]["n_runs"] == 4 and rep["headline"]["extrapolation_N"] == 12 * 32 ** 2
+
+
+@pytest.mark.parametrize("name", ["ladder_cpu", "ladder_gpu", "ladder_tpu", "data_limited_cpu"])
+def test_ladder_configs_spread_n_evenly_in_log_space(name):
+  from scaling.model import ModelConfig, param_count
+  cfg = load_config_file(f"configs/{name}.py")
+  ns = [param_count(ModelConfig(n_layer=l, d_model=d, n_heads=h, n_ctx=cfg.model.n_ctx,
+                                n_vocab=cfg.data.vocab_size))["n_kaplan"]
+        for l, d, h in cfg.sweep.models]
+  steps = np.diff(np.log10(ns))
+  assert (steps > 0).all() and steps.max() < 3 * steps.min() + 0.3
+  assert len(sweep.points(cfg)) == len(cfg.sweep.models) * len(cfg.sweep.max_train_tokens)
