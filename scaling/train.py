@@ -349,17 +349,23 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
   signal.signal(signal.SIGTERM, lambda *_: preempt.update(flag=True))
   print_every = cfg.log.print_every or max(1, total_steps // 20)
   eval_every = cfg.eval.every or total_steps
+  # The early-stopping checkpoint: parameters at the lowest held-out loss so far (orbax keeps the
+  # best by its recorded metric); on resume the best so far comes back from it.
+  best_manager = ocp.CheckpointManager((run_dir / "best").resolve(),
+                                       options=ocp.CheckpointManagerOptions(
+                                           max_to_keep=1, best_fn=lambda m: m["eval_loss"],
+                                           best_mode="min", create=True))
   best = {"eval_loss": math.inf, "step": None}
-  if is_main and metrics_path.is_file():  # best eval so far, from the kept metrics
-    for line in metrics_path.read_text().splitlines():
-      rec = json.loads(line)
-      if rec.get("eval_loss") is not None and rec["eval_loss"] < best["eval_loss"]:
-        best = {"eval_loss": rec["eval_loss"], "step": rec["step"]}
+  if best_manager.best_step() is not None:
+    step_b = best_manager.best_step()
+    best = {"eval_loss": float(best_manager.metrics(step_b)["eval_loss"]), "step": step_b}
 
   metrics_file = open(metrics_path, "a") if is_main else None
   t_start = time.time()
   last_record: dict = {}
   window = LossWindow(tcfg.stop_loss, tcfg.stop_window_tokens)
+  stop_reason = (f"the training loss averaged over the last {tcfg.stop_window_tokens:,} tokens "
+                 f"fell below train.stop_loss={tcfg.stop_loss}")
   steps_done = start
   t_prev = time.time()
 
@@ -388,6 +394,12 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
         pending = (done, metrics, eval_loss)
         if eval_loss < best["eval_loss"]:
           best = {"eval_loss": eval_loss, "step": done}
+          best_manager.save(done, args=ocp.args.StandardSave(state.params),
+                            metrics={"eval_loss": eval_loss})
+        elif tcfg.patience and (done - best["step"]) // eval_every >= tcfg.patience:
+          stop = last = True
+          stop_reason = (f"no lower held-out loss in {tcfg.patience} evaluations since step "
+                         f"{best['step']} (train.patience)")
       if done % cfg.checkpoint.every == 0 or last or preempt["flag"]:
         manager.save(done, args=ocp.args.StandardSave(state))
       if pending[2] is not None or done % print_every == 0 or last:
@@ -399,8 +411,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
           eta = (total_steps - done) * batch_tokens / rate if rate else 0.0
           say(_progress_line(last_record, total_steps, eta))
       if stop:
-        say(f"stopping at step {done}: the training loss averaged over the last "
-            f"{tcfg.stop_window_tokens:,} tokens fell below train.stop_loss={tcfg.stop_loss}")
+        say(f"stopping at step {done}: {stop_reason}")
         break
       if preempt["flag"]:
         manager.wait_until_finished()
@@ -412,6 +423,8 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
   finally:
     manager.wait_until_finished()
     manager.close()
+    best_manager.wait_until_finished()
+    best_manager.close()
     if metrics_file:
       metrics_file.close()
     signal.signal(signal.SIGTERM, old_handler)
@@ -420,6 +433,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
   summary = {
       "name": cfg.name, "steps": steps_done, "tokens": steps_done * batch_tokens,
       "planned_steps": total_steps, "stopped_early": steps_done < total_steps,
+      "stop_reason": stop_reason if steps_done < total_steps else None,
       "batch_seqs": tcfg.batch_size, "batch_tokens": batch_tokens, "n_ctx": n_ctx,
       "n_vocab": store.n_vocab, "peak_lr": peak_lr, "d_train_tokens": d_train,
       "epochs": steps_done * batch_tokens / d_train,
@@ -464,6 +478,19 @@ class LossWindow:
       return False
     full = self.records[-1][0] - self.records[0][0] >= self.window_tokens
     return full and float(np.mean([loss for _, loss in self.records])) < self.threshold
+
+
+def restore_best_params(run_dir, params_like):
+  """The parameters of the early-stopping checkpoint (lowest held-out loss) of a run directory;
+  `params_like` gives the structure (e.g. nnx.split(model, nnx.Param)[1])."""
+  manager = ocp.CheckpointManager((Path(run_dir) / "best").resolve())
+  step = manager.best_step() or manager.latest_step()
+  if step is None:
+    raise UserError(f"{run_dir} has no early-stopping checkpoint (best/)")
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, params_like)
+  params = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+  manager.close()
+  return step, params
 
 
 def _log(pending, t_prev: float, metrics_file, batch_tokens: int, flops: dict):
