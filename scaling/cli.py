@@ -76,6 +76,13 @@ def _cmd_predict(args, overrides) -> int:
   return 0
 
 
+def _cmd_plan(args, overrides) -> int:
+  from scaling.laws.commands import plan_command
+  plan_command(args.preset, args.N, args.D, args.penalty, args.batch, args.steps, args.compare,
+               args.C)
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="scaling", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -127,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--n-convention", default="kaplan", choices=["kaplan", "exact", "total"],
                  help="N of run directories: Kaplan non-embedding, exact non-embedding, or total")
-  p.add_argument("--loss-key", default="final_eval_loss",
-                 help="summary.json field used as the loss (e.g. best_eval_loss)")
+  p.add_argument("--loss-key", default=None,
+                 help="summary.json field used as the loss (default: best_eval_loss, i.e. early "
+                      "stopped, for D and ND laws; final_eval_loss otherwise)")
   p.add_argument("--budget", type=float, help="FLOP budget for the derived N_opt, D_opt")
   p.add_argument("--flops", default="kaplan_train",
                  choices=["kaplan_train", "palm_train", "chinchilla_train"],
@@ -144,6 +152,20 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--C", type=float, help="compute budget in FLOP")
   p.add_argument("--loss", type=float, help="target loss (nats/token)")
   p.set_defaults(func=_cmd_predict)
+
+  p = sub.add_parser("plan", help="planning: overfitting, when to stop, allocation, model tables")
+  p.add_argument("--preset", default="kaplan2020",
+                 help="kaplan2020, chinchilla2022, epoch2024 or a fit JSON")
+  p.add_argument("--N", type=float, help="parameters (non-embedding for Kaplan)")
+  p.add_argument("--D", type=float, help="distinct training tokens")
+  p.add_argument("--penalty", type=float, help="overfitting penalty in percent: the least D")
+  p.add_argument("--batch", type=float, help="batch size in tokens of a run in progress")
+  p.add_argument("--steps", type=float, help="steps taken so far: should I stop?")
+  p.add_argument("--C", type=float, help="compute budget in FLOP: compute-efficient N, B, S, D")
+  p.add_argument("--compare", nargs="?", const="",
+                 help="table of named models (default GPT-2, GPT-3, Gopher, Chinchilla) or "
+                      "name:N:D,name:N:D")
+  p.set_defaults(func=_cmd_plan)
   return parser
 
 

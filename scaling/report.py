@@ -186,16 +186,19 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
 
   # 5. L(N, D) when the sweep has data-limited runs.
   if len(np.unique(cols["D_data"])) >= 2 and len(np.unique(cols["N"])) >= 2:
-    nd_cols = {"N": cols["N"], "D": cols["D_data"], "loss": cols["loss"]}
+    # Early-stopped losses (the lowest held-out loss of each run), as Kaplan fits L(N, D).
+    best = io.load(str(out), "kaplan", "best_eval_loss")
+    nd_cols = {"N": best["N"], "D": best["D_data"], "loss": best["loss"]}
     numbers["L(N,D)"] = fit_one("ND", nd_cols, min(n_boot, 300), 0, seed, None)
     p = numbers["L(N,D)"]["params"]
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
-    for k, n in enumerate(np.unique(cols["N"])):
-      sel = cols["N"] == n
-      ax.plot(cols["D_data"][sel], cols["loss"][sel], "o", color=f"C{k}", label=f"N = {n:.2g}")
-      dg = np.logspace(np.log10(cols["D_data"].min()), np.log10(cols["D_data"].max()), 50)
+    for k, n in enumerate(np.unique(nd_cols["N"])):
+      sel = nd_cols["N"] == n
+      ax.plot(nd_cols["D"][sel], nd_cols["loss"][sel], "o", color=f"C{k}", label=f"N = {n:.2g}")
+      dg = np.logspace(np.log10(nd_cols["D"].min()), np.log10(nd_cols["D"].max()), 50)
       ax.plot(dg, forms.loss_nd(p, n, dg), "-", color=f"C{k}")
-    ax.set(xscale="log", yscale="log", xlabel="D (training tokens)", ylabel="held-out loss",
+    ax.set(xscale="log", yscale="log", xlabel="D (distinct training tokens)",
+           ylabel="early-stopped held-out loss",
            title=f"L(N, D): α_N/α_D = {p['alpha_N'] / p['alpha_D']:.2f}")
     ax.legend(fontsize=7)
     figures["L_ND"] = "L_ND.png"

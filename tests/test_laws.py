@@ -234,3 +234,19 @@ def test_predict_from_fit_json_gives_intervals(tmp_path, capsys):
   text = capsys.readouterr().out
   assert text.count("[95%:") == 4  # the loss, N_opt, D_opt and the loss at the optimum
   assert out["loss"] == pytest.approx(1.94, abs=0.05)
+
+
+def test_data_laws_fit_early_stopped_losses_by_default(tmp_path, capsys):
+  for i, d in enumerate(np.logspace(5, 8, 5)):
+    run = tmp_path / f"r{i}"
+    _fake_run(run, 10_000, 9.9)  # final loss: overfitted, meaningless
+    s = json.loads((run / "summary.json").read_text())
+    s.update(d_train_tokens=float(d), best_eval_loss=float(forms.loss_d(TRUTH["D"], d)))
+    (run / "summary.json").write_text(json.dumps(s))
+  doc = fit_command(str(tmp_path), ["D"], 0, 0, 0, "kaplan", None, None, str(tmp_path / "a.json"))
+  assert "loss: best_eval_loss of each run (early-stopped" in capsys.readouterr().out
+  assert doc["fits"][0]["params"]["alpha_D"] == pytest.approx(0.25, rel=1e-6)  # D = D_data
+  assert doc["fits"][0]["params"]["D_c"] == pytest.approx(5e4, rel=1e-6)
+  with pytest.raises(UserError, match="same N"):  # every run has N = 1e4: the default changed key
+    fit_command(str(tmp_path), ["ND"], 0, 0, 0, "kaplan", None, None, str(tmp_path / "b.json"))
+  assert "loss: best_eval_loss of each run (early-stopped" in capsys.readouterr().out

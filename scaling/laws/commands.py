@@ -40,6 +40,8 @@ def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
   y = columns["loss"]
   if law.name.startswith("chinchilla") and "N_total" in columns:  # Chinchilla counts every parameter
     columns = {**columns, "N": columns["N_total"]}
+  if law.name.removesuffix("+E") in ("D", "ND") and "D_data" in columns:
+    columns = {**columns, "D": columns["D_data"]}  # Kaplan's D: distinct tokens (dataset size)
   params, converged, message = fit_law(law, columns, y)
   derived = None
   if law.name.startswith("chinchilla"):
@@ -88,6 +90,14 @@ def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int
                 n_convention: str, loss_key: str, budget: float | None, out: str | None,
                 flops_key: str = "kaplan_train") -> dict:
   want_curves = "envelope" in laws
+  if loss_key is None:
+    # Kaplan's L(D) and L(N, D) are laws of early-stopped runs (Kaplan 2020 §4): use the lowest
+    # held-out loss of each run for them, the final one otherwise.
+    data_laws = any(name.removesuffix("+E") in ("D", "ND") for name in laws)
+    loss_key = "best_eval_loss" if data_laws else "final_eval_loss"
+    if Path(path).is_dir():
+      print(f"loss: {loss_key} of each run"
+            + (" (early-stopped, as Kaplan fits L(D) and L(N, D))" if data_laws else ""))
   columns = io.load(path, n_convention, loss_key, want_curves, flops_key)
   laws = laws or _auto_laws(columns)
   results = []
@@ -226,4 +236,52 @@ def predict_command(preset: str, n: float | None, d: float | None, c: float | No
     out["for_loss"] = r
   if len(out) == 1:
     raise UserError("give --N and/or --D (a loss), --C (an allocation) or --loss (a budget)")
+  return out
+
+
+def plan_command(preset: str, n: float | None, d: float | None, penalty_pct: float | None,
+                 batch_tokens: float | None, steps: float | None, compare: str | None,
+                 compute: float | None) -> dict:
+  """`scaling plan`: overfitting, early stopping, compute-efficient allocation, model tables."""
+  from scaling.laws import planning
+  kind, p, _ = _load_preset(preset)
+  chinchilla = kind in ("chinchilla2022", "epoch2024", "chinchilla-fit")
+  kaplan = forms.KAPLAN2020 if kind == "kaplan2020" else None
+  if kind == "kaplan-fit":  # the user's own L(N,D); step and batch laws from Kaplan unless fitted
+    kaplan = {**forms.KAPLAN2020, **({"ND": p["ND"]} if "ND" in p else {})}
+  out: dict = {}
+  if penalty_pct is not None:
+    if kaplan is None or n is None:
+      raise UserError("--penalty needs --N and a Kaplan preset or an ND fit")
+    d_min = planning.least_d_for_penalty(kaplan["ND"], n, penalty_pct / 100)
+    print(f"N = {n:.3g}: keeping the overfitting penalty δL ≤ {penalty_pct}% needs D ≥ "
+          f"{d_min:.3g} tokens")
+    out["least_D"] = d_min
+  if n is not None and d is not None and kaplan is not None:
+    pen = float(forms.overfit_penalty(kaplan["ND"], n, d))
+    bound = planning.s_stop(kaplan["ND"], kaplan["NS"], n, d)
+    print(f"N = {n:.3g}, D = {d:.3g}: δL = {100 * pen:.2f}%, early-stopping bound "
+          f"S_stop ≳ {bound:.3g} steps")
+    out.update(penalty=pen, S_stop=bound)
+    if batch_tokens is not None and steps is not None:
+      r = planning.should_stop(kaplan, n, d, batch_tokens, steps)
+      verdict = "yes: " + "; ".join(r["reasons"]) if r["stop"] else (
+          f"no: the compute-efficient point is at S* ≈ {r['S_star']:.3g} steps "
+          f"(loss {r['L_star']:.3f} = (1 + α_N/α_S)·L(N,∞))")
+      print(f"after {steps:.3g} steps at B = {batch_tokens:.3g} tokens, should I stop? {verdict}")
+      out["should_stop"] = r
+  if compute is not None:
+    out["allocation"] = predict_command(preset, None, None, compute, None)["allocation"]
+  if compare is not None:
+    models = planning.parse_models(compare) if compare else planning.NAMED_MODELS
+    law = "chinchilla" if chinchilla else "kaplan"
+    rows = planning.compare_models(models, law, p if chinchilla else kaplan)
+    print(f"\n| model | N | D | C (FLOP) | predicted L | N_opt at same C | D_opt | L at N_opt |"
+          f"\n|---|---|---|---|---|---|---|---|")
+    for r in rows:
+      print(f"| {r['name']} | {r['N']:.3g} | {r['D']:.3g} | {r['C']:.3g} | {r['loss']:.3f} | "
+            f"{r['N_opt']:.3g} | {r['D_opt']:.3g} | {r['loss_opt']:.3f} |")
+    out["compare"] = rows
+  if not out:
+    raise UserError("ask something: --N/--D, --penalty, --batch with --steps, --C or --compare")
   return out
