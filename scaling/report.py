@@ -24,6 +24,14 @@ def _plt():
   return plt
 
 
+def _save(fig, ax, path: Path, figures: dict, key: str, legend_size: int = 8) -> None:
+  """Legend, PNG file, close; records the file under `key` in `figures`."""
+  ax.legend(fontsize=legend_size)
+  fig.savefig(path, dpi=120, bbox_inches="tight")
+  _plt().close(fig)
+  figures[key] = path.name
+
+
 def _fmt(x, digits: int = 4) -> str:
   if x is None or (isinstance(x, float) and not math.isfinite(x)):
     return "—"
@@ -103,10 +111,7 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
                   f"({100 * e['rel_error']:+.1f}%)")
   ax.set(xscale="log", yscale="log", xlabel="N (non-embedding parameters)",
          ylabel="held-out loss (nats/token)", title="L(N): loss against model size")
-  ax.legend(fontsize=8)
-  figures["L_N"] = "L_N.png"
-  fig.savefig(out / "L_N.png", dpi=120, bbox_inches="tight")
-  plt.close(fig)
+  _save(fig, ax, out / "L_N.png", figures, "L_N", 8)
 
   # 2. Learning curves against compute, the frontier and L(C).
   curves = [c for c, f in zip(cols["curves"], full) if f]
@@ -127,10 +132,7 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
           label=f"L(C) fit: α_C = {p['alpha_C']:.3f}")
   ax.set(xscale="log", yscale="log", xlabel="compute C = 6·N·tokens (PF-days)",
          ylabel="training loss (smoothed)", title="Learning curves against compute")
-  ax.legend(fontsize=7)
-  figures["curves"] = "curves_compute.png"
-  fig.savefig(out / "curves_compute.png", dpi=120, bbox_inches="tight")
-  plt.close(fig)
+  _save(fig, ax, out / "curves_compute.png", figures, "curves", 7)
 
   # 3. Online B_noise against loss, with a B_crit(L)-form fit and Kaplan's law.
   bn = _b_noise_points(runs)
@@ -156,10 +158,7 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
             label="Kaplan 2020 B_crit(L) (WebText2)")
   ax.set(xscale="log", yscale="log", xlabel="training loss (nats/token)",
          ylabel="batch size (tokens)", title="Gradient noise scale against loss")
-  ax.legend(fontsize=7)
-  figures["b_noise"] = "b_noise.png"
-  fig.savefig(out / "b_noise.png", dpi=120, bbox_inches="tight")
-  plt.close(fig)
+  _save(fig, ax, out / "b_noise.png", figures, "b_noise", 7)
 
   # 4. L(N, S_min) from the learning curves, with S_min = S/(1 + B_crit/B) (Kaplan 2020 eq. 5.4)
   # and the online B_noise at each step standing in for B_crit(L).
@@ -179,10 +178,7 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
            xlabel="S_min = S/(1 + B_crit(L)/B), B_crit(L) from the online B_noise fit",
            ylabel="training loss (smoothed)",
            title=f"L(N, S_min): α_N = {p['alpha_N']:.3f}, α_S = {p['alpha_S']:.2f}")
-    ax.legend(fontsize=7)
-    figures["L_NS"] = "L_NS.png"
-    fig.savefig(out / "L_NS.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, ax, out / "L_NS.png", figures, "L_NS", 7)
 
   # 5. L(N, D) when the sweep has data-limited runs.
   if len(np.unique(cols["D_data"])) >= 2 and len(np.unique(cols["N"])) >= 2:
@@ -200,10 +196,7 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
     ax.set(xscale="log", yscale="log", xlabel="D (distinct training tokens)",
            ylabel="early-stopped held-out loss",
            title=f"L(N, D): α_N/α_D = {p['alpha_N'] / p['alpha_D']:.2f}")
-    ax.legend(fontsize=7)
-    figures["L_ND"] = "L_ND.png"
-    fig.savefig(out / "L_ND.png", dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    _save(fig, ax, out / "L_ND.png", figures, "L_ND", 7)
 
   headline = _headline(fits, bn, cols, full)
   (out / "report.json").write_text(json.dumps(io.to_jsonable(
