@@ -92,12 +92,21 @@ def embedded_corpus_path() -> Path:
   return Path(str(importlib.resources.files("scaling") / "corpora" / "tinystories.jsonl.xz"))
 
 
+def python_docs() -> list[str]:
+  """Python's own documentation topics, shipped with every CPython (pydoc_data.topics): an
+  out-of-distribution text set that needs no download."""
+  from pydoc_data.topics import topics
+  return [topics[k] for k in sorted(topics)]
+
+
 def load_documents(source: str, text_field: str = "text") -> list[str]:
   """Reads a source into a list of non-empty documents; raises UserError for bad input."""
   if not source:
     raise UserError("data.source is empty; give 'embedded', a file, a folder, a glob or hf:NAME")
   if source == EMBEDDED:
     docs = _read_jsonl(embedded_corpus_path(), "text")
+  elif source == "builtin:python-docs":
+    docs = python_docs()
   elif source.startswith("hf:"):
     docs = _read_hf(source, text_field)
   else:
@@ -313,6 +322,29 @@ def train_iterator(source: WindowBatches, start_step: int, num_threads: int = 2,
   ds = grain.MapDataset.source(source)[start_step:]
   read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
   return iter(ds.to_iter_dataset(read))
+
+
+def parse_eval_sources(spec: str) -> list[tuple[str, str]]:
+  """'name=source,name=source' → [(name, source)] (extra held-out sets of eval.extra_sources)."""
+  out = []
+  for item in filter(None, (x.strip() for x in spec.split(","))):
+    name, eq, source = item.partition("=")
+    if not eq or not name.strip() or not source.strip():
+      raise UserError(f"eval.extra_sources item {item!r} is not name=source "
+                      "(e.g. python-docs=builtin:python-docs)")
+    out.append((name.strip(), source.strip()))
+  if len({n for n, _ in out}) != len(out):
+    raise UserError("eval.extra_sources names must be distinct")
+  return out
+
+
+def extra_eval_tokens(tokenizer, source: str, text_field: str, lowercase: bool) -> np.ndarray:
+  """An extra evaluation set tokenized with the run's tokenizer (documents EOS-separated as in
+  the store), optionally lower-cased like the embedded training corpus."""
+  docs = load_documents(source, text_field)
+  if lowercase:
+    docs = [d.lower() for d in docs]
+  return _encode(tokenizer, docs, tokenizer.token_to_id(EOS), np.int32)
 
 
 def eval_batches(eval_T: np.ndarray, seq_len: int, batch: int, max_batches: int) -> np.ndarray:

@@ -50,6 +50,9 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.eval.every = 100             # steps between held-out evaluations (and at the end)
   cfg.eval.batches = 8             # fixed held-out batches per evaluation
   cfg.eval.batch_size = 16
+  cfg.eval.extra_sources = ""      # more held-out sets: "name=source,…" (any data source, or
+                                   # builtin:python-docs); logged as eval_loss/<name>
+  cfg.eval.extra_lowercase = True  # lower-case them, as the embedded corpus is
 
   cfg.checkpoint = ml_collections.ConfigDict()
   cfg.checkpoint.every = 200       # steps between checkpoints (and at the end)

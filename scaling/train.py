@@ -299,6 +299,13 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
       store.train_T, n_ctx, tcfg.batch_size, total_steps, cfg.seed,
       jax.process_index(), jax.process_count(), cfg.data.max_train_tokens)
   eval_BBL1 = datalib.eval_batches(store.eval_T, n_ctx, cfg.eval.batch_size, cfg.eval.batches)
+  # Extra held-out sets (other distributions), tokenized with this run's tokenizer.
+  extra_sets = {
+      name: datalib.eval_batches(
+          datalib.extra_eval_tokens(store.tokenizer, source, cfg.data.text_field,
+                                    cfg.eval.extra_lowercase),
+          n_ctx, cfg.eval.batch_size, cfg.eval.batches)
+      for name, source in datalib.parse_eval_sources(cfg.eval.extra_sources)}
   d_train = cfg.data.max_train_tokens or store.meta["n_tokens_train"]
 
   # Everything validated: only now touch the run directory.
@@ -336,9 +343,12 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
   step_fn = make_train_step(lm_loss(graphdef), tx, schedule, mesh, geom, cfg.gns)
   eval_fn = make_eval_step(graphdef, mesh)
 
-  def evaluate(params) -> float:
-    losses = [eval_fn(params, global_batch(mesh, _local_rows(b))) for b in eval_BBL1]
+  def evaluate(params, batches_BBL1=eval_BBL1) -> float:
+    losses = [eval_fn(params, global_batch(mesh, _local_rows(b))) for b in batches_BBL1]
     return float(np.mean(jax.device_get(losses)))
+
+  def evaluate_extra(params) -> dict:
+    return {f"eval_loss/{name}": evaluate(params, b) for name, b in extra_sets.items()}
 
   def _local_rows(batch_BL1):
     per = batch_BL1.shape[0] // jax.process_count()
@@ -391,7 +401,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
       pending = (done, metrics, None)
       if done % eval_every == 0 or last:
         eval_loss = evaluate(state.params)
-        pending = (done, metrics, eval_loss)
+        pending = (done, metrics, {"eval_loss": eval_loss, **evaluate_extra(state.params)})
         if eval_loss < best["eval_loss"]:
           best = {"eval_loss": eval_loss, "step": done}
           best_manager.save(done, args=ocp.args.StandardSave(state.params),
@@ -441,6 +451,8 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
       "flops_kaplan": flops["kaplan_train"] * steps_done * batch_tokens,
       "flops_palm": flops["palm_train"] * steps_done * batch_tokens,
       "final_loss": final.get("loss"), "final_eval_loss": final.get("eval_loss"),
+      "final_eval_losses": {k.split("/", 1)[1]: v for k, v in final.items()
+                            if k.startswith("eval_loss/")},
       "best_eval_loss": _finite_or_none(best["eval_loss"]), "best_eval_step": best["step"],
       "unigram_entropy": store.unigram_entropy(),
       "b_noise_tokens_final": final.get("b_noise_tokens"),
@@ -495,7 +507,7 @@ def restore_best_params(run_dir, params_like):
 
 def _log(pending, t_prev: float, metrics_file, batch_tokens: int, flops: dict):
   """Fetches one step's metrics from the device, appends them to metrics.jsonl."""
-  done, metrics, eval_loss = pending
+  done, metrics, evals = pending
   values = jax.device_get(metrics)
   now = time.time()
   record = {"step": done, "tokens": done * batch_tokens,
@@ -505,7 +517,8 @@ def _log(pending, t_prev: float, metrics_file, batch_tokens: int, flops: dict):
   record["step_time_s"] = now - t_prev
   record["tokens_per_s"] = batch_tokens / max(now - t_prev, 1e-9)
   record["model_flops_per_s"] = record["tokens_per_s"] * flops["palm_train"]
-  record["eval_loss"] = eval_loss
+  record["eval_loss"] = None
+  record.update(evals or {})
   record["time"] = now
   if metrics_file is not None:
     metrics_file.write(json.dumps(record) + "\n")
@@ -525,6 +538,8 @@ def _progress_line(rec: dict, total: int, eta: float) -> str:
   parts = [f"step {rec['step']}/{total}", f"loss {rec['loss']:.4f}"]
   if rec.get("eval_loss") is not None:
     parts.append(f"eval {rec['eval_loss']:.4f}")
+    parts += [f"{k.split('/', 1)[1]} {v:.4f}" for k, v in rec.items()
+              if k.startswith("eval_loss/") and v is not None]
   parts.append(f"{rec.get('tokens_per_s', 0) / 1e3:.1f}k tok/s")
   if rec.get("b_noise_tokens"):
     parts.append(f"B_noise {rec['b_noise_tokens']:.3g} tok")
