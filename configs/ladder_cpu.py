@@ -18,6 +18,7 @@ def get_config():
   cfg.eval.every = 250
   cfg.eval.batches = 8
   cfg.checkpoint.every = 250
+  cfg.eval.extra_sources = "python-docs=builtin:python-docs"  # out-of-distribution held-out set
 
   cfg.sweep = ml_collections.ConfigDict()
   # (n_layer, d_model, n_heads): N = 12·n_layer·d_model² = 6.9e3, 2.5e4, 5.5e4, 9.8e4, 3.3e5, 7.9e5

@@ -19,6 +19,7 @@ def get_config():
   cfg.eval.batch_size = 8
   cfg.checkpoint.every = 10
   cfg.mesh.num_devices = 1
+  cfg.eval.extra_sources = "python-docs=builtin:python-docs"
   cfg.sweep = ml_collections.ConfigDict()
   cfg.sweep.models = [(1, 16, 1), (1, 32, 2), (2, 48, 3)]
   cfg.sweep.max_train_tokens = [0]

@@ -37,6 +37,10 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
   if h["b_noise_at_final_loss_tokens"]:
     print(f"  online B_noise at its final loss {h['final_loss_largest']:.3f}: "
           f"{h['b_noise_at_final_loss_tokens']:.3g} tokens")
+  for name, t in h.get("transfer", {}).items():
+    lo, hi = t["offset_interval"]
+    print(f"  transfer to {name}: loss offset {t['offset']:+.3f} nats [{lo:+.3f}, {hi:+.3f}], "
+          f"alpha_N there {t['alpha_N']:.4f}")
   print(f"  report: {result['report']}")
   return 0
 

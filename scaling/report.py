@@ -83,6 +83,35 @@ def _ns_points(run_dirs: list[Path], b_crit_law: dict, per_run: int = 12,
   return {k: np.asarray(v, float) for k, v in out.items()}
 
 
+def _transfer(run_dirs: list[Path], n_boot: int, seed: int) -> dict:
+  """Per extra evaluation set: the constant offset and the linear map from the in-distribution
+  loss, and L(N) on that set, each with bootstrap intervals over runs."""
+  from scaling.laws import fit as fitlib
+  from scaling.laws.uncertainty import bootstrap, intervals
+  rows = [json.loads((r / "summary.json").read_text()) for r in run_dirs]
+  names = sorted({k for s in rows for k in (s.get("final_eval_losses") or {})})
+  out = {}
+  for name in names:
+    pts = [(s["n_kaplan"], s["final_eval_loss"], s["final_eval_losses"][name]) for s in rows
+           if (s.get("final_eval_losses") or {}).get(name) is not None]
+    if len(pts) < 3:
+      continue
+    n, li, lo = (np.asarray(v, float) for v in zip(*pts))
+
+    def once(idx):
+      slope, intercept = np.polyfit(li[idx], lo[idx], 1)
+      alpha, _ = fitlib.fit_power_law(n[idx], lo[idx])
+      return {"offset": float(np.mean(lo[idx] - li[idx])), "slope": float(slope),
+              "intercept": float(intercept), "alpha_N": alpha}
+
+    central = once(np.arange(len(n)))
+    ci = intervals(bootstrap(once, len(n), n_boot, seed, min_unique=3))
+    out[name] = {**central, "offset_interval": ci.get("offset"), "slope_interval": ci.get("slope"),
+                 "alpha_N_interval": ci.get("alpha_N"), "L_in": li.tolist(), "L_other": lo.tolist(),
+                 "N": n.tolist()}
+  return out
+
+
 def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -> dict:
   """Fits the sweep's laws and writes report.md, report.json and the figures into `sweep`."""
   out = Path(sweep)
@@ -198,7 +227,30 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
            title=f"L(N, D): α_N/α_D = {p['alpha_N'] / p['alpha_D']:.2f}")
     _save(fig, ax, out / "L_ND.png", figures, "L_ND", 7)
 
+  # 6. Transfer to other distributions (Kaplan 2020 §3.2.2): loss on each extra held-out set
+  # against the in-distribution loss, L_other = L_in + offset and L_other = k·L_in + b.
+  transfer = _transfer([r for r, f in zip(runs, full) if f], n_boot, seed)
+  if transfer:
+    numbers["transfer"] = transfer
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    for k, (name, t) in enumerate(transfer.items()):
+      li, lo = np.asarray(t["L_in"]), np.asarray(t["L_other"])
+      ax.plot(li, lo, "o", color=f"C{k}", label=f"{name}")
+      grid = np.linspace(li.min(), li.max(), 20)
+      ax.plot(grid, grid + t["offset"], "-", color=f"C{k}",
+              label=f"{name}: L_in + {t['offset']:.3f}")
+      ax.plot(grid, t["slope"] * grid + t["intercept"], ":", color=f"C{k}",
+              label=f"{name}: {t['slope']:.2f}·L_in + {t['intercept']:.2f}")
+    ax.set(xlabel="in-distribution held-out loss (nats/token)",
+           ylabel="held-out loss on the other distribution",
+           title="Transfer: loss on other text against the training distribution")
+    _save(fig, ax, out / "transfer.png", figures, "transfer", 7)
+
   headline = _headline(fits, bn, cols, full)
+  if transfer:
+    headline["transfer"] = {name: {"offset": t["offset"], "offset_interval": t["offset_interval"],
+                                   "alpha_N": t["alpha_N"], "alpha_N_interval": t["alpha_N_interval"]}
+                            for name, t in transfer.items()}
   (out / "report.json").write_text(json.dumps(io.to_jsonable(
       {"headline": headline, "figures": figures, "fits": {
           k: ({kk: vv for kk, vv in v.items() if kk != "bootstrap_samples"} if "params" in v
@@ -272,5 +324,29 @@ def _markdown(out, numbers, figures, headline, cols, full) -> str:
                    f"measured {e['measured']:.4f}, error {100 * e['rel_error']:+.2f}% "
                    f"({'inside' if e['inside_interval'] else 'outside'} the 95% interval "
                    f"[{_fmt(e['interval'][0])}, {_fmt(e['interval'][1])}])")
+  if "transfer" in numbers:
+    lines += ["", "## Transfer to other distributions", "",
+              "| held-out set | offset L_other − L_in | slope k in L_other = k·L_in + b | "
+              "α_N on that set | α_N in distribution |", "|---|---|---|---|---|"]
+    a_in = numbers["L(N)"]["N"]["params"]["alpha_N"]
+    for name, t in numbers["transfer"].items():
+      oi, si, ai = t["offset_interval"], t["slope_interval"], t["alpha_N_interval"]
+      lines.append(f"| {name} | {t['offset']:.4f} [{_fmt(oi[0])}, {_fmt(oi[1])}] | "
+                   f"{t['slope']:.3f} [{_fmt(si[0])}, {_fmt(si[1])}] | "
+                   f"{t['alpha_N']:.4f} [{_fmt(ai[0])}, {_fmt(ai[1])}] | {a_in:.4f} |")
+    lines += ["", "A constant offset (Kaplan 2020 §3.2.2) means the slope's interval contains 1 "
+              "and the per-set α_N matches the in-distribution one."]
+  if "transfer" in numbers:
+    lines += ["", "## Transfer to other distributions", "",
+              "| held-out set | offset L_other − L_in | slope k in L_other = k·L_in + b | "
+              "α_N on that set | α_N in distribution |", "|---|---|---|---|---|"]
+    a_in = numbers["L(N)"]["N"]["params"]["alpha_N"]
+    for name, t in numbers["transfer"].items():
+      oi, si, ai = t["offset_interval"], t["slope_interval"], t["alpha_N_interval"]
+      lines.append(f"| {name} | {t['offset']:.4f} [{_fmt(oi[0])}, {_fmt(oi[1])}] | "
+                   f"{t['slope']:.3f} [{_fmt(si[0])}, {_fmt(si[1])}] | "
+                   f"{t['alpha_N']:.4f} [{_fmt(ai[0])}, {_fmt(ai[1])}] | {a_in:.4f} |")
+    lines += ["", "A constant offset (Kaplan 2020 §3.2.2) means the slope's interval contains 1 "
+              "and the per-set α_N matches the in-distribution one."]
   lines += ["", "## Figures", ""] + [f"![{k}]({v})" for k, v in figures.items()]
   return "\n".join(lines) + "\n"
