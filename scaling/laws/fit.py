@@ -117,8 +117,9 @@ def fit_kaplan_nd(n, d, y, irreducible: bool = False) -> tuple[dict, bool, str]:
   def residual(p):
     log_nc, log_dc, a_n, a_d = p[:4]
     e = p[4] if irreducible else 0.0
-    inner = np.exp((a_n / a_d) * (log_nc - log_n)) + np.exp(log_dc - log_d)
-    return np.log(e + inner ** a_d) - log_y
+    with np.errstate(over="ignore"):  # far-off trial points overflow to inf: a large residual
+      inner = np.exp((a_n / a_d) * (log_nc - log_n)) + np.exp(log_dc - log_d)
+      return np.log(e + inner ** a_d) - log_y
 
   lower = [-50.0, -50.0, 1e-3, 1e-3] + ([0.0] if irreducible else [])
   upper = [150.0, 150.0, 3.0, 3.0] + ([float(y.min())] if irreducible else [])
