@@ -14,6 +14,7 @@ import numpy as np
 from scaling.errors import UserError
 from scaling.laws import approaches, forms, io
 from scaling.laws.commands import fit_one
+from scaling.laws.registry import get_law
 from scaling.laws.uncertainty import percentile_interval
 
 
@@ -125,12 +126,16 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
 
   # 1. L(N), pure power law and with an irreducible term, with the held-out largest model.
   ln = {k: v[full] for k, v in cols.items() if isinstance(v, np.ndarray)}
-  fits = {name: fit_one(name, ln, n_boot, holdout, seed, None) for name in ("N", "N+E")}
+  # The form with an irreducible term only when there are points to spare for its third constant.
+  fits = {name: fit_one(name, ln, n_boot, holdout, seed, None) for name in ("N", "N+E")
+          if name == "N" or len(np.unique(ln["N"])) > get_law(name).n_params + holdout}
   numbers["L(N)"] = fits
   fig, ax = plt.subplots(figsize=(6.4, 4.8))
   ax.plot(ln["N"], ln["loss"], "o", label="held-out loss at the end of training")
   n_grid = np.logspace(np.log10(ln["N"].min()) - 0.2, np.log10(ln["N"].max()) + 0.5, 100)
   for name, style in (("N", "-"), ("N+E", "--")):
+    if name not in fits:
+      continue
     p = fits[name]["params"]
     ax.plot(n_grid, forms.loss_n(p, n_grid), style,
             label=f"fit {name}: α_N = {p['alpha_N']:.3f}" + (f", E = {p['E']:.2f}" if "E" in p else ""))
