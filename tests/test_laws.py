@@ -250,3 +250,9 @@ def test_data_laws_fit_early_stopped_losses_by_default(tmp_path, capsys):
   with pytest.raises(UserError, match="same N"):  # every run has N = 1e4: the default changed key
     fit_command(str(tmp_path), ["ND"], 0, 0, 0, "kaplan", None, None, str(tmp_path / "b.json"))
   assert "loss: best_eval_loss of each run (early-stopped" in capsys.readouterr().out
+
+
+def test_nearly_flat_power_law_does_not_overflow():
+  n = np.array([1e3, 1e4, 1e5])
+  alpha, n_c = fit.fit_power_law(n, np.array([4.0, 3.9999, 3.9998]))
+  assert 0 < alpha < 1e-4 and n_c == math.inf

@@ -46,7 +46,9 @@ def fit_power_law(x, y) -> tuple[float, float]:
   alpha = -slope
   if alpha == 0:
     return 0.0, math.nan
-  return float(alpha), float(math.exp(intercept / alpha))
+  log_xc = intercept / alpha
+  # A nearly flat curve puts X_c beyond float range: report it as infinite, not an error.
+  return float(alpha), (math.exp(log_xc) if log_xc < 709 else math.inf)
 
 
 def fit_loglinear(x, y) -> tuple[float, float]:

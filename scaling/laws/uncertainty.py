@@ -35,7 +35,7 @@ def bootstrap(fit_once: Callable[[np.ndarray], dict], n_points: int, n_boot: int
       continue
     try:
       results.append(fit_once(idx))
-    except (UserError, ValueError, FloatingPointError, np.linalg.LinAlgError):
+    except (UserError, ValueError, FloatingPointError, OverflowError, np.linalg.LinAlgError):
       continue
   return results
 
