@@ -341,17 +341,5 @@ def _markdown(out, numbers, figures, headline, cols, full) -> str:
                    f"{t['alpha_N']:.4f} [{_fmt(ai[0])}, {_fmt(ai[1])}] | {a_in:.4f} |")
     lines += ["", "A constant offset (Kaplan 2020 §3.2.2) means the slope's interval contains 1 "
               "and the per-set α_N matches the in-distribution one."]
-  if "transfer" in numbers:
-    lines += ["", "## Transfer to other distributions", "",
-              "| held-out set | offset L_other − L_in | slope k in L_other = k·L_in + b | "
-              "α_N on that set | α_N in distribution |", "|---|---|---|---|---|"]
-    a_in = numbers["L(N)"]["N"]["params"]["alpha_N"]
-    for name, t in numbers["transfer"].items():
-      oi, si, ai = t["offset_interval"], t["slope_interval"], t["alpha_N_interval"]
-      lines.append(f"| {name} | {t['offset']:.4f} [{_fmt(oi[0])}, {_fmt(oi[1])}] | "
-                   f"{t['slope']:.3f} [{_fmt(si[0])}, {_fmt(si[1])}] | "
-                   f"{t['alpha_N']:.4f} [{_fmt(ai[0])}, {_fmt(ai[1])}] | {a_in:.4f} |")
-    lines += ["", "A constant offset (Kaplan 2020 §3.2.2) means the slope's interval contains 1 "
-              "and the per-set α_N matches the in-distribution one."]
   lines += ["", "## Figures", ""] + [f"![{k}]({v})" for k, v in figures.items()]
   return "\n".join(lines) + "\n"

@@ -81,7 +81,7 @@ def test_report_from_a_tiny_sweep(tmp_path):
   assert set(result["figures"]) == {"L_N", "curves", "b_noise", "L_NS", "transfer"}
   md = (out / "report.md").read_text()
   assert "| L(N) | alpha_N |" in md and "Extrapolation check" in md
-  assert "| python-docs |" in md
+  assert "| python-docs |" in md and md.count("## Transfer to other distributions") == 1
   rep = json.loads((out / "report.json").read_text())
   assert rep["headline"]["n_runs"] == 4 and rep["headline"]["extrapolation_N"] == 12 * 32 ** 2
 
