@@ -13,7 +13,11 @@ from scaling.errors import UserError
 
 
 def load_config_file(path: str) -> ml_collections.ConfigDict:
-  """Imports a config file and returns its get_config(); a bare name looks in configs/."""
+  """Imports a config file and returns its get_config(); a bare name looks in configs/.
+
+  `file.py:ARG` passes the string ARG to get_config(ARG), as ml_collections' config flags do.
+  """
+  path, _, arg = str(path).partition(":")
   p = Path(path)
   if not p.is_file() and not p.suffix:
     for base in (Path("configs"), Path(__file__).resolve().parent.parent / "configs"):
@@ -27,7 +31,14 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
   spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise UserError(f"config file {p} has no get_config() function")
-  return module.get_config()
+  if not arg:
+    return module.get_config()
+  try:
+    return module.get_config(arg)
+  except TypeError as e:
+    raise UserError(f"config file {p} does not take an argument (':{arg}'): {e}") from None
+  except ValueError as e:
+    raise UserError(f"config file {p}: bad argument {arg!r}: {e}") from None
 
 
 def _parse_value(text: str, current):

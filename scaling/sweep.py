@@ -22,19 +22,34 @@ def sweep_dir(cfg) -> Path:
 
 
 def points(cfg) -> list:
-  """One run config per (model shape, data limit) of cfg.sweep."""
+  """One run config per (model shape, data limit) of cfg.sweep.
+
+  A shape is (n_layer, d_model, n_heads), optionally followed by d_ff (0 = 4·d_model) and a group
+  label (a string such as "N2e5:aspect,heads" that the report's shape section reads back).
+  """
   s = cfg.sweep
   if not s.models:
     raise UserError("sweep.models is empty; list (n_layer, d_model, n_heads) shapes")
   out = []
-  for (n_layer, d_model, n_heads), limit in itertools.product(s.models, s.max_train_tokens):
+  for shape, limit in itertools.product(s.models, s.max_train_tokens):
+    if not 3 <= len(shape) <= 5:
+      raise UserError(f"sweep.models entry {tuple(shape)} must be (n_layer, d_model, n_heads"
+                      "[, d_ff[, group]])")
+    n_layer, d_model, n_heads = shape[:3]
+    d_ff = int(shape[3]) if len(shape) > 3 else 0
+    group = str(shape[4]) if len(shape) > 4 else ""
     rc = copy.deepcopy(cfg)
     with rc.unlocked():
       del rc["sweep"]
-    name = f"L{n_layer}-D{d_model}-H{n_heads}" + (f"-T{limit}" if limit else "")
+      if group:
+        rc.group = group
+    name = (f"L{n_layer}-D{d_model}-H{n_heads}" + (f"-F{d_ff}" if d_ff else "")
+            + (f"-T{limit}" if limit else ""))
     rc.name = f"{cfg.name}-{name}"
     rc.run_dir = str(sweep_dir(cfg) / name)
     rc.model.n_layer, rc.model.d_model, rc.model.n_heads = int(n_layer), int(d_model), int(n_heads)
+    if d_ff:
+      rc.model.d_ff = d_ff
     rc.data.max_train_tokens = int(limit)
     out.append(rc)
   return out

@@ -458,6 +458,9 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
       "b_noise_tokens_final": final.get("b_noise_tokens"),
       "wall_time_s": time.time() - t_start, "n_devices": n_devices,
       "backend": jax.default_backend(),
+      "shape": {"n_layer": mcfg.n_layer, "d_model": mcfg.d_model, "n_heads": mcfg.n_heads,
+                "d_head": mcfg.head_dim, "d_ff": mcfg.ff_dim},
+      "group": cfg.get("group", ""),
   }
   summary["pf_days_kaplan"] = summary["flops_kaplan"] / 8.64e19  # 1 PF-day = 8.64e19 FLOP
   if is_main:
