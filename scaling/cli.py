@@ -44,6 +44,26 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
   return 0
 
 
+def _cmd_bench(args, overrides) -> int:
+  import json
+  from scaling import bench
+  from scaling import train as trainlib
+  if not args.no_compile_cache:
+    trainlib.enable_compilation_cache()
+  result = bench.run_bench(bench.parse_shapes(args.shapes), n_vocab=args.vocab, n_ctx=args.ctx,
+                           batch=args.batch, steps=args.steps, compute_dtype=args.dtype,
+                           gns_on=not args.no_gns, num_devices=args.devices,
+                           loader=not args.no_loader, overhead=not args.no_overhead)
+  print(bench.HEADER)
+  for row in result["rows"]:
+    print(bench.format_row(row))
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=1)
+    print(f"wrote {args.json}")
+  return 0
+
+
 def _cmd_report(args, overrides) -> int:
   from scaling.report import make_report
   result = make_report(args.path, n_boot=args.bootstrap)
@@ -125,6 +145,26 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--bootstrap", type=int, default=1000)
   p.set_defaults(func=_cmd_bsweep)
+
+  p = sub.add_parser("bench", help="tokens/s, MFU, compile time, memory and loader speed",
+                     description="Times the trainer's own step for each shape; MFU against the "
+                                 "matmul peak measured in the same run and, on known "
+                                 "accelerators, against the nominal bf16 peak.")
+  p.add_argument("--shapes", default="2,128,2 4,256,4 6,384,6",
+                 help="n_layer,d_model,n_heads for each model, space separated")
+  p.add_argument("--vocab", type=int, default=4096)
+  p.add_argument("--ctx", type=int, default=256)
+  p.add_argument("--batch", type=int, default=16, help="global batch in sequences")
+  p.add_argument("--steps", type=int, default=10, help="timed steps per shape (median reported)")
+  p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
+  p.add_argument("--devices", type=int, default=0, help="data-parallel devices (0: all)")
+  p.add_argument("--no-gns", action="store_true", help="without the noise-scale estimator")
+  p.add_argument("--no-loader", action="store_true", help="skip the loader throughput")
+  p.add_argument("--no-overhead", action="store_true", help="skip the between-step overhead")
+  p.add_argument("--no-compile-cache", action="store_true",
+                 help="do not use JAX's persistent compilation cache")
+  p.add_argument("--json", help="also write the results to this JSON file")
+  p.set_defaults(func=_cmd_bench)
 
   p = sub.add_parser("fit", help="fit scaling laws to run directories or a CSV of runs")
   p.add_argument("path", help="a run directory, a sweep directory, or a CSV (columns N, D, loss, …)")

@@ -8,6 +8,7 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.name = "run"
   cfg.run_dir = ""                 # "" → runs/<name>
   cfg.seed = 0                     # parameter init and batch order
+  cfg.compilation_cache = True     # JAX's persistent compilation cache under the cache dir
 
   cfg.model = ml_collections.ConfigDict()
   cfg.model.n_layer = 2
@@ -18,6 +19,8 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.model.n_ctx = 128
   cfg.model.tie_embeddings = True
   cfg.model.compute_dtype = "auto"  # auto: float32 on CPU, bfloat16 on GPU/TPU
+  cfg.model.attention = "auto"     # auto: explicit softmax(QKᵀ)V on CPU, dot_product_attention
+                                   # (cuDNN's fused kernel where it applies) on GPU/TPU
 
   cfg.data = ml_collections.ConfigDict()
   cfg.data.source = "embedded"     # embedded | file | folder | glob | x.jsonl | hf:NAME[:SPLIT]

@@ -8,10 +8,12 @@ positions, GELU MLP, biases on every linear layer, one final LayerNorm, optional
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from scaling.errors import UserError
@@ -28,6 +30,7 @@ class ModelConfig:
   d_ff: int = 0            # 0: 4 * d_model
   tie_embeddings: bool = True
   compute_dtype: str = "float32"
+  attention: str = "auto"  # auto | explicit | xla | cudnn (see resolve_attention)
 
   @property
   def head_dim(self) -> int:
@@ -53,6 +56,8 @@ class ModelConfig:
     if not self.d_head and self.d_model % self.n_heads:
       raise UserError(f"model.d_model={self.d_model} is not divisible by model.n_heads="
                       f"{self.n_heads}; change one or set model.d_head explicitly")
+    if self.attention not in ("auto", "explicit", "xla", "cudnn"):
+      raise UserError(f"model.attention must be auto, explicit, xla or cudnn, got {self.attention!r}")
     if self.compute_dtype not in ("float32", "bfloat16", "float16"):
       raise UserError(f"model.compute_dtype must be float32, bfloat16 or float16, "
                       f"got {self.compute_dtype!r}")
@@ -134,6 +139,39 @@ def kaplan_learning_rate(n_params: float) -> float:
 # The network.
 
 
+def resolve_attention(name: str) -> str:
+  """"auto": the explicit softmax(QKᵀ)V below on CPU (measured faster there), JAX's
+  dot_product_attention elsewhere (which takes the fused cuDNN kernel on GPU when it applies)."""
+  if name == "auto":
+    return "explicit" if jax.default_backend() == "cpu" else "xla"
+  return name
+
+
+def attention(q_BLHK: jax.Array, k_BLHK: jax.Array, v_BLHK: jax.Array, impl: str) -> jax.Array:
+  """Causal multi-head attention, softmax(q·kᵀ/√d_head)·v (Vaswani et al. 2017, Eq. 1)."""
+  if impl in ("xla", "cudnn"):
+    return jax.nn.dot_product_attention(q_BLHK, k_BLHK, v_BLHK, is_causal=True,
+                                        implementation=None if impl == "xla" else "cudnn")
+  l, d_head = q_BLHK.shape[1], q_BLHK.shape[-1]
+  # Heads-major layout: each head's scores are one matmul. Causal blocks: query block i only
+  # meets key blocks 0..i, which skips the masked upper blocks (a quarter to three eighths of the
+  # score work); the result is the same as one masked (L, L) softmax.
+  n_blocks = 4 if l >= 256 and l % 4 == 0 else (2 if l >= 128 and l % 2 == 0 else 1)
+  lb = l // n_blocks
+  q_BHLK, k_BHLK, v_BHLK = (jnp.swapaxes(x, 1, 2) for x in (q_BLHK * d_head ** -0.5, k_BLHK,
+                                                           v_BLHK))
+  diag_bb = jnp.tril(jnp.ones((lb, lb), bool))
+  outs = []
+  for i in range(n_blocks):
+    keys = (i + 1) * lb
+    scores_BHbS = jnp.einsum("bhqk,bhsk->bhqs", q_BHLK[:, :, i * lb:keys], k_BHLK[:, :, :keys])
+    causal_bS = jnp.concatenate([jnp.ones((lb, i * lb), bool), diag_bb], axis=1)
+    scores_BHbS = jnp.where(causal_bS, scores_BHbS, jnp.finfo(scores_BHbS.dtype).min)
+    probs_BHbS = jax.nn.softmax(scores_BHbS.astype(jnp.float32), axis=-1).astype(v_BHLK.dtype)
+    outs.append(jnp.einsum("bhqs,bhsk->bhqk", probs_BHbS, v_BHLK[:, :, :keys]))
+  return jnp.swapaxes(jnp.concatenate(outs, axis=2), 1, 2)
+
+
 class Block(nnx.Module):
   """Pre-LayerNorm block: x + Attn(LN(x)), then x + MLP(LN(x))."""
 
@@ -144,6 +182,7 @@ class Block(nnx.Module):
     # GPT-2: residual projections scaled by 1/sqrt(2·n_layer).
     init_out = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layer))
     self.n_heads, self.d_head = cfg.n_heads, cfg.head_dim
+    self.impl = resolve_attention(cfg.attention)
     self.ln_attn = nnx.LayerNorm(d, epsilon=1e-5, dtype=dtype, rngs=rngs)
     self.qkv = nnx.Linear(d, 3 * a, kernel_init=init, dtype=dtype, rngs=rngs)
     self.attn_out = nnx.Linear(a, d, kernel_init=init_out, dtype=dtype, rngs=rngs)
@@ -151,15 +190,15 @@ class Block(nnx.Module):
     self.mlp_in = nnx.Linear(d, f, kernel_init=init, dtype=dtype, rngs=rngs)
     self.mlp_out = nnx.Linear(f, d, kernel_init=init_out, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x_BLD: jax.Array) -> jax.Array:
-    b, l, _ = x_BLD.shape
-    qkv_BL3A = self.qkv(self.ln_attn(x_BLD))
-    qkv_BL3HK = qkv_BL3A.reshape(b, l, 3, self.n_heads, self.d_head)
-    q_BLHK, k_BLHK, v_BLHK = (qkv_BL3HK[:, :, i] for i in range(3))
-    o_BLHK = jax.nn.dot_product_attention(q_BLHK, k_BLHK, v_BLHK, is_causal=True)
-    x_BLD = x_BLD + self.attn_out(o_BLHK.reshape(b, l, self.n_heads * self.d_head))
-    h_BLF = jax.nn.gelu(self.mlp_in(self.ln_mlp(x_BLD)), approximate=True)
-    return x_BLD + self.mlp_out(h_BLF)
+  def __call__(self, x_TD: jax.Array, b: int, l: int) -> jax.Array:
+    """x_TD: the residual stream of b sequences of l positions, flattened to T = b·l rows (2-D
+    matmuls are the fast path of XLA's CPU backend; the result is the same)."""
+    qkv_T3A = self.qkv(self.ln_attn(x_TD))
+    qkv_BL3HK = qkv_T3A.reshape(b, l, 3, self.n_heads, self.d_head)
+    o_BLHK = attention(qkv_BL3HK[:, :, 0], qkv_BL3HK[:, :, 1], qkv_BL3HK[:, :, 2], self.impl)
+    x_TD = x_TD + self.attn_out(o_BLHK.reshape(b * l, self.n_heads * self.d_head))
+    h_TF = jax.nn.gelu(self.mlp_in(self.ln_mlp(x_TD)), approximate=True)
+    return x_TD + self.mlp_out(h_TF)
 
 
 class Transformer(nnx.Module):
@@ -179,17 +218,33 @@ class Transformer(nnx.Module):
       self.unembed = nnx.Linear(cfg.d_model, cfg.n_vocab, use_bias=False, kernel_init=init,
                                 dtype=dtype, rngs=rngs)
 
-  def __call__(self, tokens_BL: jax.Array) -> jax.Array:
-    _, l = tokens_BL.shape
+  def hidden(self, tokens_BL: jax.Array) -> jax.Array:
+    """The final-LayerNorm output, flattened to (B·L, D): the input of the unembedding."""
+    b, l = tokens_BL.shape
     x_BLD = self.embed(tokens_BL) + self.pos_embed(jnp.arange(l))[None]
+    x_TD = x_BLD.reshape(b * l, -1)
     for block in self.blocks:
-      x_BLD = block(x_BLD)
-    x_BLD = self.ln_final(x_BLD)
+      x_TD = block(x_TD, b, l)
+    return self.ln_final(x_TD)
+
+  def unembedding(self) -> jax.Array:
+    """The (V, D) matrix whose rows score each vocabulary entry."""
     if self.cfg.tie_embeddings:
-      logits_BLV = self.embed.attend(x_BLD)
-    else:
-      logits_BLV = self.unembed(x_BLD)
-    return logits_BLV.astype(jnp.float32)
+      return self.embed.embedding[...]
+    return self.unembed.kernel[...].T
+
+  def __call__(self, tokens_BL: jax.Array) -> jax.Array:
+    """Token ids (B, L) → logits (B, L, V) in float32."""
+    b, l = tokens_BL.shape
+    x_TD = self.hidden(tokens_BL)
+    w_VD = self.unembedding().astype(x_TD.dtype)
+    return (x_TD @ w_VD.T).astype(jnp.float32).reshape(b, l, -1)
+
+  def loss(self, tokens_BL: jax.Array, targets_BL: jax.Array, chunk: int = 0) -> jax.Array:
+    """Mean next-token cross-entropy without materializing all logits (fused_cross_entropy)."""
+    x_TD = self.hidden(tokens_BL)
+    return fused_cross_entropy(x_TD, self.unembedding().astype(x_TD.dtype),
+                               targets_BL.reshape(-1), chunk)
 
 
 def is_embedding_path(path: tuple) -> bool:
@@ -202,3 +257,59 @@ def cross_entropy(logits_BLV: jax.Array, targets_BL: jax.Array) -> jax.Array:
   logz_BL = jax.nn.logsumexp(logits_BLV, axis=-1)
   target_logit_BL = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
   return jnp.mean(logz_BL - target_logit_BL)
+
+
+def _loss_chunk(n_tokens: int, chunk: int) -> int:
+  """The largest divisor of n_tokens not above `chunk` (0: 512 on CPU, where a chunk of logits
+  that stays in cache measured fastest, and all tokens at once on accelerators)."""
+  chunk = chunk or (512 if jax.default_backend() == "cpu" else n_tokens)
+  chunk = max(1, min(chunk, n_tokens))
+  while n_tokens % chunk:
+    chunk -= 1
+  return chunk
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def fused_cross_entropy(x_TD: jax.Array, w_VD: jax.Array, targets_T: jax.Array,
+                        chunk: int = 0) -> jax.Array:
+  """mean_t [logsumexp(w·x_t) − (w·x_t)[target_t]], the same number as cross_entropy(x·wᵀ, …).
+
+  Computed chunk by chunk of tokens; the gradient, (softmax − one-hot)/T pushed through the
+  unembedding, is formed in the same pass, so the (T, V) logits never exist in memory at once.
+  """
+  return _fused_ce_fwd(x_TD, w_VD, targets_T, chunk)[0]
+
+
+def _fused_ce_fwd(x_TD, w_VD, targets_T, chunk):
+  n_tok = x_TD.shape[0]
+  c = _loss_chunk(n_tok, chunk)
+  x_NCD = x_TD.reshape(n_tok // c, c, -1)
+  targets_NC = targets_T.reshape(n_tok // c, c)
+
+  def body(dw_VD, inputs):
+    x_CD, t_C = inputs
+    logits_CV = (x_CD @ w_VD.T).astype(jnp.float32)
+    m_C1 = jnp.max(logits_CV, axis=-1, keepdims=True)
+    e_CV = jnp.exp(logits_CV - m_C1)
+    s_C1 = jnp.sum(e_CV, axis=-1, keepdims=True)
+    target_logit_C = jnp.take_along_axis(logits_CV, t_C[:, None], axis=-1)[:, 0]
+    loss = jnp.sum(m_C1[:, 0] + jnp.log(s_C1[:, 0]) - target_logit_C)
+    # d loss_t / d logits_t = softmax_t − onehot(target_t)
+    dlogits_CV = (e_CV / s_C1 - jax.nn.one_hot(t_C, logits_CV.shape[-1])).astype(x_CD.dtype)
+    dw_VD = dw_VD + (dlogits_CV.T @ x_CD).astype(jnp.float32)
+    return dw_VD, (loss, dlogits_CV @ w_VD)
+
+  # The zero carry is built from w so that it has w's sharding type (varying under shard_map).
+  dw_VD, (loss_N, dx_NCD) = jax.lax.scan(body, jnp.zeros_like(w_VD, jnp.float32),
+                                         (x_NCD, targets_NC))
+  return jnp.sum(loss_N) / n_tok, (dx_NCD.reshape(x_TD.shape) / n_tok,
+                                   (dw_VD / n_tok).astype(w_VD.dtype), targets_T)
+
+
+def _fused_ce_bwd(chunk, residuals, g):
+  dx_TD, dw_VD, targets_T = residuals
+  return ((g * dx_TD).astype(dx_TD.dtype), (g * dw_VD).astype(dw_VD.dtype),
+          np.zeros(targets_T.shape, jax.dtypes.float0))
+
+
+fused_cross_entropy.defvjp(_fused_ce_fwd, _fused_ce_bwd)

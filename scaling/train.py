@@ -27,11 +27,12 @@ import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from scaling import bench
 from scaling import data as datalib
 from scaling import gns
 from scaling.config import to_json
 from scaling.errors import UserError
-from scaling.model import (ModelConfig, Transformer, cross_entropy, flops_per_token,
+from scaling.model import (ModelConfig, Transformer, flops_per_token,
                            kaplan_learning_rate, param_count)
 
 
@@ -107,8 +108,7 @@ class BatchGeometry:
 def lm_loss(graphdef):
   """Mean next-token cross-entropy of the model on a batch of windows (B, L+1)."""
   def loss_fn(params, tokens_BL1):
-    logits_BLV = nnx.merge(graphdef, params)(tokens_BL1[:, :-1])
-    return cross_entropy(logits_BLV, tokens_BL1[:, 1:])
+    return nnx.merge(graphdef, params).loss(tokens_BL1[:, :-1], tokens_BL1[:, 1:])
   return loss_fn
 
 
@@ -241,6 +241,17 @@ def _finite_or_none(x: float):
 # The run.
 
 
+def enable_compilation_cache(cache_dir: str = "") -> Path:
+  """JAX's persistent compilation cache in the user cache directory: a second run of the same
+  shapes loads its compiled step instead of compiling it again."""
+  path = datalib.cache_root(cache_dir) / "jax-compile"
+  path.mkdir(parents=True, exist_ok=True)
+  jax.config.update("jax_compilation_cache_dir", str(path))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.2)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return path
+
+
 def maybe_initialize_distributed(cfg) -> None:
   d = cfg.distributed
   if d.enabled and not jax.distributed.is_initialized():
@@ -257,6 +268,8 @@ def resolve_run_dir(cfg) -> Path:
 def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool = True) -> dict:
   """Trains (or resumes) the run described by cfg; returns the summary dict."""
   maybe_initialize_distributed(cfg)
+  if cfg.compilation_cache:
+    enable_compilation_cache(cfg.data.cache_dir)
   is_main = jax.process_index() == 0
   say = (lambda *a: print(*a, flush=True)) if (verbose and is_main) else (lambda *a: None)
   run_dir = resolve_run_dir(cfg)
@@ -342,6 +355,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
 
   step_fn = make_train_step(lm_loss(graphdef), tx, schedule, mesh, geom, cfg.gns)
   eval_fn = make_eval_step(graphdef, mesh)
+  peak_flops, peak_source = bench.training_peak(mcfg.compute_dtype)
 
   def evaluate(params, batches_BBL1=eval_BBL1) -> float:
     losses = [eval_fn(params, global_batch(mesh, _local_rows(b))) for b in batches_BBL1]
@@ -381,7 +395,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
 
   def flush(pending_step) -> dict:
     nonlocal t_prev
-    t_prev, record = _log(pending_step, t_prev, metrics_file, batch_tokens, flops)
+    t_prev, record = _log(pending_step, t_prev, metrics_file, batch_tokens, flops, peak_flops)
     window.add(record)
     return record
 
@@ -457,7 +471,9 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
       "unigram_entropy": store.unigram_entropy(),
       "b_noise_tokens_final": final.get("b_noise_tokens"),
       "wall_time_s": time.time() - t_start, "n_devices": n_devices,
-      "backend": jax.default_backend(),
+      "backend": jax.default_backend(), "peak_flops": peak_flops, "peak_source": peak_source,
+      "mfu_mean": (flops["palm_train"] * (steps_done - start) * batch_tokens
+                   / max(time.time() - t_start, 1e-9) / peak_flops),
       "shape": {"n_layer": mcfg.n_layer, "d_model": mcfg.d_model, "n_heads": mcfg.n_heads,
                 "d_head": mcfg.head_dim, "d_ff": mcfg.ff_dim},
       "group": cfg.get("group", ""),
@@ -508,7 +524,7 @@ def restore_best_params(run_dir, params_like):
   return step, params
 
 
-def _log(pending, t_prev: float, metrics_file, batch_tokens: int, flops: dict):
+def _log(pending, t_prev: float, metrics_file, batch_tokens: int, flops: dict, peak: float):
   """Fetches one step's metrics from the device, appends them to metrics.jsonl."""
   done, metrics, evals = pending
   values = jax.device_get(metrics)
@@ -520,6 +536,7 @@ def _log(pending, t_prev: float, metrics_file, batch_tokens: int, flops: dict):
   record["step_time_s"] = now - t_prev
   record["tokens_per_s"] = batch_tokens / max(now - t_prev, 1e-9)
   record["model_flops_per_s"] = record["tokens_per_s"] * flops["palm_train"]
+  record["mfu"] = record["model_flops_per_s"] / peak  # PaLM-count model FLOPs utilization
   record["eval_loss"] = None
   record.update(evals or {})
   record["time"] = now
