@@ -74,7 +74,8 @@ def _cmd_report(args, overrides) -> int:
 def _cmd_sweep(args, overrides) -> int:
   from scaling.config import apply_overrides, load_config_file
   from scaling.sweep import run_sweep
-  run_sweep(apply_overrides(load_config_file(args.config), overrides), args.overwrite)
+  run_sweep(apply_overrides(load_config_file(args.config), overrides), args.overwrite,
+            worker=args.worker, num_workers=args.num_workers)
   return 0
 
 
@@ -135,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  "partial ones resume, a lock file keeps runners apart.")
   p.add_argument("--config", required=True)
   p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--worker", type=int, default=0,
+                 help="this worker's index (0-based) when several share the sweep")
+  p.add_argument("--num-workers", type=int, default=1,
+                 help="workers sharing the sweep: point j belongs to worker j mod num-workers")
   p.set_defaults(func=_cmd_sweep)
 
   p = sub.add_parser("bsweep", help="batch-size sweep: B_crit(L) beside the online B_noise",

@@ -74,7 +74,13 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.distributed.coordinator_address = ""  # "" → JAX auto-detection (TPU VM, SLURM)
   cfg.distributed.num_processes = 0
   cfg.distributed.process_id = -1
+  cfg.distributed.timeout_s = 300  # wait this long for every process to join
+  cfg.distributed.cpu_collectives = False  # gloo all-reduces between CPU processes (also set
+                                           # automatically when JAX_PLATFORMS=cpu)
 
   cfg.log = ml_collections.ConfigDict()
   cfg.log.print_every = 0          # progress line every this many steps; 0: about 20 per run
+  cfg.log.tensorboard = False      # TensorBoard event files in <run_dir>/tensorboard (tensorboardX)
+  cfg.log.wandb = False            # Weights & Biases, when wandb is installed
+  cfg.log.wandb_project = "scaling"
   return cfg

@@ -92,14 +92,27 @@ def is_finished(rc) -> bool:
   return json.loads((run / "config.json").read_text()) == json.loads(to_json(rc))
 
 
-def run_sweep(cfg, overwrite: bool = False, verbose: bool = True) -> list[Path]:
-  """Runs every point not yet finished; returns the run directories of all points."""
+def owned(index: int, worker: int, num_workers: int) -> bool:
+  """Point `index` belongs to exactly one of num_workers workers: index mod num_workers."""
+  return index % num_workers == worker
+
+
+def run_sweep(cfg, overwrite: bool = False, verbose: bool = True, worker: int = 0,
+              num_workers: int = 1) -> list[Path]:
+  """Runs every point not yet finished (of this worker's share when num_workers > 1, so that
+  independent machines or a job array run one ladder into one results directory); returns the
+  run directories of all points."""
   from scaling import train as trainlib
+  if num_workers < 1 or not 0 <= worker < num_workers:
+    raise UserError(f"--worker {worker} --num-workers {num_workers}: need 0 <= worker < "
+                    "num-workers")
   configs = points(cfg)
   t0 = time.time()
   done_now = 0
   for i, rc in enumerate(configs, 1):
     head = f"[sweep {i}/{len(configs)}] {Path(rc.run_dir).name}"
+    if not owned(i - 1, worker, num_workers):
+      continue
     if is_finished(rc):
       print(f"{head}: finished, skipped", flush=True)
       continue

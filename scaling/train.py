@@ -29,7 +29,9 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from scaling import bench
 from scaling import data as datalib
+from scaling import distributed
 from scaling import gns
+from scaling import loggers
 from scaling.config import to_json
 from scaling.errors import UserError
 from scaling.model import (ModelConfig, Transformer, flops_per_token,
@@ -252,25 +254,16 @@ def enable_compilation_cache(cache_dir: str = "") -> Path:
   return path
 
 
-def maybe_initialize_distributed(cfg) -> None:
-  d = cfg.distributed
-  if d.enabled and not jax.distributed.is_initialized():
-    jax.distributed.initialize(
-        coordinator_address=d.coordinator_address or None,
-        num_processes=d.num_processes or None,
-        process_id=d.process_id if d.process_id >= 0 else None)
-
-
 def resolve_run_dir(cfg) -> Path:
   return Path(cfg.run_dir or Path("runs") / cfg.name)
 
 
 def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool = True) -> dict:
   """Trains (or resumes) the run described by cfg; returns the summary dict."""
-  maybe_initialize_distributed(cfg)
+  distributed.initialize(cfg)
   if cfg.compilation_cache:
     enable_compilation_cache(cfg.data.cache_dir)
-  is_main = jax.process_index() == 0
+  is_main = distributed.is_main()
   say = (lambda *a: print(*a, flush=True)) if (verbose and is_main) else (lambda *a: None)
   run_dir = resolve_run_dir(cfg)
   cfg_json = to_json(cfg)
@@ -385,6 +378,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
     best = {"eval_loss": float(best_manager.metrics(step_b)["eval_loss"]), "step": step_b}
 
   metrics_file = open(metrics_path, "a") if is_main else None
+  sinks = loggers.MetricSinks(cfg.log, run_dir, cfg.name, cfg.to_dict(), enabled=is_main)
   t_start = time.time()
   last_record: dict = {}
   window = LossWindow(tcfg.stop_loss, tcfg.stop_window_tokens)
@@ -396,6 +390,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
   def flush(pending_step) -> dict:
     nonlocal t_prev
     t_prev, record = _log(pending_step, t_prev, metrics_file, batch_tokens, flops, peak_flops)
+    sinks.write(record)
     window.add(record)
     return record
 
@@ -451,6 +446,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
     best_manager.close()
     if metrics_file:
       metrics_file.close()
+    sinks.close()
     signal.signal(signal.SIGTERM, old_handler)
 
   final = _read_last(metrics_path) if is_main else last_record

@@ -96,3 +96,30 @@ def test_ladder_configs_spread_n_evenly_in_log_space(name):
   steps = np.diff(np.log10(ns))
   assert (steps > 0).all() and steps.max() < 3 * steps.min() + 0.3
   assert len(sweep.points(cfg)) == len(cfg.sweep.models) * len(cfg.sweep.max_train_tokens)
+
+
+def test_two_workers_split_a_sweep_and_run_each_point_once(tmp_path):
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  out = tmp_path / "sw"
+  procs = [subprocess.Popen(_cmd(out) + ["--worker", str(i), "--num-workers", "2"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  logs = []
+  for p in procs:
+    stdout, stderr = p.communicate(timeout=600)
+    assert p.returncode == 0, stderr[-2000:]
+    logs.append(stdout)
+  trained = [[line.split("] ")[1].split(":")[0] for line in log.splitlines()
+              if line.startswith("[sweep") and ": training" in line] for log in logs]
+  points = ["L1-D16-H1", "L1-D32-H2", "L2-D48-H3"]
+  assert sorted(trained[0] + trained[1]) == points            # every point, by one worker only
+  assert trained[0] == ["L1-D16-H1", "L2-D48-H3"] and trained[1] == ["L1-D32-H2"]
+  for point in points:
+    assert [m["step"] for m in read_metrics(out / point)] == list(range(1, 61))
+    assert (out / point / "summary.json").is_file()
+
+
+def test_bad_worker_index_is_a_one_line_error(tmp_path):
+  r = subprocess.run(_cmd(tmp_path / "x") + ["--worker", "2", "--num-workers", "2"],
+                     env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
+  assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "num-workers" in r.stderr
