@@ -92,6 +92,17 @@ def is_finished(rc) -> bool:
   return json.loads((run / "config.json").read_text()) == json.loads(to_json(rc))
 
 
+def _agreed(decision: bool) -> bool:
+  """Process 0's decision, on every process of a multi-host job: the hosts of one job train each
+  point together, and only process 0 writes summaries, so its view of the directory counts."""
+  import jax
+  if jax.process_count() == 1:
+    return decision
+  import numpy as np
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(decision)))
+
+
 def owned(index: int, worker: int, num_workers: int) -> bool:
   """Point `index` belongs to exactly one of num_workers workers: index mod num_workers."""
   return index % num_workers == worker
@@ -113,11 +124,11 @@ def run_sweep(cfg, overwrite: bool = False, verbose: bool = True, worker: int = 
     head = f"[sweep {i}/{len(configs)}] {Path(rc.run_dir).name}"
     if not owned(i - 1, worker, num_workers):
       continue
-    if is_finished(rc):
+    if _agreed(is_finished(rc)):
       print(f"{head}: finished, skipped", flush=True)
       continue
     lock = Path(rc.run_dir).with_name(Path(rc.run_dir).name + ".lock")
-    if not acquire(lock):
+    if not _agreed(acquire(lock)):
       print(f"{head}: another runner holds {lock}, skipped", flush=True)
       continue
     try:
