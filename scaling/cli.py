@@ -225,8 +225,14 @@ def main(argv: list[str] | None = None) -> int:
   try:
     return args.func(args, overrides)
   except UserError as e:
-    print(f"error: {e}", file=sys.stderr)
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
     return 2
+  except Exception as e:
+    from scaling.train import Preempted
+    if isinstance(e, Preempted):
+      print(f"preempted: {e}", file=sys.stderr)
+      return 143  # 128 + SIGTERM, as a shell reports a process ended by it
+    raise
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     return 130

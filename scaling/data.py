@@ -99,6 +99,10 @@ def python_docs() -> list[str]:
   return [topics[k] for k in sorted(topics)]
 
 
+# A whitespace-free run this long is not text: byte-level BPE training on it takes hours.
+_LONG_RUN = re.compile(r"\S{20000,}")
+
+
 def load_documents(source: str, text_field: str = "text") -> list[str]:
   """Reads a source into a list of non-empty documents; raises UserError for bad input."""
   if not source:
@@ -129,6 +133,12 @@ def load_documents(source: str, text_field: str = "text") -> list[str]:
   docs = [d.strip() for d in docs if d.strip()]
   if not docs:
     raise UserError(f"corpus {source!r} is empty: it holds no text")
+  for i, doc in enumerate(docs):
+    run = _LONG_RUN.search(doc)
+    if run:
+      raise UserError(f"corpus {source!r}: document {i} holds {len(run.group()):,} characters "
+                      "without whitespace, which is not natural text (minified or encoded data?) "
+                      "and would stall tokenizer training; split or remove it")
   return docs
 
 
@@ -270,8 +280,19 @@ def build_store(source: str, vocab_size: int, eval_fraction: float = 0.1, text_f
   if meta["tokenizer_sha256_16"] != tok_hash or meta["n_vocab"] != n_vocab:
     raise UserError(f"token store {folder} was made with another tokenizer; delete it and rerun")
   dtype = np.dtype(meta["dtype"])
+  for split in ("train", "eval"):
+    size = (folder / f"{split}.bin").stat().st_size if (folder / f"{split}.bin").is_file() else -1
+    if size != meta[f"n_tokens_{split}"] * dtype.itemsize:
+      raise UserError(f"token store {folder}: {split}.bin holds {max(size, 0):,} bytes, not the "
+                      f"{meta[f'n_tokens_{split}'] * dtype.itemsize:,} its meta.json records "
+                      "(truncated?); delete the folder and rerun")
   train_T = np.memmap(folder / "train.bin", dtype=dtype, mode="r")
   eval_T = np.memmap(folder / "eval.bin", dtype=dtype, mode="r")
+  top = max(int(train_T.max()), int(eval_T.max()))
+  if top >= n_vocab:
+    raise UserError(f"token store {folder} holds token id {top}, outside the tokenizer's "
+                    f"vocabulary of {n_vocab}; the store does not match the tokenizer: delete the "
+                    "folder and rerun")
   store = TokenStore(train_T, eval_T, n_vocab, tok, meta)
   if verbose:
     print(store.summary(), flush=True)
@@ -317,7 +338,37 @@ class WindowBatches:
     return self.tokens_T[rows_BL1].astype(np.int32)
 
 
-def train_iterator(source: WindowBatches, start_step: int, num_threads: int = 2,
+def parse_skip_batches(spec: str) -> list[int]:
+  """'41,57' → [41, 57]: steps (1-based, as logged) whose batches are left out."""
+  try:
+    steps = sorted({int(x) for x in str(spec).replace(" ", "").split(",") if x})
+  except ValueError:
+    raise UserError(f"train.skip_batches must be step numbers like '41,57', got {spec!r}") from None
+  if steps and steps[0] < 1:
+    raise UserError(f"train.skip_batches holds step {steps[0]}; steps start at 1")
+  return steps
+
+
+class SkipBatches:
+  """The batches of `source` without those of the listed steps: step s (1-based) takes the next
+  batch not skipped, so a run resumed with skip_batches=S never sees the batch that broke step S
+  and otherwise keeps the deterministic order."""
+
+  def __init__(self, source, skip_steps: list[int]):
+    self.source, self.skip_idx = source, sorted(s - 1 for s in skip_steps)
+
+  def __len__(self) -> int:
+    return len(self.source) - len(self.skip_idx)
+
+  def __getitem__(self, step: int) -> np.ndarray:
+    j = int(step)
+    for k in self.skip_idx:
+      if k <= j:
+        j += 1
+    return self.source[j]
+
+
+def train_iterator(source, start_step: int, num_threads: int = 2,
                    prefetch: int = 8):
   """A grain pipeline yielding the batches of steps start_step, start_step + 1, …"""
   ds = grain.MapDataset.source(source)[start_step:]

@@ -44,6 +44,7 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.train.b1 = 0.9
   cfg.train.b2 = 0.95
   cfg.train.grad_clip = 1.0        # global-norm clipping (0: off)
+  cfg.train.skip_batches = ""      # steps whose batches are left out, e.g. "41" after a NaN there
   cfg.train.patience = 0           # early stopping: end after this many evaluations without a
                                    # lower held-out loss (0: off; the best checkpoint is kept anyway)
   cfg.train.stop_loss = 0.0        # end the run once the training loss, averaged over the last

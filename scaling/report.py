@@ -325,12 +325,17 @@ def _shapes(rows: list[dict], out: Path, plt, figures: dict) -> dict:
 
 def _shapes_markdown(sn: dict) -> list[str]:
   lines = ["## Shape at fixed N (Kaplan 2020 §3.1)", "",
+           "Loss increase over the best shape of the set; in brackets the spread within the panel "
+           "(largest minus smallest increase), which is what varying that factor alone does.", "",
            "| N set | runs | N range | best loss | largest increase, aspect ratio 16–128 | "
-           "largest increase, heads | largest increase, d_ff/d_model |", "|---|---|---|---|---|---|---|"]
+           "heads | d_ff/d_model |", "|---|---|---|---|---|---|---|"]
   for label, st in sn.get("panels", {}).items():
     def worst(f):
       pan = st["panels"].get(f)
-      return f"{max(pan['increase_pct']):.2f}%" if pan else "–"
+      if not pan:
+        return "–"
+      inc = pan["increase_pct"]
+      return f"{max(inc):.2f}% ({max(inc) - min(inc):.2f}%)"
     mid = st["max_increase_aspect_16_128_pct"]
     lines.append(f"| {label} | {st['n_runs']} | {_fmt(st['N_range'][0])}–{_fmt(st['N_range'][1])} | "
                  f"{st['best_loss']:.4f} | {'–' if mid is None else f'{mid:.2f}%'} | "

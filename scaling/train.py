@@ -8,12 +8,16 @@ A run directory holds config.json, metrics.jsonl, checkpoints/ and, when finishe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
+import logging
 import math
 import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -189,14 +193,28 @@ def global_batch(mesh, local_BL1: np.ndarray) -> jax.Array:
 # Run directory.
 
 
+# Fields a run may resume under with another value: they change how it goes on from its last
+# checkpoint, not what it is (a lower LR or a skipped batch after a NaN; logging; patience).
+RESUMABLE_FIELDS = ("train.peak_lr", "train.skip_batches", "train.grad_clip", "train.patience",
+                    "log.", "compilation_cache", "data.loader_threads")
+
+
 def _check_or_write_config(run_dir: Path, cfg_json: str, overwrite: bool) -> None:
   path = run_dir / "config.json"
   if path.is_file():
     old = json.loads(path.read_text())
     new = json.loads(cfg_json)
     if old != new:
+      diff = sorted(_diff_keys(old, new))
+      if all(any(k == f or (f.endswith(".") and k.startswith(f)) for f in RESUMABLE_FIELDS)
+             for k in diff):
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        path.rename(run_dir / f"config.before-{stamp}.json")
+        path.write_text(cfg_json)
+        print(f"resuming with changed {', '.join(diff)} (the previous config is kept as "
+              f"config.before-{stamp}.json)", flush=True)
+        return
       if not overwrite:
-        diff = sorted(_diff_keys(old, new))
         raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff[:4])}"
                         f"{' …' if len(diff) > 4 else ''}); choose another run_dir or pass "
                         "--overwrite to move the old run aside")
@@ -254,6 +272,68 @@ def enable_compilation_cache(cache_dir: str = "") -> Path:
   return path
 
 
+@contextlib.contextmanager
+def _stderr_to_file():
+  """Sends file descriptor 2 to a temporary file for a while: a failed read of a damaged
+  checkpoint makes orbax's worker threads print tracebacks of their own, which would bury the
+  one-line warning or error that says what happened. Anything written is replayed on success."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  with tempfile.TemporaryFile(mode="w+b") as f:
+    os.dup2(f.fileno(), 2)
+    ok = False
+    try:
+      yield f
+      ok = True
+    finally:
+      time.sleep(0.05)            # let late callbacks of the failed read land in the file
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      if ok:
+        f.seek(0)
+        sys.stderr.write(f.read().decode(errors="replace"))
+
+
+def _restore_latest_good(manager, ckpt_dir: Path, state, keep: int, is_main: bool):
+  """Restores the newest checkpoint that reads back; newer unreadable ones (truncated or corrupt)
+  are moved to checkpoints-corrupt/ with a warning naming them. If none reads back, the run stops
+  with an error: never a silent fresh start."""
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+  bad = []
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      with _stderr_to_file() as noise:
+        restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        jax.block_until_ready(restored)
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+      bad.append((step, " ".join(str(e).split())[:160] or type(e).__name__))
+      # The failed read leaves orbax futures whose errors asyncio would log again at exit.
+      logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+      continue
+    if bad:
+      aside = ckpt_dir.parent / "checkpoints-corrupt"
+      for b, why in bad:
+        print(f"warning: checkpoint {ckpt_dir / str(b)} cannot be read ({why}); moved to "
+              f"{aside}, resuming from step {step}", flush=True)
+      if is_main:
+        aside.mkdir(exist_ok=True)
+        for b, _ in bad:
+          target = aside / f"{b}-{time.strftime('%Y%m%d-%H%M%S')}"
+          os.replace(ckpt_dir / str(b), target)
+      if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices("scaling-restore")
+      manager.close()
+      manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
+          max_to_keep=keep, create=True))
+    return step, restored, manager
+  manager.close()
+  raise UserError(f"no checkpoint in {ckpt_dir} can be read (steps "
+                  f"{', '.join(str(b) for b, _ in bad)}: {bad[0][1]}); nothing was changed. "
+                  "Move the folder aside to start again, or pass --overwrite")
+
+
 def resolve_run_dir(cfg) -> Path:
   return Path(cfg.run_dir or Path("runs") / cfg.name)
 
@@ -301,9 +381,10 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
   peak_lr = tcfg.peak_lr or kaplan_learning_rate(counts["n_kaplan"])
   geom = BatchGeometry(tcfg.batch_size, n_ctx, n_devices, micro)
 
-  train_source = datalib.WindowBatches(
-      store.train_T, n_ctx, tcfg.batch_size, total_steps, cfg.seed,
-      jax.process_index(), jax.process_count(), cfg.data.max_train_tokens)
+  skips = datalib.parse_skip_batches(tcfg.skip_batches)
+  train_source = datalib.SkipBatches(datalib.WindowBatches(
+      store.train_T, n_ctx, tcfg.batch_size, total_steps + len(skips), cfg.seed,
+      jax.process_index(), jax.process_count(), cfg.data.max_train_tokens), skips)
   eval_BBL1 = datalib.eval_batches(store.eval_T, n_ctx, cfg.eval.batch_size, cfg.eval.batches)
   # Extra held-out sets (other distributions), tokenized with this run's tokenizer.
   extra_sets = {
@@ -330,9 +411,8 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
       max_to_keep=cfg.checkpoint.keep, create=True))
   start = 0
   if manager.latest_step() is not None:
-    start = manager.latest_step()
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    state = manager.restore(start, args=ocp.args.StandardRestore(abstract))
+    start, state, manager = _restore_latest_good(manager, ckpt_dir, state, cfg.checkpoint.keep,
+                                                 is_main)
     say(f"resumed from the checkpoint at step {start}")
   metrics_path = run_dir / "metrics.jsonl"
   if is_main:
@@ -389,9 +469,14 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
 
   def flush(pending_step) -> dict:
     nonlocal t_prev
-    t_prev, record = _log(pending_step, t_prev, metrics_file, batch_tokens, flops, peak_flops)
+    try:
+      t_prev, record = _log(pending_step, t_prev, metrics_file, batch_tokens, flops, peak_flops)
+    except OSError as e:
+      _raise_if_disk_full(e, metrics_path, manager)
+      raise
     sinks.write(record)
     window.add(record)
+    _check_finite(record, manager, peak_lr)
     return record
 
   try:
@@ -403,6 +488,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
       # Fetching the previous step's metrics while this one runs keeps at most two steps in
       # flight: no per-step stall, and XLA's CPU collectives never queue up enough all-reduces to
       # starve a device thread (which aborts the process after a 40 s rendezvous timeout).
+      # flush() stops the run at the first non-finite loss or gradient norm.
       if pending is not None:
         last_record = flush(pending)
       stop = window.reached()
@@ -413,37 +499,44 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
         pending = (done, metrics, {"eval_loss": eval_loss, **evaluate_extra(state.params)})
         if eval_loss < best["eval_loss"]:
           best = {"eval_loss": eval_loss, "step": done}
-          best_manager.save(done, args=ocp.args.StandardSave(state.params),
-                            metrics={"eval_loss": eval_loss})
+          _save(best_manager, done, state.params, ckpt_dir.parent / "best",
+                metrics={"eval_loss": eval_loss})
         elif tcfg.patience and (done - best["step"]) // eval_every >= tcfg.patience:
           stop = last = True
           stop_reason = (f"no lower held-out loss in {tcfg.patience} evaluations since step "
                          f"{best['step']} (train.patience)")
-      if done % cfg.checkpoint.every == 0 or last or preempt["flag"]:
-        manager.save(done, args=ocp.args.StandardSave(state))
-      if pending[2] is not None or done % print_every == 0 or last:
+      save_now = done % cfg.checkpoint.every == 0 or last or preempt["flag"]
+      if save_now or pending[2] is not None or done % print_every == 0:
+        # A checkpoint is written only after this step's loss and gradient norm were checked.
         last_record = flush(pending)
         pending = None
-        _check_finite(last_record, manager)
         if done % print_every == 0 or last:
           rate = last_record["tokens_per_s"]
           eta = (total_steps - done) * batch_tokens / rate if rate else 0.0
           say(_progress_line(last_record, total_steps, eta))
+      if save_now:
+        _save(manager, done, state, ckpt_dir)
       if stop:
         say(f"stopping at step {done}: {stop_reason}")
         break
       if preempt["flag"]:
-        manager.wait_until_finished()
+        if not save_now:  # the signal came after this step's save decision
+          if pending is not None:
+            last_record = flush(pending)
+            pending = None
+          _save(manager, done, state, ckpt_dir)
+        _wait(manager, ckpt_dir)
         raise Preempted(f"SIGTERM at step {done}: checkpoint saved in {ckpt_dir}; "
                         "rerun the same command to resume")
     if pending is not None:
       last_record = flush(pending)
-      _check_finite(last_record, manager)
   finally:
-    manager.wait_until_finished()
-    manager.close()
-    best_manager.wait_until_finished()
-    best_manager.close()
+    try:
+      _wait(manager, ckpt_dir)
+      _wait(best_manager, ckpt_dir.parent / "best")
+    finally:
+      manager.close()
+      best_manager.close()
     if metrics_file:
       metrics_file.close()
     sinks.close()
@@ -542,12 +635,64 @@ def _log(pending, t_prev: float, metrics_file, batch_tokens: int, flops: dict, p
   return now, record
 
 
-def _check_finite(record: dict, manager) -> None:
-  if record.get("loss") is None:
+def _check_finite(record: dict, manager, peak_lr: float) -> None:
+  """Stops the run at the first NaN or infinite loss or gradient norm, before any checkpoint of
+  that state is written, and says how to go on from the last good checkpoint."""
+  bad = [k for k in ("loss", "grad_norm") if record.get(k) is None]
+  if bad:
+    step = record["step"]
+    manager.wait_until_finished()
     latest = manager.latest_step()
-    raise UserError(f"the loss became NaN or infinite at step {record['step']}; the last good "
-                    f"checkpoint is step {latest}. Lower train.peak_lr (or raise "
-                    "train.warmup_steps) and rerun with --overwrite, or resume as it is")
+    where = (f"the last good checkpoint is step {latest} (kept)" if latest is not None
+             else "no checkpoint was written before it")
+    raise UserError(f"the {' and '.join(bad)} became NaN or infinite at step {step}; {where}. "
+                    f"Resume from it with a lower learning rate (--config.train.peak_lr="
+                    f"{peak_lr / 2:.3g}) or without that step's batch "
+                    f"(--config.train.skip_batches={step}), or start again with --overwrite")
+
+
+_FULL_DISK = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+def _disk_error(exc: BaseException):
+  """The OSError of a full disk (or a size cap) anywhere in an exception's chain, else None."""
+  seen = set()
+  while exc is not None and id(exc) not in seen:
+    seen.add(id(exc))
+    if isinstance(exc, OSError) and exc.errno in _FULL_DISK:
+      return exc
+    text = str(exc)
+    if any(m in text for m in ("No space left", "File too large", "Disk quota")):
+      return exc
+    exc = exc.__cause__ or exc.__context__
+  return None
+
+
+def _raise_if_disk_full(exc: BaseException, where: Path, manager) -> None:
+  if _disk_error(exc) is None:
+    return
+  good = [s for s in manager.all_steps(read=True)] if manager is not None else []
+  raise UserError(f"no space left writing {where} ({str(_disk_error(exc)).splitlines()[0][:120]}); "
+                  f"the earlier checkpoints {good or '(none)'} are intact. Free space and rerun "
+                  "the same command to resume") from None
+
+
+def _save(manager, step: int, tree, where: Path, metrics=None) -> None:
+  try:
+    # force: orbax would otherwise skip a save while the previous one is still being written,
+    # silently (a preemption checkpoint right after a periodic one was lost that way).
+    manager.save(step, args=ocp.args.StandardSave(tree), metrics=metrics, force=True)
+  except Exception as e:  # orbax re-raises write errors of the previous async save here too
+    _raise_if_disk_full(e, where, manager)
+    raise
+
+
+def _wait(manager, where: Path) -> None:
+  try:
+    manager.wait_until_finished()
+  except Exception as e:
+    _raise_if_disk_full(e, where, manager)
+    raise
 
 
 def _progress_line(rec: dict, total: int, eta: float) -> str:

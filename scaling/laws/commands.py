@@ -10,6 +10,7 @@ import numpy as np
 
 from scaling.errors import UserError
 from scaling.laws import allocation, approaches, forms, io
+from scaling.laws import fit as fit_mod
 from scaling.laws.registry import fit_law, get_law
 from scaling.laws.uncertainty import (bootstrap_law, extrapolation_check, intervals,
                                       percentile_interval)
@@ -42,6 +43,7 @@ def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
     columns = {**columns, "N": columns["N_total"]}
   if law.name.removesuffix("+E") in ("D", "ND") and "D_data" in columns:
     columns = {**columns, "D": columns["D_data"]}  # Kaplan's D: distinct tokens (dataset size)
+  fit_mod.check_no_duplicates({c: columns[c] for c in law.columns if c in columns}, y)
   params, converged, message = fit_law(law, columns, y)
   derived = None
   if law.name.startswith("chinchilla"):

@@ -36,6 +36,18 @@ def check_inputs(columns: dict[str, np.ndarray], y: np.ndarray, n_params: int,
       raise UserError(f"all points have the same {name}; the law needs {name} to vary")
 
 
+def check_no_duplicates(columns: dict[str, np.ndarray], y: np.ndarray) -> None:
+  """Refuses identical input rows (a copied run counts twice). Only for the data as given:
+  bootstrap resamples repeat rows by design."""
+  rows = np.column_stack([np.asarray(v, float) for v in (*columns.values(), y)])
+  _, first, counts = np.unique(rows, axis=0, return_index=True, return_counts=True)
+  if (counts > 1).any():
+    i = int(first[np.flatnonzero(counts > 1)[0]])
+    j = [k for k in range(len(rows)) if k != i and (rows[k] == rows[i]).all()][0]
+    raise UserError(f"points {i} and {j} are identical ({', '.join(f'{n}={rows[i][c]:.6g}' for c, n in enumerate([*columns, 'loss']))}); "
+                    "a copied row would count twice: remove the duplicate")
+
+
 # ---------------------------------------------------------------------------------------------
 # Pure power law y = (X_c / x)^α, exact in log space.
 
