@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scaling.errors import UserError
+from scaling.errors import UserError, WriteFailed
 
 
 def _cmd_train(args, overrides: list[str]) -> int:
@@ -226,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args, overrides)
   except UserError as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
+    if isinstance(e, WriteFailed):
+      # The checkpoint library's writer threads would print more tracebacks while the
+      # interpreter shuts down; the line above is the verdict, so leave now.
+      import os
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(2)
     return 2
   except Exception as e:
     from scaling.train import Preempted

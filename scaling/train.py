@@ -37,7 +37,7 @@ from scaling import distributed
 from scaling import gns
 from scaling import loggers
 from scaling.config import to_json
-from scaling.errors import UserError
+from scaling.errors import UserError, WriteFailed
 from scaling.model import (ModelConfig, Transformer, flops_per_token,
                            kaplan_learning_rate, param_count)
 
@@ -668,13 +668,16 @@ def _disk_error(exc: BaseException):
   return None
 
 
-def _raise_if_disk_full(exc: BaseException, where: Path, manager) -> None:
+def _raise_if_disk_full(exc: BaseException, where: Path, manager=None) -> None:
+  """A full disk (or a size cap) while writing `where` (a file or folder in the run directory):
+  one clear error that names the checkpoints still intact."""
   if _disk_error(exc) is None:
     return
-  good = [s for s in manager.all_steps(read=True)] if manager is not None else []
-  raise UserError(f"no space left writing {where} ({str(_disk_error(exc)).splitlines()[0][:120]}); "
-                  f"the earlier checkpoints {good or '(none)'} are intact. Free space and rerun "
-                  "the same command to resume") from None
+  ckpt_dir = where.parent / "checkpoints"
+  good = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.is_dir() else []
+  raise WriteFailed(f"no space left writing {where} ({str(_disk_error(exc)).splitlines()[0][:120]}); "
+                  f"the checkpoints {good or '(none)'} in {ckpt_dir} are intact. Free space and "
+                  "rerun the same command to resume") from None
 
 
 def _save(manager, step: int, tree, where: Path, metrics=None) -> None:

@@ -1,0 +1,120 @@
+"""Bad inputs: each is a one-line error with a non-zero exit, and every earlier result stays
+byte-identical (a finished run, its cache, a CSV of runs)."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from scaling import data as datalib
+from scaling.cli import main as cli_main
+
+pytestmark = pytest.mark.faults
+
+
+def _files(folder: Path) -> dict:
+  return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def witness(tmp_path_factory):
+  """A finished run, a cache of its own and a good CSV of runs: none may change."""
+  root = tmp_path_factory.mktemp("witness")
+  run, cache = root / "run", root / "cache"
+  assert cli_main(["train", "--config", str(REPO / "configs/test_small.py"),
+                   f"--config.run_dir={run}", f"--config.data.cache_dir={cache}",
+                   "--config.train.steps=10"]) == 0
+  n = np.array([1e5, 3e5, 1e6, 3e6, 1e7])
+  (root / "good.csv").write_text("N,loss\n" + "".join(f"{x},{(1e13 / x) ** 0.076}\n" for x in n))
+  return root
+
+
+def _train(witness, *args):
+  return ["train", "--config", str(REPO / "configs/test_small.py"),
+          f"--config.run_dir={witness / 'run'}",
+          f"--config.data.cache_dir={witness / 'cache'}", *args]
+
+
+def _corpus(witness, name, content: bytes):
+  path = witness.parent / f"corpus-{name}"
+  path.write_bytes(content)
+  return f"--config.data.source={path}"
+
+
+def _csv(witness, name, rows):
+  path = witness.parent / f"{name}.csv"
+  path.write_text("N,loss\n" + "".join(f"{a},{b}\n" for a, b in rows))
+  return str(path)
+
+
+CASES = {
+    "wrong type": (lambda w: _train(w, "--config.train.steps=abc"), "config field 'train.steps'"),
+    "negative width": (lambda w: _train(w, "--config.model.d_model=-8"), "positive integer"),
+    "zero depth": (lambda w: _train(w, "--config.model.n_layer=0"), "positive integer"),
+    "zero batch": (lambda w: _train(w, "--config.train.batch_size=0"), "must be positive"),
+    "heads do not divide d_model": (lambda w: _train(w, "--config.model.d_model=30",
+                                                     "--config.model.n_heads=4"), "not divisible"),
+    "empty corpus": (lambda w: _train(w, _corpus(w, "empty", b"")), "empty"),
+    "binary corpus": (lambda w: _train(w, _corpus(w, "bin", bytes(range(256)) * 40)), "binary"),
+    "one giant line": (lambda w: _train(w, _corpus(w, "line", b"the cat sat. " * 200_000)),
+                       "at least 2"),
+    "whitespace-free run": (lambda w: _train(w, _corpus(
+        w, "run", b"a story.\n\n" + b"x" * 50_000 + b"\n\nanother story.")), "without whitespace"),
+    "fit with NaN": (lambda w: ["fit", _csv(w, "nan", [(1e5, 3.0), (1e6, float("nan")),
+                                                        (1e7, 2.5), (1e8, 2.3)])],
+                     "positive and finite"),
+    "fit with a negative N": (lambda w: ["fit", _csv(w, "neg", [(1e5, 3.0), (-1e6, 2.8),
+                                                               (1e7, 2.5), (1e8, 2.3)])],
+                              "positive and finite"),
+    "fit with a duplicate row": (lambda w: ["fit", _csv(w, "dup", [(1e5, 3.0), (1e6, 2.8),
+                                                                  (1e6, 2.8), (1e7, 2.5)])],
+                                 "identical"),
+    "fit on too few points": (lambda w: ["fit", "--law", "N", _csv(w, "few", [(1e5, 3.0),
+                                                                             (1e6, 2.8)])],
+                              "too few"),
+    "tokenizer file that is not one": (lambda w: _train(w, _corpus(w, "tok", b'{"not": 1}')
+                                                        .replace("data.source", "data.tokenizer")),
+                                       "not a tokenizers JSON file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_and_loses_nothing(case, witness, capsys):
+  make_args, message = CASES[case]
+  before = _files(witness)
+  args = make_args(witness)
+  before = {k: v for k, v in before.items()}
+  capsys.readouterr()
+  rc = cli_main(args)
+  err = capsys.readouterr().err.strip()
+  assert rc == 2, err
+  assert len(err.splitlines()) == 1 and message in err, err
+  after = _files(witness)
+  assert {k: v for k, v in after.items() if k in before} == before   # nothing earlier changed
+  assert not any(str(k).startswith("run/") for k in set(after) - set(before))
+
+
+def test_token_store_that_does_not_match_its_tokenizer(tmp_path, witness, capsys):
+  cache = tmp_path / "cache"
+  shutil.copytree(witness / "cache", cache)
+  stores = list((cache / "stores").iterdir())
+  assert len(stores) == 1
+  args = ["train", "--config", str(REPO / "configs/test_small.py"),
+          f"--config.run_dir={tmp_path / 'r'}", f"--config.data.cache_dir={cache}"]
+  train_bin = stores[0] / "train.bin"
+  good = train_bin.read_bytes()
+  # ids from a bigger vocabulary than this tokenizer's 300
+  tokens = np.frombuffer(good, np.uint16).copy()
+  tokens[::1000] = 4000
+  train_bin.write_bytes(tokens.tobytes())
+  capsys.readouterr()
+  assert cli_main(args) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "does not match the tokenizer" in err
+  train_bin.write_bytes(good[: len(good) // 2])            # truncated
+  assert cli_main(args) == 2
+  err = capsys.readouterr().err.strip()
+  assert len(err.splitlines()) == 1 and "truncated" in err
+  assert not (tmp_path / "r").exists()
