@@ -21,13 +21,8 @@ done
 [[ -n "$cmd" ]] || usage
 root="$(cd "$(dirname "$0")/.." && pwd)"
 
-run() {
-  if [[ "$dry" == 1 ]]; then
-    printf '%q ' "$@"; printf '\n'
-  else
-    "$@"
-  fi
-}
+# shellcheck source=launch/common.sh
+source "$(dirname "$0")/common.sh"
 
 [[ -d "$venv" ]] || run python3 -m venv "$venv"
 run "$venv/bin/pip" install -q -e "${root}[cuda]"

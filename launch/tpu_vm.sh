@@ -33,13 +33,8 @@ done
 [[ -n "$name" && -n "$zone" && -n "$accel" && -n "$cmd" ]] || usage
 repo="${repo:-$(git -C "$(dirname "$0")/.." remote get-url origin 2>/dev/null || echo https://github.com/OWNER/scaling.git)}"
 
-run() {
-  if [[ "$dry" == 1 ]]; then
-    printf '%q ' "$@"; printf '\n'
-  else
-    "$@"
-  fi
-}
+# shellcheck source=launch/common.sh
+source "$(dirname "$0")/common.sh"
 
 spot_flag=()
 [[ "$spot" == 1 ]] && spot_flag=(--spot)

@@ -225,14 +225,19 @@ def main(argv: list[str] | None = None) -> int:
   try:
     return args.func(args, overrides)
   except UserError as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
+    line = f"error: {' '.join(str(e).split())}"  # always one line
     if isinstance(e, WriteFailed):
-      # The checkpoint library's writer threads would print more tracebacks while the
-      # interpreter shuts down; the line above is the verdict, so leave now.
+      # The checkpoint library's writer threads may still be printing tracebacks: silence them
+      # (file descriptor 2 to /dev/null), put the verdict on a line of its own, and leave now.
       import os
       sys.stdout.flush()
       sys.stderr.flush()
+      real = os.dup(2)
+      devnull = os.open(os.devnull, os.O_WRONLY)
+      os.dup2(devnull, 2)
+      os.write(real, f"\n{line}\n".encode())
       os._exit(2)
+    print(line, file=sys.stderr)
     return 2
   except Exception as e:
     from scaling.train import Preempted

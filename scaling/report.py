@@ -26,6 +26,15 @@ def _plt():
   return plt
 
 
+def _save_panels(fig, title: str, path: Path, figures: dict) -> None:
+  """A figure of several panels (each with its own legend): title, PNG file, close."""
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  _plt().close(fig)
+  figures[path.stem] = path.name
+
+
 def _save(fig, ax, path: Path, figures: dict, key: str, legend_size: int = 8) -> None:
   """Legend, PNG file, close; records the file under `key` in `figures`."""
   ax.legend(fontsize=legend_size)
@@ -292,11 +301,7 @@ def _shapes(rows: list[dict], out: Path, plt, figures: dict) -> dict:
       ax.axhline(0, color="gray", lw=0.5)
       ax.legend(fontsize=7)
     axes[0].set_ylabel("loss increase over the best shape at this N (%)")
-    fig.suptitle("Loss against shape at fixed non-embedding N (Kaplan 2020 Fig. 5)")
-    fig.tight_layout()
-    fig.savefig(out / "shape_factors.png", dpi=110)
-    plt.close(fig)
-    figures["shape_factors"] = "shape_factors.png"
+    _save_panels(fig, "Loss against shape at fixed non-embedding N (Kaplan 2020 Fig. 5)", out / "shape_factors.png", figures)
   col = result["collapse"]
   if col:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
@@ -315,11 +320,7 @@ def _shapes(rows: list[dict], out: Path, plt, figures: dict) -> dict:
       ax.set(xscale="log", yscale="log", xlabel=xlabel, title=f"rms deviation {c['rms_pct']:.2f}%")
       ax.legend(fontsize=7)
     axes[0].set_ylabel("held-out loss (nats/token)")
-    fig.suptitle("Depth curves with and without embedding parameters (Kaplan 2020 Fig. 6)")
-    fig.tight_layout()
-    fig.savefig(out / "depth_collapse.png", dpi=110)
-    plt.close(fig)
-    figures["depth_collapse"] = "depth_collapse.png"
+    _save_panels(fig, "Depth curves with and without embedding parameters (Kaplan 2020 Fig. 6)", out / "depth_collapse.png", figures)
   return result
 
 

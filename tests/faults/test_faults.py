@@ -66,6 +66,17 @@ def _wait_for(predicate, proc, timeout=240):
   return False
 
 
+def _preempt(run, after_steps=13):
+  """Starts the training run and sends SIGTERM once it has logged `after_steps` steps."""
+  proc = subprocess.Popen(_train_cmd(run), env=ENV, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+  assert _wait_for(lambda: (run / "metrics.jsonl").is_file()
+                   and len((run / "metrics.jsonl").read_text().splitlines()) >= after_steps, proc)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  return proc.returncode, err
+
+
 def test_sigkill_during_checkpoint_write(tmp_path, reference):
   run = tmp_path / "run"
   ckpts = run / "checkpoints"
@@ -93,13 +104,8 @@ def test_sigkill_during_checkpoint_write(tmp_path, reference):
 
 def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, reference):
   run = tmp_path / "run"
-  proc = subprocess.Popen(_train_cmd(run), env=ENV, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  assert _wait_for(lambda: (run / "metrics.jsonl").is_file()
-                   and len((run / "metrics.jsonl").read_text().splitlines()) >= 13, proc)
-  proc.send_signal(signal.SIGTERM)
-  _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 143, err[-2000:]
+  returncode, err = _preempt(run)
+  assert returncode == 143, err[-2000:]
   assert err.strip().splitlines()[-1].startswith("preempted: SIGTERM at step")
   stopped = int(err.strip().splitlines()[-1].split("step ")[1].split(":")[0])
   assert (run / "checkpoints" / str(stopped)).is_dir()     # saved at the step it stopped
@@ -177,12 +183,7 @@ def _capped(limit_bytes):
 
 def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, reference):
   run = tmp_path / "run"
-  proc = subprocess.Popen(_train_cmd(run), env=ENV, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
-  assert _wait_for(lambda: (run / "metrics.jsonl").is_file()
-                   and len((run / "metrics.jsonl").read_text().splitlines()) >= 13, proc)
-  proc.send_signal(signal.SIGTERM)
-  proc.communicate(timeout=120)
+  _preempt(run)
   kept = {p.name: _files(p) for p in (run / "checkpoints").iterdir() if p.name.isdigit()}
   # Files may grow to 20 kB, less than a checkpoint: the next save fails as on a full disk.
   r = subprocess.run(_train_cmd(run, "--config.compilation_cache=false"), env=ENV,
