@@ -269,7 +269,7 @@ def run_bench(shapes, n_vocab=4096, n_ctx=256, batch=16, steps=10, compute_dtype
       r["mfu_measured_best_step"] = r["achieved_flops"] * r["step_s"] / r["best_step_s"] / peak
   out = {"rows": rows, "peak_measured_flops_per_device": peak, "dtype": dtype}
   if loader:
-    out["loader"] = loader_throughput(n_ctx, batch)
+    out["loader"] = loader_throughput(n_ctx, batch, vocab_size=n_vocab)
     fastest = max(r["tokens_per_s"] for r in rows) if rows else 0
     out["loader"]["ratio_to_fastest_trainer"] = out["loader"]["tokens_per_s"] / fastest if fastest else None
     say(f"loader: {out['loader']['tokens_per_s']:,.0f} tokens/s "

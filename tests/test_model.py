@@ -119,3 +119,28 @@ def test_bad_shapes_rejected(bad):
   shape = dict(n_layer=1, d_model=32, n_heads=2, n_ctx=16, n_vocab=300) | bad
   with pytest.raises(UserError):
     ModelConfig(**shape).validate()
+
+
+@pytest.mark.parametrize("n_ctx", [16, 96, 128, 256])   # 1, 1, 2 and 4 causal blocks
+def test_blocked_attention_equals_jax_attention(n_ctx):
+  from scaling.model import attention
+  q, k, v = (jax.random.normal(jax.random.key(i), (2, n_ctx, 3, 8)) for i in range(3))
+  np.testing.assert_allclose(attention(q, k, v, "explicit"), attention(q, k, v, "xla"),
+                             atol=2e-6)
+  loss = lambda impl: lambda q, k, v: jnp.sum(attention(q, k, v, impl) * v)
+  for a, b in zip(jax.grad(loss("explicit"), argnums=(0, 1, 2))(q, k, v),
+                  jax.grad(loss("xla"), argnums=(0, 1, 2))(q, k, v)):
+    np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+@pytest.mark.parametrize("tie, chunk", [(True, 0), (True, 7), (False, 16), (False, 1000)])
+def test_fused_cross_entropy_equals_logits_then_cross_entropy(tie, chunk):
+  cfg = ModelConfig(n_layer=2, d_model=32, n_heads=2, n_ctx=16, n_vocab=300, tie_embeddings=tie)
+  graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)), nnx.Param)
+  tokens = jax.random.randint(jax.random.key(1), (4, 17), 0, 300)
+  direct = lambda p: cross_entropy(nnx.merge(graphdef, p)(tokens[:, :-1]), tokens[:, 1:])
+  fused = lambda p: nnx.merge(graphdef, p).loss(tokens[:, :-1], tokens[:, 1:], chunk=chunk)
+  (l1, g1), (l2, g2) = jax.value_and_grad(direct)(params), jax.jit(jax.value_and_grad(fused))(params)
+  assert float(l2) == pytest.approx(float(l1), rel=1e-6)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
