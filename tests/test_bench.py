@@ -11,12 +11,12 @@ from scaling.model import ModelConfig, flops_per_token
 
 def test_bench_row_is_self_consistent(tmp_path, capsys):
   out = tmp_path / "b.json"
-  assert cli_main(["bench", "--shapes", "1,32,2", "--vocab", "256", "--ctx", "32", "--batch", "8",
+  assert cli_main(["bench", "--shapes", "1,32,2", "--vocab", "300", "--ctx", "32", "--batch", "8",
                    "--steps", "3", "--no-overhead", "--json", str(out)]) == 0
   result = json.loads(out.read_text())
   row = result["rows"][0]
   flops = flops_per_token(ModelConfig(n_layer=1, d_model=32, n_heads=2, n_ctx=32,
-                                      n_vocab=256))["palm_train"]
+                                      n_vocab=300))["palm_train"]
   assert row["flops_per_token"] == flops
   assert row["tokens_per_s"] == pytest.approx(8 * 32 / row["step_s"])
   assert row["achieved_flops"] == pytest.approx(flops * row["tokens_per_s"])
