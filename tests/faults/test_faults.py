@@ -7,7 +7,6 @@ files are byte-identical where they must be.
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -175,10 +174,9 @@ def test_nan_stops_at_its_step_keeps_the_last_good_checkpoint_and_can_skip_the_b
   assert any(run.glob("config.before-*.json"))             # the changed config is recorded
 
 
-def _capped(limit_bytes):
-  def apply():
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
-  return apply
+def _capped(cmd, limit_kib=20):
+  """cmd under a file-size cap (ulimit -f, in KiB): writes past it fail as on a full disk."""
+  return ["bash", "-c", f'ulimit -f {limit_kib} && exec "$@"', "bash", *cmd]
 
 
 def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, reference):
@@ -186,8 +184,8 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, 
   _preempt(run)
   kept = {p.name: _files(p) for p in (run / "checkpoints").iterdir() if p.name.isdigit()}
   # Files may grow to 20 kB, less than a checkpoint: the next save fails as on a full disk.
-  r = subprocess.run(_train_cmd(run, "--config.compilation_cache=false"), env=ENV,
-                     capture_output=True, text=True, preexec_fn=_capped(20_000))
+  r = subprocess.run(_capped(_train_cmd(run, "--config.compilation_cache=false")), env=ENV,
+                     capture_output=True, text=True)
   assert r.returncode == 2, r.stderr[-2000:]
   # orbax's writer threads log their own tracebacks first; the run's verdict is the last line.
   last = r.stderr.strip().splitlines()[-1]
