@@ -87,18 +87,30 @@ def _peak_memory_bytes(device) -> int | None:
   return None
 
 
-def bench_config(cfg_model, n_vocab: int, batch: int, micro_batches: int = 0, gns_on: bool = True):
-  """The pieces of a training run for a shape: a train config and the model config."""
+def trainer_step(n_layer: int, d_model: int, n_heads: int, n_ctx: int, n_vocab: int, batch: int,
+                 compute_dtype: str = "auto", micro_batches: int = 0, gns_on: bool = True,
+                 num_devices: int = 0, total_steps: int = 1000):
+  """The trainer's own jitted step for a shape (default config otherwise), its initial state, the
+  mesh, the model config and the micro-batch count."""
+  from scaling import train as trainlib
   from scaling.defaults import base_config
-  from scaling.train import resolve_dtype
+  mesh = trainlib.make_mesh(num_devices)
+  n_dev = mesh.devices.size
+  if batch % n_dev:
+    raise UserError(f"bench batch {batch} is not divisible by the {n_dev} devices")
   cfg = base_config()
   cfg.train.batch_size = batch
-  cfg.gns.enabled = gns_on
-  cfg.gns.micro_batches = micro_batches
-  mcfg = ModelConfig.from_config(dict(cfg_model, n_vocab=n_vocab,
-                                      compute_dtype=resolve_dtype(cfg_model.get("compute_dtype",
-                                                                                "auto"))))
-  return cfg, mcfg
+  cfg.gns.enabled, cfg.gns.micro_batches = gns_on, micro_batches
+  mcfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx,
+                     n_vocab=n_vocab, compute_dtype=trainlib.resolve_dtype(compute_dtype)).validate()
+  micro = trainlib.micro_batches(cfg.gns, n_dev)
+  geom = trainlib.BatchGeometry(batch, n_ctx, n_dev, micro)
+  graphdef, params = nnx.split(Transformer(mcfg, rngs=nnx.Rngs(0)), nnx.Param)
+  tx, schedule = trainlib.make_optimizer(cfg.train, 1e-3, total_steps)
+  state = trainlib.TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
+  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  step_fn = trainlib.make_train_step(trainlib.lm_loss(graphdef), tx, schedule, mesh, geom, cfg.gns)
+  return step_fn, state, mesh, mcfg, micro
 
 
 def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n_ctx: int = 256,
@@ -107,22 +119,10 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
                 peak_flops: float | None = None) -> dict:
   """Times the trainer's own step (AdamW, the noise estimator, the mesh) on random tokens."""
   from scaling import train as trainlib
-  mesh = trainlib.make_mesh(num_devices)
+  step_fn, state, mesh, mcfg, micro = trainer_step(
+      n_layer, d_model, n_heads, n_ctx, n_vocab, batch, compute_dtype, micro_batches, gns_on,
+      num_devices)
   n_dev = mesh.devices.size
-  if batch % n_dev:
-    raise UserError(f"bench batch {batch} is not divisible by the {n_dev} devices")
-  cfg, mcfg = bench_config(dict(n_layer=n_layer, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx,
-                                compute_dtype=compute_dtype), n_vocab, batch, micro_batches, gns_on)
-  micro = cfg.gns.micro_batches or (1 if n_dev > 1 else 2)
-  if not gns_on:
-    micro = 1
-  geom = trainlib.BatchGeometry(batch, n_ctx, n_dev, micro)
-  model = Transformer(mcfg, rngs=nnx.Rngs(0))
-  graphdef, params = nnx.split(model, nnx.Param)
-  tx, schedule = trainlib.make_optimizer(cfg.train, 1e-3, 1000)
-  state = trainlib.TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
-  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  step_fn = trainlib.make_train_step(trainlib.lm_loss(graphdef), tx, schedule, mesh, geom, cfg.gns)
   rng = np.random.default_rng(0)
   batches = [trainlib.global_batch(mesh, rng.integers(0, n_vocab, (batch, n_ctx + 1),
                                                       dtype=np.int32))
@@ -181,19 +181,10 @@ def loop_overhead(n_layer: int = 1, d_model: int = 24, n_heads: int = 1, n_ctx: 
   Defaults: the smallest model of the quickstart ladder."""
   from scaling import train as trainlib
   store = datalib.build_store("embedded", vocab_size, verbose=False)
-  mesh = trainlib.make_mesh(0)
-  cfg, mcfg = bench_config(dict(n_layer=n_layer, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx),
-                           store.n_vocab, batch)
-  n_dev = mesh.devices.size
-  micro = 1 if n_dev > 1 else 2
-  geom = trainlib.BatchGeometry(batch, n_ctx, n_dev, micro)
-  graphdef, params = nnx.split(Transformer(mcfg, rngs=nnx.Rngs(0)), nnx.Param)
-  tx, schedule = trainlib.make_optimizer(cfg.train, 1e-3, 10 * steps)
-  state = trainlib.TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
-  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  step_fn = trainlib.make_train_step(trainlib.lm_loss(graphdef), tx, schedule, mesh, geom, cfg.gns)
+  step_fn, state, mesh, _, _ = trainer_step(n_layer, d_model, n_heads, n_ctx, store.n_vocab, batch,
+                                            total_steps=10 * steps)
   src = datalib.WindowBatches(store.train_T, n_ctx, batch, 2 * rounds * steps + 10, 0, 0, 1, 0)
-  it = datalib.train_iterator(src, 0, cfg.data.loader_threads)
+  it = datalib.train_iterator(src, 0)
   b0 = trainlib.global_batch(mesh, next(it))
   compiled = step_fn.lower(state, b0).compile()
   for _ in range(3):

@@ -90,6 +90,14 @@ def make_optimizer(tcfg, peak_lr: float, total_steps: int):
   return optax.chain(*parts), schedule
 
 
+def micro_batches(gns_cfg, n_devices: int) -> int:
+  """Micro-batches per device: gns.micro_batches, else 1 on several devices (the devices give the
+  small batches of the noise estimator) and 2 on one; 1 when the estimator is off."""
+  if not gns_cfg.enabled:
+    return 1
+  return gns_cfg.micro_batches or (1 if n_devices > 1 else 2)
+
+
 def sq_norm(tree) -> jax.Array:
   return sum(jnp.vdot(x, x).real for x in jax.tree.leaves(tree)).astype(jnp.float32)
 
@@ -283,7 +291,7 @@ def _stderr_to_file():
     os.dup2(f.fileno(), 2)
     ok = False
     try:
-      yield f
+      yield
       ok = True
     finally:
       time.sleep(0.05)            # let late callbacks of the failed read land in the file
@@ -303,7 +311,7 @@ def _restore_latest_good(manager, ckpt_dir: Path, state, keep: int, is_main: boo
   bad = []
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      with _stderr_to_file() as noise:
+      with _stderr_to_file():
         restored = manager.restore(step, args=ocp.args.StandardRestore(abstract))
         jax.block_until_ready(restored)
     except Exception as e:  # orbax/tensorstore raise many types for damaged files
@@ -356,10 +364,8 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
   if tcfg.batch_size % n_devices:
     raise UserError(f"train.batch_size={tcfg.batch_size} is not divisible by the {n_devices} "
                     f"devices; use a multiple of {n_devices} or set mesh.num_devices")
-  micro = cfg.gns.micro_batches or (1 if n_devices > 1 else 2)
+  micro = micro_batches(cfg.gns, n_devices)
   per_device = tcfg.batch_size // n_devices
-  if not cfg.gns.enabled:
-    micro = 1
   if per_device % micro:
     raise UserError(f"the per-device batch {per_device} is not divisible by "
                     f"gns.micro_batches={micro}")
@@ -472,7 +478,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
     try:
       t_prev, record = _log(pending_step, t_prev, metrics_file, batch_tokens, flops, peak_flops)
     except OSError as e:
-      _raise_if_disk_full(e, metrics_path, manager)
+      _raise_if_disk_full(e, metrics_path)
       raise
     sinks.write(record)
     window.add(record)
@@ -668,7 +674,7 @@ def _disk_error(exc: BaseException):
   return None
 
 
-def _raise_if_disk_full(exc: BaseException, where: Path, manager=None) -> None:
+def _raise_if_disk_full(exc: BaseException, where: Path) -> None:
   """A full disk (or a size cap) while writing `where` (a file or folder in the run directory):
   one clear error that names the checkpoints still intact."""
   if _disk_error(exc) is None:
@@ -686,7 +692,7 @@ def _save(manager, step: int, tree, where: Path, metrics=None) -> None:
     # silently (a preemption checkpoint right after a periodic one was lost that way).
     manager.save(step, args=ocp.args.StandardSave(tree), metrics=metrics, force=True)
   except Exception as e:  # orbax re-raises write errors of the previous async save here too
-    _raise_if_disk_full(e, where, manager)
+    _raise_if_disk_full(e, where)
     raise
 
 
@@ -694,7 +700,7 @@ def _wait(manager, where: Path) -> None:
   try:
     manager.wait_until_finished()
   except Exception as e:
-    _raise_if_disk_full(e, where, manager)
+    _raise_if_disk_full(e, where)
     raise
 
 
