@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scaling.errors import UserError, WriteFailed
+from scaling.errors import UserError, StorageError
 
 
 def _cmd_train(args, overrides: list[str]) -> int:
@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     return args.func(args, overrides)
   except UserError as e:
     line = f"error: {' '.join(str(e).split())}"  # always one line
-    if isinstance(e, WriteFailed):
-      # The checkpoint library's writer threads may still be printing tracebacks: silence them
+    if isinstance(e, StorageError):
+      # The checkpoint library's threads may still be printing tracebacks: silence them
       # (file descriptor 2 to /dev/null), put the verdict on a line of its own, and leave now.
       import os
       sys.stdout.flush()

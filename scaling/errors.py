@@ -5,6 +5,7 @@ class UserError(Exception):
   """A mistake in the user's input. The CLI prints its message on one line and exits 2."""
 
 
-class WriteFailed(UserError):
-  """A write into the run directory failed (a full disk): background writer threads of the
-  checkpoint library may still be failing, so the command exits at once after saying so."""
+class StorageError(UserError):
+  """Checkpoints could not be written (a full disk) or none could be read back. The checkpoint
+  library's background threads may still be failing and printing, so the CLI silences them and
+  exits at once after its one-line verdict."""

@@ -37,7 +37,7 @@ from scaling import distributed
 from scaling import gns
 from scaling import loggers
 from scaling.config import to_json
-from scaling.errors import UserError, WriteFailed
+from scaling.errors import UserError, StorageError
 from scaling.model import (ModelConfig, Transformer, flops_per_token,
                            kaplan_learning_rate, param_count)
 
@@ -337,7 +337,7 @@ def _restore_latest_good(manager, ckpt_dir: Path, state, keep: int, is_main: boo
           max_to_keep=keep, create=True))
     return step, restored, manager
   manager.close()
-  raise UserError(f"no checkpoint in {ckpt_dir} can be read (steps "
+  raise StorageError(f"no checkpoint in {ckpt_dir} can be read (steps "
                   f"{', '.join(str(b) for b, _ in bad)}: {bad[0][1]}); nothing was changed. "
                   "Move the folder aside to start again, or pass --overwrite")
 
@@ -681,7 +681,7 @@ def _raise_if_disk_full(exc: BaseException, where: Path) -> None:
     return
   ckpt_dir = where.parent / "checkpoints"
   good = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.is_dir() else []
-  raise WriteFailed(f"no space left writing {where} ({str(_disk_error(exc)).splitlines()[0][:120]}); "
+  raise StorageError(f"no space left writing {where} ({str(_disk_error(exc)).splitlines()[0][:120]}); "
                   f"the checkpoints {good or '(none)'} in {ckpt_dir} are intact. Free space and "
                   "rerun the same command to resume") from None
 
