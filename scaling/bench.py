@@ -40,28 +40,38 @@ def nominal_peak(device=None) -> float | None:
   return None
 
 
-def matmul_peak(dtype: str = "float32", sizes=(), repeats: int = 8, device=None) -> float:
+def _matmul_timer(n: int, dtype: str, device):
+  """A function that times one n×n×n matmul on `device` and returns its FLOP/s (2·n³ / time)."""
+  mm = jax.jit(lambda x, y: x @ y)
+  a = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype), device)
+  b = jax.device_put(jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype), device)
+  mm(a, b).block_until_ready()
+
+  def timed() -> float:
+    t0 = time.perf_counter()
+    mm(a, b).block_until_ready()
+    return 2 * n ** 3 / (time.perf_counter() - t0)
+  return timed
+
+
+def matmul_peak(dtype: str = "float32", sizes=(), repeats: int = 8, device=None,
+                with_size: bool = False):
   """FLOP/s of the fastest of several timed n×n×n matmuls on one device (2·n³ FLOP each).
 
   The best over sizes and repeats: a busy or cold processor only lowers the peak (which would
   flatter the MFU), so the maximum is the honest denominator. Sizes default to 1024–3072 on CPU
-  and 8192 on accelerators.
+  and 8192 on accelerators. with_size: also return the size that reached it.
   """
   device = device or jax.devices()[0]
   sizes = sizes or ((1024, 2048, 3072) if device.platform == "cpu" else (8192,))
-  mm = jax.jit(lambda x, y: x @ y)
-  best = 0.0
+  best, best_n = 0.0, sizes[0]
   for n in sizes:
-    a = jax.device_put(jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype),
-                       device)
-    b = jax.device_put(jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype),
-                       device)
-    mm(a, b).block_until_ready()
+    timed = _matmul_timer(n, dtype, device)
     for _ in range(repeats):
-      t0 = time.perf_counter()
-      mm(a, b).block_until_ready()
-      best = max(best, 2 * n ** 3 / (time.perf_counter() - t0))
-  return best
+      rate = timed()
+      if rate > best:
+        best, best_n = rate, n
+  return (best, best_n) if with_size else best
 
 
 @functools.cache
@@ -116,13 +126,20 @@ def trainer_step(n_layer: int, d_model: int, n_heads: int, n_ctx: int, n_vocab: 
 def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n_ctx: int = 256,
                 batch: int = 16, steps: int = 10, warmup: int = 2, compute_dtype: str = "auto",
                 micro_batches: int = 0, gns_on: bool = True, num_devices: int = 0,
-                peak_flops: float | None = None) -> dict:
-  """Times the trainer's own step (AdamW, the noise estimator, the mesh) on random tokens."""
+                peak_flops: float | None = None, peak_size: int = 0) -> dict:
+  """Times the trainer's own step (AdamW, the noise estimator, the mesh) on random tokens.
+
+  Around each timed step, the peak's matmul (size `peak_size` from matmul_peak, at most 2048) is
+  timed three times before and three times after on the same device; the step's paired MFU is
+  its FLOP/s over the fastest of those six. A shared machine's speed drifts by tens of percent
+  within minutes, which one peak measured before or after all steps cannot follow.
+  """
   from scaling import train as trainlib
   step_fn, state, mesh, mcfg, micro = trainer_step(
       n_layer, d_model, n_heads, n_ctx, n_vocab, batch, compute_dtype, micro_batches, gns_on,
       num_devices)
   n_dev = mesh.devices.size
+  device = mesh.devices.flat[0]
   rng = np.random.default_rng(0)
   batches = [trainlib.global_batch(mesh, rng.integers(0, n_vocab, (batch, n_ctx + 1),
                                                       dtype=np.int32))
@@ -137,35 +154,46 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
   for i in range(warmup):
     state, metrics = compiled(state, batches[i % 2])
   jax.block_until_ready(metrics)
-  # Each step timed on its own (a blocked step: compute only, no dispatch overlap); the median
-  # is the reported speed, the fastest is kept too (a shared machine only ever slows a step).
-  times = []
+  if peak_flops is None:
+    peak_flops, peak_size = matmul_peak(mcfg.compute_dtype, device=device, with_size=True)
+  mm_rate = _matmul_timer(min(peak_size or 2048, 2048), mcfg.compute_dtype, device)
+  # Each step timed on its own (a blocked step: compute only, no dispatch overlap) between blocks
+  # of three matmul timings. The median step is the reported speed, the fastest is kept too.
+  times, mm_rates = [], [max(mm_rate() for _ in range(3))]
   for i in range(steps):
     t0 = time.perf_counter()
     state, metrics = compiled(state, batches[i % 2])
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t0)
+    mm_rates.append(max(mm_rate() for _ in range(3)))
   step_s, best_step_s = float(np.median(times)), float(np.min(times))
   if not np.isfinite(float(metrics["loss"])):
     raise RuntimeError("the benchmarked step produced a non-finite loss")
 
   flops_tok = flops_per_token(mcfg)["palm_train"]
+  step_flops = flops_tok * batch * n_ctx
   tokens_per_s = batch * n_ctx / step_s
   achieved = flops_tok * tokens_per_s
-  device = mesh.devices.flat[0]
   nominal = nominal_peak(device)
-  peak = peak_flops if peak_flops is not None else matmul_peak(mcfg.compute_dtype, device=device)
   # Forced CPU devices share one processor: the measured peak already covers all of them.
   scale = 1 if device.platform == "cpu" else n_dev
+  paired = [step_flops / t / (max(r0, r1) * scale)
+            for t, r0, r1 in zip(times, mm_rates[:-1], mm_rates[1:])]
   return {
       "shape": [n_layer, d_model, n_heads], "n_vocab": n_vocab, "n_ctx": n_ctx, "batch": batch,
       "compute_dtype": mcfg.compute_dtype, "micro_batches": micro, "gns": gns_on,
       "n_devices": n_dev, "n_kaplan": param_count(mcfg)["n_kaplan"],
       "n_total": param_count(mcfg)["n_total"], "flops_per_token": flops_tok,
-      "step_s": step_s, "best_step_s": best_step_s, "tokens_per_s": tokens_per_s, "achieved_flops": achieved,
-      "peak_measured_flops": peak * scale,
-      "mfu_measured": achieved / (peak * scale),
-      "mfu_measured_best_step": flops_tok * batch * n_ctx / best_step_s / (peak * scale),
+      "step_s": step_s, "best_step_s": best_step_s, "step_times_s": times,
+      "tokens_per_s": tokens_per_s, "achieved_flops": achieved,
+      # MFU against the peak of the whole run (a conservative bound: median step, best matmul).
+      "peak_measured_flops": peak_flops * scale,
+      "mfu_measured": achieved / (peak_flops * scale),
+      "mfu_measured_best_step": step_flops / best_step_s / (peak_flops * scale),
+      # MFU against the matmul timed beside each step (median over steps): the machine's speed now.
+      "paired_matmul_size": min(peak_size or 2048, 2048),
+      "matmul_flops_beside_steps": mm_rates,           # the best of each block of three
+      "mfu_paired": float(np.median(paired)),
       "peak_nominal_flops": nominal * n_dev if nominal else None,
       "mfu_nominal": achieved / (nominal * n_dev) if nominal else None,
       "trace_s": trace_s, "compile_s": compile_s, "peak_memory_bytes": _peak_memory_bytes(device),
@@ -240,19 +268,22 @@ def run_bench(shapes, n_vocab=4096, n_ctx=256, batch=16, steps=10, compute_dtype
   """Benchmarks every shape and the loader; returns the JSON-able result."""
   from scaling.train import resolve_dtype
   dtype = resolve_dtype(compute_dtype)
-  peak = matmul_peak(dtype)
+  peak, size = matmul_peak(dtype, with_size=True)
   say = print if verbose else (lambda *a, **k: None)
   say(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
-      f"measured {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s per device")
+      f"measured {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s per device (n={size})")
+  say(HEADER)
   rows = []
   for shape in shapes:
     row = bench_shape(*shape, n_vocab=n_vocab, n_ctx=n_ctx, batch=batch, steps=steps,
                       compute_dtype=compute_dtype, micro_batches=micro_batches, gns_on=gns_on,
-                      num_devices=num_devices, peak_flops=peak)
+                      num_devices=num_devices, peak_flops=peak, peak_size=size)
     rows.append(row)
     say(format_row(row))
-  # A busy or cold processor only lowers a measured peak: take the larger of before and after.
-  peak = max(peak, matmul_peak(dtype))
+  # A busy or cold processor only lowers a measured peak: the run's peak is the best of all
+  # matmuls timed in it, before, beside and after the steps.
+  peak = max([peak, matmul_peak(dtype)] +
+             [r for row in rows for r in row["matmul_flops_beside_steps"]])
   for r in rows:
     if r["backend"] == "cpu":
       r["peak_measured_flops"] = peak
@@ -275,7 +306,8 @@ def run_bench(shapes, n_vocab=4096, n_ctx=256, batch=16, steps=10, compute_dtype
 
 
 HEADER = (f"{'shape':>12} {'tokens/s':>10} {'ms/step':>8} {'FLOP/tok':>9} {'GFLOP/s':>8} "
-          f"{'MFU(meas)':>9} {'MFU(nom)':>8} {'trace s':>7} {'compile s':>9} {'mem MiB':>8}")
+          f"{'MFU(pair)':>9} {'MFU(run)':>8} {'MFU(nom)':>8} {'trace s':>7} {'compile s':>9} "
+          f"{'mem MiB':>8}")
 
 
 def format_row(r: dict) -> str:
@@ -283,7 +315,8 @@ def format_row(r: dict) -> str:
   mem = f"{r['peak_memory_bytes'] / 2**20:.0f}" if r["peak_memory_bytes"] else "–"
   return (f"{'x'.join(map(str, r['shape'])):>12} {r['tokens_per_s']:>10,.0f} "
           f"{1e3 * r['step_s']:>8.1f} {r['flops_per_token']:>9.3g} "
-          f"{r['achieved_flops'] / 1e9:>8.1f} {100 * r['mfu_measured']:>8.1f}% {nom:>8} "
+          f"{r['achieved_flops'] / 1e9:>8.1f} {100 * r['mfu_paired']:>8.1f}% "
+          f"{100 * r['mfu_measured']:>7.1f}% {nom:>8} "
           f"{r['trace_s']:>7.2f} {r['compile_s']:>9.2f} {mem:>8}")
 
 

@@ -22,9 +22,16 @@ def test_bench_row_is_self_consistent(tmp_path, capsys):
   assert row["achieved_flops"] == pytest.approx(flops * row["tokens_per_s"])
   assert row["mfu_measured"] == pytest.approx(row["achieved_flops"] / row["peak_measured_flops"])
   assert 0 < row["mfu_measured"] < 1 and row["mfu_nominal"] is None     # CPU: no nominal peak
+  # The run's peak is the best of every matmul timed, so no paired matmul beats it; each paired
+  # ratio is the step's FLOP/s over the faster of the matmul blocks just before and after it.
+  rates, times = row["matmul_flops_beside_steps"], row["step_times_s"]
+  assert len(rates) == len(times) + 1 and max(rates) <= row["peak_measured_flops"]
+  paired = [8 * 32 * flops / t / max(a, b) for t, a, b in zip(times, rates, rates[1:])]
+  assert row["mfu_paired"] == pytest.approx(sorted(paired)[1])         # median of 3
+  assert row["mfu_paired"] >= row["mfu_measured"]        # a local peak is at most the run's peak
   assert row["compile_s"] > 0 and row["peak_memory_bytes"] > 0
   assert result["loader"]["tokens_per_s"] > 0
-  assert "MFU(meas)" in capsys.readouterr().out
+  assert "MFU(pair)" in capsys.readouterr().out
 
 
 def test_nominal_peaks_and_shape_parsing():
