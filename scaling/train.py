@@ -333,8 +333,7 @@ def _restore_latest_good(manager, ckpt_dir: Path, state, keep: int, is_main: boo
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices("scaling-restore")
       manager.close()
-      manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
-          max_to_keep=keep, create=True))
+      manager = ocp.CheckpointManager(ckpt_dir, options=_manager_options("state", max_to_keep=keep))
     return step, restored, manager
   manager.close()
   raise StorageError(f"no checkpoint in {ckpt_dir} can be read (steps "
@@ -413,8 +412,8 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
   state = jax.device_put(state, replicated)
 
   ckpt_dir = (run_dir / "checkpoints").resolve()
-  manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
-      max_to_keep=cfg.checkpoint.keep, create=True))
+  manager = ocp.CheckpointManager(ckpt_dir, options=_manager_options(
+      "state", max_to_keep=cfg.checkpoint.keep))
   start = 0
   if manager.latest_step() is not None:
     start, state, manager = _restore_latest_good(manager, ckpt_dir, state, cfg.checkpoint.keep,
@@ -454,10 +453,8 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
   eval_every = cfg.eval.every or total_steps
   # The early-stopping checkpoint: parameters at the lowest held-out loss so far (orbax keeps the
   # best by its recorded metric); on resume the best so far comes back from it.
-  best_manager = ocp.CheckpointManager((run_dir / "best").resolve(),
-                                       options=ocp.CheckpointManagerOptions(
-                                           max_to_keep=1, best_fn=lambda m: m["eval_loss"],
-                                           best_mode="min", create=True))
+  best_manager = ocp.CheckpointManager((run_dir / "best").resolve(), options=_manager_options(
+      "best", max_to_keep=1, best_fn=lambda m: m["eval_loss"], best_mode="min"))
   best = {"eval_loss": math.inf, "step": None}
   if best_manager.best_step() is not None:
     step_b = best_manager.best_step()
@@ -684,6 +681,16 @@ def _raise_if_disk_full(exc: BaseException, where: Path) -> None:
   raise StorageError(f"no space left writing {where} ({str(_disk_error(exc)).splitlines()[0][:120]}); "
                   f"the checkpoints {good or '(none)'} in {ckpt_dir} are intact. Free space and "
                   "rerun the same command to resume") from None
+
+
+def _manager_options(name: str, **kw) -> ocp.CheckpointManagerOptions:
+  """Options of the run's checkpoint managers ("state", "best"). Each has its own prefix for the
+  barriers between processes: orbax names a save's barriers after the step's directory, so the
+  two managers' saves of the same step would otherwise meet at each other's barriers (seen as
+  a hang, or a metadata check that found one process's files, in 2-process runs)."""
+  return ocp.CheckpointManagerOptions(
+      create=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
+          barrier_sync_key_prefix=f"scaling-{name}"), **kw)
 
 
 def _save(manager, step: int, tree, where: Path, metrics=None) -> None:
