@@ -202,8 +202,8 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
 
 
 def loop_overhead(n_layer: int = 1, d_model: int = 24, n_heads: int = 1, n_ctx: int = 128,
-                  vocab_size: int = 2048, batch: int = 16, steps: int = 40,
-                  rounds: int = 5) -> dict:
+                  vocab_size: int = 2048, batch: int = 16, steps: int = 20,
+                  rounds: int = 15) -> dict:
   """Time between steps: the trainer's loop (real token store and grain loader, a global array per
   batch, metrics fetched one step behind) against the same compiled step timed blocked.
   Defaults: the smallest model of the quickstart ladder."""
@@ -218,8 +218,8 @@ def loop_overhead(n_layer: int = 1, d_model: int = 24, n_heads: int = 1, n_ctx: 
   for _ in range(3):
     state, metrics = compiled(state, trainlib.global_batch(mesh, next(it)))
   jax.block_until_ready(metrics)
-  # Rounds alternate the two ways of running and each keeps its fastest round: on a shared
-  # machine noise only ever adds time, so the minima compare like with like.
+  # Short rounds alternate the two ways of running; the overhead is the median over rounds of
+  # each round's pair (a shared machine's speed drifts, and a pair close in time shares it).
   blocked_rounds, loop_rounds = [], []
   for _ in range(rounds):
     blocked = 0.0
@@ -241,10 +241,13 @@ def loop_overhead(n_layer: int = 1, d_model: int = 24, n_heads: int = 1, n_ctx: 
     jax.device_get(pending)
     jax.block_until_ready(state)
     loop_rounds.append((time.perf_counter() - t0) / steps)
-  loop_s, step_s = min(loop_rounds), min(blocked_rounds)
+  fractions = [(lo - bl) / lo for lo, bl in zip(loop_rounds, blocked_rounds)]
   return {"shape": [n_layer, d_model, n_heads], "n_ctx": n_ctx, "batch": batch,
-          "loop_step_s": loop_s, "compiled_step_s": step_s,
-          "overhead_fraction": (loop_s - step_s) / loop_s}
+          "loop_step_s": float(np.median(loop_rounds)),
+          "compiled_step_s": float(np.median(blocked_rounds)),
+          "overhead_fraction": float(np.median(fractions)),
+          "overhead_fraction_of_minima": (min(loop_rounds) - min(blocked_rounds)) / min(loop_rounds),
+          "rounds": rounds, "steps_per_round": steps}
 
 
 def loader_throughput(n_ctx: int = 256, batch: int = 16, steps: int = 200, threads: int = 2,

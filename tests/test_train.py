@@ -39,6 +39,7 @@ def _train_cmd(run_dir, steps):
           "--config.mesh.num_devices=2", "--config.checkpoint.every=10", "--config.eval.every=50"]
 
 
+@pytest.mark.slow   # 30 s; tests/faults/test_faults.py kills a run mid-save and checks the same
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
   steps = 300
   env = dict(os.environ, PYTHONPATH=str(REPO))
