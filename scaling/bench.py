@@ -202,8 +202,8 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
 
 
 def loop_overhead(n_layer: int = 1, d_model: int = 24, n_heads: int = 1, n_ctx: int = 128,
-                  vocab_size: int = 2048, batch: int = 16, steps: int = 20,
-                  rounds: int = 15) -> dict:
+                  vocab_size: int = 2048, batch: int = 16, steps: int = 10,
+                  rounds: int = 40) -> dict:
   """Time between steps: the trainer's loop (real token store and grain loader, a global array per
   batch, metrics fetched one step behind) against the same compiled step timed blocked.
   Defaults: the smallest model of the quickstart ladder."""
