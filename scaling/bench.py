@@ -54,13 +54,13 @@ def _matmul_timer(n: int, dtype: str, device):
   return timed
 
 
-def matmul_peak(dtype: str = "float32", sizes=(), repeats: int = 8, device=None,
-                with_size: bool = False):
-  """FLOP/s of the fastest of several timed n×n×n matmuls on one device (2·n³ FLOP each).
+def matmul_peak(dtype: str = "float32", sizes=(), repeats: int = 8,
+                device=None) -> tuple[float, int]:
+  """(FLOP/s, n) of the fastest of several timed n×n×n matmuls on one device (2·n³ FLOP each).
 
   The best over sizes and repeats: a busy or cold processor only lowers the peak (which would
   flatter the MFU), so the maximum is the honest denominator. Sizes default to 1024–3072 on CPU
-  and 8192 on accelerators. with_size: also return the size that reached it.
+  and 8192 on accelerators.
   """
   device = device or jax.devices()[0]
   sizes = sizes or ((1024, 2048, 3072) if device.platform == "cpu" else (8192,))
@@ -71,7 +71,7 @@ def matmul_peak(dtype: str = "float32", sizes=(), repeats: int = 8, device=None,
       rate = timed()
       if rate > best:
         best, best_n = rate, n
-  return (best, best_n) if with_size else best
+  return best, best_n
 
 
 @functools.cache
@@ -83,7 +83,7 @@ def training_peak(dtype: str = "float32") -> tuple[float, str]:
   nominal = nominal_peak(devices[0])
   if nominal:
     return nominal * len(devices), f"nominal {devices[0].device_kind}"
-  peak = matmul_peak(dtype, sizes=(1024, 2048), repeats=3)
+  peak, _ = matmul_peak(dtype, sizes=(1024, 2048), repeats=3)
   scale = 1 if devices[0].platform == "cpu" else len(devices)
   return peak * scale, f"measured {dtype} matmul"
 
@@ -155,8 +155,9 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
     state, metrics = compiled(state, batches[i % 2])
   jax.block_until_ready(metrics)
   if peak_flops is None:
-    peak_flops, peak_size = matmul_peak(mcfg.compute_dtype, device=device, with_size=True)
-  mm_rate = _matmul_timer(min(peak_size or 2048, 2048), mcfg.compute_dtype, device)
+    peak_flops, peak_size = matmul_peak(mcfg.compute_dtype, device=device)
+  paired_n = min(peak_size or 2048, 2048)
+  mm_rate = _matmul_timer(paired_n, mcfg.compute_dtype, device)
   # Each step timed on its own (a blocked step: compute only, no dispatch overlap) between blocks
   # of three matmul timings. The median step is the reported speed, the fastest is kept too.
   times, mm_rates = [], [max(mm_rate() for _ in range(3))]
@@ -191,7 +192,7 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
       "mfu_measured": achieved / (peak_flops * scale),
       "mfu_measured_best_step": step_flops / best_step_s / (peak_flops * scale),
       # MFU against the matmul timed beside each step (median over steps): the machine's speed now.
-      "paired_matmul_size": min(peak_size or 2048, 2048),
+      "paired_matmul_size": paired_n,
       "matmul_flops_beside_steps": mm_rates,           # the best of each block of three
       "mfu_paired": float(np.median(paired)),
       "peak_nominal_flops": nominal * n_dev if nominal else None,
@@ -271,7 +272,7 @@ def run_bench(shapes, n_vocab=4096, n_ctx=256, batch=16, steps=10, compute_dtype
   """Benchmarks every shape and the loader; returns the JSON-able result."""
   from scaling.train import resolve_dtype
   dtype = resolve_dtype(compute_dtype)
-  peak, size = matmul_peak(dtype, with_size=True)
+  peak, size = matmul_peak(dtype)
   say = print if verbose else (lambda *a, **k: None)
   say(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
       f"measured {dtype} matmul peak {peak / 1e9:.1f} GFLOP/s per device (n={size})")
@@ -285,7 +286,7 @@ def run_bench(shapes, n_vocab=4096, n_ctx=256, batch=16, steps=10, compute_dtype
     say(format_row(row))
   # A busy or cold processor only lowers a measured peak: the run's peak is the best of all
   # matmuls timed in it, before, beside and after the steps.
-  peak = max([peak, matmul_peak(dtype)] +
+  peak = max([peak, matmul_peak(dtype)[0]] +
              [r for row in rows for r in row["matmul_flops_beside_steps"]])
   for r in rows:
     if r["backend"] == "cpu":

@@ -26,21 +26,24 @@ def _plt():
   return plt
 
 
+def _write_png(fig, path: Path, figures: dict, key: str, **savefig_kw) -> None:
+  """PNG file, close; records the file under `key` in `figures`."""
+  fig.savefig(path, **savefig_kw)
+  _plt().close(fig)
+  figures[key] = path.name
+
+
 def _save_panels(fig, title: str, path: Path, figures: dict) -> None:
-  """A figure of several panels (each with its own legend): title, PNG file, close."""
+  """A figure of several panels (each with its own legend): title, then _write_png."""
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  _plt().close(fig)
-  figures[path.stem] = path.name
+  _write_png(fig, path, figures, path.stem, dpi=110)
 
 
 def _save(fig, ax, path: Path, figures: dict, key: str, legend_size: int = 8) -> None:
-  """Legend, PNG file, close; records the file under `key` in `figures`."""
+  """Legend, then _write_png."""
   ax.legend(fontsize=legend_size)
-  fig.savefig(path, dpi=120, bbox_inches="tight")
-  _plt().close(fig)
-  figures[key] = path.name
+  _write_png(fig, path, figures, key, dpi=120, bbox_inches="tight")
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -301,7 +304,8 @@ def _shapes(rows: list[dict], out: Path, plt, figures: dict) -> dict:
       ax.axhline(0, color="gray", lw=0.5)
       ax.legend(fontsize=7)
     axes[0].set_ylabel("loss increase over the best shape at this N (%)")
-    _save_panels(fig, "Loss against shape at fixed non-embedding N (Kaplan 2020 Fig. 5)", out / "shape_factors.png", figures)
+    _save_panels(fig, "Loss against shape at fixed non-embedding N (Kaplan 2020 Fig. 5)",
+                 out / "shape_factors.png", figures)
   col = result["collapse"]
   if col:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharey=True)
@@ -320,7 +324,8 @@ def _shapes(rows: list[dict], out: Path, plt, figures: dict) -> dict:
       ax.set(xscale="log", yscale="log", xlabel=xlabel, title=f"rms deviation {c['rms_pct']:.2f}%")
       ax.legend(fontsize=7)
     axes[0].set_ylabel("held-out loss (nats/token)")
-    _save_panels(fig, "Depth curves with and without embedding parameters (Kaplan 2020 Fig. 6)", out / "depth_collapse.png", figures)
+    _save_panels(fig, "Depth curves with and without embedding parameters (Kaplan 2020 Fig. 6)",
+                 out / "depth_collapse.png", figures)
   return result
 
 

@@ -367,8 +367,8 @@ def _restore_latest_good(manager, ckpt_dir: Path, state, keep: int, is_main: boo
     return step, restored, manager
   manager.close()
   raise StorageError(f"no checkpoint in {ckpt_dir} can be read (steps "
-                  f"{', '.join(str(b) for b, _ in bad)}: {bad[0][1]}); nothing was changed. "
-                  "Move the folder aside to start again, or pass --overwrite")
+                     f"{', '.join(str(b) for b, _ in bad)}: {bad[0][1]}); nothing was changed. "
+                     "Move the folder aside to start again, or pass --overwrite")
 
 
 def resolve_run_dir(cfg) -> Path:
@@ -707,10 +707,12 @@ def _raise_if_disk_full(exc: BaseException, where: Path) -> None:
   if _disk_error(exc) is None:
     return
   ckpt_dir = where.parent / "checkpoints"
-  good = sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.is_dir() else []
-  raise StorageError(f"no space left writing {where} ({str(_disk_error(exc)).splitlines()[0][:120]}); "
-                  f"the checkpoints {good or '(none)'} in {ckpt_dir} are intact. Free space and "
-                  "rerun the same command to resume") from None
+  good = (sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
+          if ckpt_dir.is_dir() else [])
+  why = str(_disk_error(exc)).splitlines()[0][:120]
+  raise StorageError(f"no space left writing {where} ({why}); the checkpoints {good or '(none)'} "
+                     f"in {ckpt_dir} are intact. Free space and rerun the same command to "
+                     "resume") from None
 
 
 def _manager_options(name: str, **kw) -> ocp.CheckpointManagerOptions:
