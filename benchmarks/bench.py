@@ -41,7 +41,7 @@ def main():
     print(f"shape {row['shape']}: {row['tokens_per_s']:,.0f} tokens/s; MFU {100 * row['mfu_paired']:.1f}% "
           f"against the matmul timed beside each step (median over steps), "
           f"{100 * row['mfu_measured']:.1f}% against the run's fastest matmul "
-          f"({first['peak_measured_flops_per_device'] / 1e9:.0f} GFLOP/s), "
+          f"({first['peak_measured_flop_per_s_per_device'] / 1e9:.0f} GFLOP/s), "
           f"{100 * row['mfu_measured_best_step']:.1f}% for its fastest step")
   for r1, r2 in zip(first["rows"], second["rows"]):
     print(f"shape {r1['shape']}: XLA compile {r1['compile_s']:.2f} s, second run "

@@ -16,16 +16,10 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from flax import nnx  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from scaling import gns  # noqa: E402
-from scaling.model import ModelConfig, Transformer  # noqa: E402
-from scaling.train import (BatchGeometry, TrainState, lm_loss, make_mesh,  # noqa: E402
-                           make_train_step)
+from scaling.bench import trainer_step  # noqa: E402
 
 
 def main():
@@ -37,23 +31,17 @@ def main():
   ap.add_argument("--n_ctx", type=int, default=128)
   args = ap.parse_args()
   n_layer, d_model, heads = map(int, args.shape.split(","))
-  mcfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=heads, n_ctx=args.n_ctx,
-                     n_vocab=2048)
-  mesh = make_mesh(8)
-  geom = BatchGeometry(args.batch, args.n_ctx, 8, 1)
-  graphdef, params = nnx.split(Transformer(mcfg, rngs=nnx.Rngs(0)), nnx.Param)
-  tx = optax.adamw(1e-3)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  data = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.devices()[:8]), ("data",)),
+                                    jax.sharding.PartitionSpec("data"))
   rng = np.random.default_rng(0)
   batches = [jax.device_put(rng.integers(0, 2048, (args.batch, args.n_ctx + 1), dtype=np.int32),
                             data) for _ in range(8)]
   steps, states = {}, {}
   for on in (True, False):
-    cfg = type("G", (), {"enabled": on, "ema_decay": 0.95})
-    steps[on] = make_train_step(lm_loss(graphdef), tx, lambda s: 1e-3, mesh, geom, cfg)
-    state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
-    states[on] = jax.device_put(jax.tree.map(jnp.copy, state), replicated)
+    # The trainer's own step (step.build), one micro-batch per device as on several devices.
+    trainer, _ = trainer_step(n_layer, d_model, heads, args.n_ctx, 2048, args.batch,
+                              micro_batches=1, gns_on=on, num_devices=8)
+    steps[on], states[on] = trainer.step_fn, trainer.state
     t = time.perf_counter()
     states[on], m = steps[on](states[on], batches[0])
     m["loss"].block_until_ready()

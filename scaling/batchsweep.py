@@ -3,78 +3,42 @@
 One model is trained at a ladder of batch sizes (a learning rate that rises with B, constant after
 warm-up, each run ended once it is past the lowest target loss). For each target loss L, the step
 S(B, L) at which the smoothed training loss first reaches L gives, across batch sizes, the
-hyperbola S = S_min·(1 + B_crit/B) (McCandlish 2018 §2.2; SCIENCE.md §4.5), fitted as a line in
+hyperbola S = S_min·(1 + B_crit/B) (McCandlish 2018, arXiv 1812.06162, eq. 2.11), fitted as a line in
 1/B; then B_crit(L) = B*/L^(1/α_B) (Kaplan 2020 eq. 1.4) across targets, with a bootstrap
 interval. The online B_noise (scaling/gns.py) logged when each run crossed L is compared with it.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 
-from scaling.config import to_json
+from scaling import rundir
 from scaling.errors import UserError
-from scaling.laws import approaches, fit, forms
+from scaling.expand import batch_sweep_runs
+from scaling.laws import approaches, fit, forms, io
+from scaling.laws.io import atomic_write_text
+from scaling.sweep import run_points
 
 
-def sweep_lr(cfg_sweep, batch_seqs: int) -> float:
-  """Learning rate for a batch size: lr_ref·(B/B_ref)^lr_exponent, capped at lr_max (the optimal
-  rate rises with B, SCIENCE.md §4.5)."""
-  scale = (batch_seqs / cfg_sweep.batch_ref) ** cfg_sweep.lr_exponent
-  return min(cfg_sweep.lr_max, cfg_sweep.lr_ref * scale)
-
-
-def run_configs(cfg) -> list:
-  """One training config per batch size, each in its own run directory under the sweep's."""
-  out = Path(cfg.run_dir or Path("runs") / cfg.name)
-  s = cfg.sweep
-  if not s.targets or not s.batch_sizes:
-    raise UserError("sweep.targets and sweep.batch_sizes must not be empty")
-  runs = []
-  for b in s.batch_sizes:
-    rc = copy.deepcopy(cfg)
-    with rc.unlocked():
-      del rc["sweep"]
-    rc.name = f"{cfg.name}-bs{b}"
-    rc.run_dir = str(out / f"bs{b:05d}")
-    rc.train.batch_size = int(b)
-    rc.train.peak_lr = sweep_lr(s, b)
-    rc.train.tokens = 0
-    rc.train.steps = int(min(s.max_steps, math.ceil(s.max_tokens / (b * cfg.model.n_ctx))))
-    rc.train.min_lr_ratio = 1.0                    # constant after warm-up
-    rc.train.stop_loss = min(s.targets) - s.stop_margin
-    rc.train.stop_window_tokens = s.smooth_tokens
-    runs.append(rc)
-  return runs
-
-
-def smoothed(tokens: np.ndarray, loss: np.ndarray, window_tokens: int) -> np.ndarray:
-  """Centred moving average over ±window/2 tokens (no lag, unlike an EMA)."""
-  c = np.concatenate([[0.0], np.cumsum(loss)])
-  lo = np.searchsorted(tokens, tokens - window_tokens / 2, side="left")
-  hi = np.searchsorted(tokens, tokens + window_tokens / 2, side="right")
-  return (c[hi] - c[lo]) / (hi - lo)
-
-
-def crossings(records: list[dict], targets, window_tokens: int) -> dict:
-  """For each target loss: the first step whose smoothed training loss is at or below it (None
-  if never), and the online B_noise (tokens) logged at that step."""
-  recs = [r for r in records if r.get("loss") is not None]
-  tokens = np.array([r["tokens"] for r in recs], float)
-  loss = smoothed(tokens, np.array([r["loss"] for r in recs]), window_tokens)
+def crossings(curve: dict, targets, window_tokens: float) -> dict:
+  """For each target loss: the first step whose smoothed training loss (rundir.smoothed over
+  window_tokens) is at or below it (None if never), and the online B_noise (tokens) logged then.
+  `curve` holds arrays step, tokens, loss and b_noise_tokens (rundir.loss_curve)."""
+  tokens = np.asarray(curve["tokens"], float)
+  loss = rundir.smoothed(tokens, np.asarray(curve["loss"], float), window_tokens)
   out = {}
   for target in targets:
     hit = np.flatnonzero(loss <= target)
     # A crossing in the last half-window is not yet confirmed by the data after it.
     if hit.size and tokens[hit[0]] <= tokens[-1] - window_tokens / 2:
       i = int(hit[0])
-      out[float(target)] = {"step": recs[i]["step"], "tokens": recs[i]["tokens"],
-                            "b_noise_tokens": recs[i].get("b_noise_tokens")}
+      b_noise = float(curve["b_noise_tokens"][i])
+      out[float(target)] = {"step": int(curve["step"][i]), "tokens": float(tokens[i]),
+                            "b_noise_tokens": b_noise if math.isfinite(b_noise) else None}
     else:
       out[float(target)] = None
   return out
@@ -82,15 +46,14 @@ def crossings(records: list[dict], targets, window_tokens: int) -> dict:
 
 def analyze(sweep_dir: Path, targets, window_tokens: int, n_boot: int = 1000) -> dict:
   """Reads every run of the sweep; fits the hyperbola per target and B_crit(L) across targets."""
-  runs = sorted(p.parent for p in Path(sweep_dir).glob("bs*/summary.json"))
+  runs = [r for r in rundir.find_runs(Path(sweep_dir)) if r.name.startswith("bs")]
   if len(runs) < 3:
     raise UserError(f"{sweep_dir} holds {len(runs)} finished batch sizes; the fit needs at least 3")
   per_run = []
   for run in runs:
-    summary = json.loads((run / "summary.json").read_text())
-    records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    summary = rundir.read_summary(run)
     per_run.append({"batch_tokens": summary["batch_tokens"], "batch_seqs": summary["batch_seqs"],
-                    "crossings": crossings(records, targets, window_tokens)})
+                    "crossings": crossings(rundir.loss_curve(run), targets, window_tokens)})
   rows = []
   for target in sorted((float(t) for t in targets), reverse=True):
     hits = [(r["batch_tokens"], r["crossings"][target]) for r in per_run if r["crossings"][target]]
@@ -177,30 +140,19 @@ def plot(result: dict, path: Path) -> None:
           title="Critical batch size against loss")
   ax2.legend(fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  io.atomic_savefig(fig, path, dpi=120)
   plt.close(fig)
 
 
 def run_batch_sweep(cfg, overwrite: bool = False, n_boot: int = 1000) -> dict:
   """Trains every batch size not yet finished, then analyses and writes table, JSON, figure."""
-  from scaling import train as trainlib
-  out = Path(cfg.run_dir or Path("runs") / cfg.name)
-  configs = run_configs(cfg)
-  for i, rc in enumerate(configs, 1):
-    summary = Path(rc.run_dir) / "summary.json"
-    config = Path(rc.run_dir) / "config.json"
-    if summary.is_file() and config.is_file() and json.loads(config.read_text()) == json.loads(
-        to_json(rc)):
-      print(f"[{i}/{len(configs)}] batch {rc.train.batch_size}: finished, skipped", flush=True)
-      continue
-    print(f"[{i}/{len(configs)}] batch {rc.train.batch_size} sequences, lr "
-          f"{rc.train.peak_lr:.3g}, at most {rc.train.steps} steps", flush=True)
-    trainlib.train(rc, overwrite=overwrite)
+  out = rundir.path_of(cfg)
+  run_points(batch_sweep_runs(cfg), overwrite)
   result = analyze(out, cfg.sweep.targets, cfg.sweep.smooth_tokens, n_boot)
   table = format_table(result)
   print(table)
-  (out / "bsweep.json").write_text(json.dumps(result, indent=1, default=float))
-  (out / "bsweep.md").write_text("# Batch-size sweep\n\n" + table + "\n\n![](bsweep.png)\n")
+  atomic_write_text(out / "bsweep.json", json.dumps(io.to_jsonable(result), indent=1))
+  atomic_write_text(out / "bsweep.md", "# Batch-size sweep\n\n" + table + "\n\n![](bsweep.png)\n")
   plot(result, out / "bsweep.png")
   print(f"wrote {out / 'bsweep.md'}, {out / 'bsweep.json'}, {out / 'bsweep.png'}")
   return result

@@ -3,32 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import time
+from pathlib import Path
 
-from scaling.errors import UserError, StorageError
+from scaling import bench, hardware, rundir
+from scaling import store as storelib
+from scaling import train as trainlib
+from scaling.batchsweep import run_batch_sweep
+from scaling.config import apply_overrides, load_config_file
+from scaling.errors import StorageError, UserError
+from scaling.laws import io, sweepfit
+from scaling.laws.commands import fit_command, plan_command, predict_command
+from scaling.report import make_report
+from scaling.spec import validate
+from scaling.sweep import run_sweep
+
+
+def _load(path: str, overrides: list[str]):
+  return apply_overrides(load_config_file(path), overrides)
 
 
 def _cmd_train(args, overrides: list[str]) -> int:
-  from scaling.config import apply_overrides, load_config_file
-  from scaling import train as trainlib
-  cfg = apply_overrides(load_config_file(args.config), overrides)
-  trainlib.train(cfg, overwrite=args.overwrite)
+  trainlib.train(_load(args.config, overrides), overwrite=args.overwrite)
   return 0
 
 
-def _cmd_quickstart(args, overrides: list[str]) -> int:
-  import time
-  from scaling.config import apply_overrides, load_config_file
-  from scaling.report import make_report
-  from scaling.sweep import run_sweep
-  t0 = time.time()
-  cfg = apply_overrides(load_config_file("ladder_cpu"), overrides)
-  cfg.run_dir = args.out
-  run_sweep(cfg, overwrite=args.overwrite, verbose=not args.quiet)
-  result = make_report(args.out, n_boot=args.bootstrap)
-  h = result["headline"]
+def _cmd_tokenize(args, overrides: list[str]) -> int:
+  cfg = _load(args.config, overrides)
+  store = storelib.build_store(validate(cfg).data, out=args.out or "", verbose=True)
+  print(f"token store: {store.folder}  (sha256/16 {store.sha256_16}; train with "
+        f"--config.data.store={store.folder})")
+  return 0
+
+
+def _print_headline(h: dict) -> None:
   lo, hi = h["alpha_N_interval"]
-  print(f"\nquickstart finished in {(time.time() - t0) / 60:.1f} min: {h['n_runs']} models")
   print(f"  alpha_N = {h['alpha_N']:.4f}  (95% interval [{lo:.4f}, {hi:.4f}])")
   if h["extrapolation_rel_error"] is not None:
     print(f"  largest model (N = {h['extrapolation_N']:.3g}) predicted from the others: "
@@ -40,16 +52,29 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
     lo, hi = t["offset_interval"]
     print(f"  transfer to {name}: loss offset {t['offset']:+.3f} nats [{lo:+.3f}, {hi:+.3f}], "
           f"alpha_N there {t['alpha_N']:.4f}")
-  print(f"  report: {result['report']}")
+
+
+def _cmd_quickstart(args, overrides: list[str]) -> int:
+  """The stages in order: tokenize → sweep → fit → report, each handing the next its files."""
+  t0 = time.time()
+  out = Path(args.out)
+  cfg = _load("ladder_cpu", overrides)
+  cfg.run_dir = str(out)
+  store = storelib.build_store(validate(cfg).data, out=str(out / "store"), verbose=not args.quiet)
+  cfg.data.store = str(store.folder)
+  run_sweep(cfg, overwrite=args.overwrite, verbose=not args.quiet)
+  sweepfit.fit_sweep(str(out), n_boot=args.bootstrap)
+  result = make_report(str(out), n_boot=args.bootstrap)
+  h = result["headline"]
+  print(f"\nquickstart finished in {(time.time() - t0) / 60:.1f} min: {h['n_runs']} models")
+  _print_headline(h)
+  print(f"  fits: {result['fits']}\n  report: {result['report']}")
   return 0
 
 
 def _cmd_bench(args, overrides) -> int:
-  import json
-  from scaling import bench
-  from scaling import train as trainlib
   if not args.no_compile_cache:
-    trainlib.enable_compilation_cache()
+    hardware.enable_compilation_cache()
   result = bench.run_bench(bench.parse_shapes(args.shapes), n_vocab=args.vocab, n_ctx=args.ctx,
                            batch=args.batch, steps=args.steps, compute_dtype=args.dtype,
                            gns_on=not args.no_gns, num_devices=args.devices,
@@ -60,50 +85,47 @@ def _cmd_bench(args, overrides) -> int:
   for row in result["rows"]:
     print(bench.format_row(row))
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=1)
+    io.atomic_write_text(Path(args.json), json.dumps(result, indent=1))
     print(f"wrote {args.json}")
   return 0
 
 
 def _cmd_report(args, overrides) -> int:
-  from scaling.report import make_report
   result = make_report(args.path, n_boot=args.bootstrap)
-  print(f"wrote {result['report']} and {', '.join(result['figures'].values())}")
+  print(f"wrote {result['report']} and {', '.join(result['figures'].values())} "
+        f"(from {result['fits']})")
   return 0
 
 
 def _cmd_sweep(args, overrides) -> int:
-  from scaling.config import apply_overrides, load_config_file
-  from scaling.sweep import run_sweep
-  run_sweep(apply_overrides(load_config_file(args.config), overrides), args.overwrite,
-            worker=args.worker, num_workers=args.num_workers)
+  run_sweep(_load(args.config, overrides), args.overwrite, worker=args.worker,
+            num_workers=args.num_workers)
   return 0
 
 
 def _cmd_bsweep(args, overrides) -> int:
-  from scaling.batchsweep import run_batch_sweep
-  from scaling.config import apply_overrides, load_config_file
-  run_batch_sweep(apply_overrides(load_config_file(args.config), overrides), args.overwrite,
-                  args.bootstrap)
+  run_batch_sweep(_load(args.config, overrides), args.overwrite, args.bootstrap)
   return 0
 
 
 def _cmd_fit(args, overrides) -> int:
-  from scaling.laws.commands import fit_command
+  path = Path(args.path)
+  if path.is_dir() and not args.law and not rundir.is_run(path):
+    doc = sweepfit.fit_sweep(str(path), args.bootstrap, args.holdout, args.seed)
+    _print_headline(doc["headline"])
+    print(f"wrote {sweepfit.fits_path(path)} ({', '.join(doc['fits'])})")
+    return 0
   fit_command(args.path, args.law or [], args.bootstrap, args.holdout, args.seed,
               args.n_convention, args.loss_key, args.budget, args.out, args.flops)
   return 0
 
 
 def _cmd_predict(args, overrides) -> int:
-  from scaling.laws.commands import predict_command
   predict_command(args.preset, args.N, args.D, args.C, args.loss)
   return 0
 
 
 def _cmd_plan(args, overrides) -> int:
-  from scaling.laws.commands import plan_command
   plan_command(args.preset, args.N, args.D, args.penalty, args.batch, args.steps, args.compare,
                args.C)
   return 0
@@ -121,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
                  help="if the run directory holds a run with another config, move it aside")
   p.set_defaults(func=_cmd_train)
 
+  p = sub.add_parser("tokenize", help="write the token store of a config's corpus",
+                     description="Reads the corpus of --config (data.source, data.vocab_size, "
+                                 "data.eval_fraction …), trains or loads its tokenizer and writes "
+                                 "the token store; prints its folder. Train on it with "
+                                 "--config.data.store=FOLDER.")
+  p.add_argument("--config", default="ladder_cpu", help="configs/<file>.py with get_config()")
+  p.add_argument("--out", help="store folder (default: the cache directory, under its hash)")
+  p.set_defaults(func=_cmd_tokenize)
+
   p = sub.add_parser("quickstart", help="train a ladder, fit and report on the embedded corpus")
   p.add_argument("--out", default="runs/quickstart", help="results directory")
   p.add_argument("--overwrite", action="store_true")
@@ -128,9 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--quiet", action="store_true", help="only the sweep's progress lines")
   p.set_defaults(func=_cmd_quickstart)
 
-  p = sub.add_parser("report", help="figures and a Markdown report of a sweep directory")
+  p = sub.add_parser("report", help="figures and a Markdown report of a sweep directory",
+                     description="Renders report.md and the figures from the sweep's fits.json "
+                                 "and its runs; runs `scaling fit` first only when fits.json is "
+                                 "missing or older than the runs.")
   p.add_argument("path")
-  p.add_argument("--bootstrap", type=int, default=1000)
+  p.add_argument("--bootstrap", type=int, default=1000,
+                 help="bootstrap resamples, used only when fits.json must be made")
   p.set_defaults(func=_cmd_report)
 
   p = sub.add_parser("sweep", help="run every point of a ladder or grid (resumable)",
@@ -173,8 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--json", help="also write the results to this JSON file")
   p.set_defaults(func=_cmd_bench)
 
-  p = sub.add_parser("fit", help="fit scaling laws to run directories or a CSV of runs")
-  p.add_argument("path", help="a run directory, a sweep directory, or a CSV (columns N, D, loss, …)")
+  p = sub.add_parser("fit", help="fit scaling laws to a sweep, run directories or a CSV of runs",
+                     description="A sweep directory without --law: every law of the sweep into "
+                                 "PATH/fits.json (what `scaling report` renders). With --law, or "
+                                 "on a CSV: the named laws into fit.json.")
+  p.add_argument("path", help="a sweep directory, a run directory, or a CSV (columns N, D, loss, …)")
   p.add_argument("--law", action="append",
                  help="N, D, C, ND, NS (each optionally +E), chinchilla, chinchilla_huber, "
                       "isoflop, envelope, bcrit; repeat for several (default: by the data)")
@@ -231,7 +269,6 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(e, StorageError):
       # The checkpoint library's threads may still be printing tracebacks: silence them
       # (file descriptor 2 to /dev/null), put the verdict on a line of its own, and leave now.
-      import os
       sys.stdout.flush()
       sys.stderr.flush()
       real = os.dup(2)
@@ -241,12 +278,9 @@ def main(argv: list[str] | None = None) -> int:
       os._exit(2)
     print(line, file=sys.stderr)
     return 2
-  except Exception as e:
-    from scaling.train import Preempted
-    if isinstance(e, Preempted):
-      print(f"preempted: {e}", file=sys.stderr)
-      return 143  # 128 + SIGTERM, as a shell reports a process ended by it
-    raise
+  except trainlib.Preempted as e:
+    print(f"preempted: {e}", file=sys.stderr)
+    return 143  # 128 + SIGTERM, as a shell reports a process ended by it
   except KeyboardInterrupt:
     print("interrupted", file=sys.stderr)
     return 130

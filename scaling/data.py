@@ -1,4 +1,5 @@
-"""Corpus → documents → byte-level BPE tokenizer → memory-mapped token store → grain batches.
+"""Corpus → documents → byte-level BPE tokenizer; token windows → grain batches (the token store
+itself is scaling/store.py).
 
 Sources (the `data.source` config string):
   "embedded"            the TinyStories sample shipped in the package (scaling/corpora/)
@@ -14,7 +15,6 @@ sees exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
-import dataclasses
 import glob as globlib
 import hashlib
 import importlib.resources
@@ -27,6 +27,7 @@ from pathlib import Path
 
 import grain
 import numpy as np
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from scaling.errors import UserError
 
@@ -152,7 +153,7 @@ def split_documents(docs: list[str], eval_fraction: float) -> tuple[list[str], l
   return docs[:-n_eval], docs[-n_eval:]
 
 
-def _hash_docs(docs: list[str]) -> str:
+def hash_docs(docs: list[str]) -> str:
   h = hashlib.sha256()
   for d in docs:
     h.update(hashlib.sha256(d.encode("utf-8")).digest())
@@ -169,7 +170,7 @@ def cache_root(cache_dir: str = "") -> Path:
   return root
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
   with os.fdopen(fd, "wb") as f:
@@ -179,7 +180,6 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def train_tokenizer(train_docs: list[str], vocab_size: int):
   """Byte-level BPE (GPT-2 style, as Kaplan 2020 §2.3) trained on the training split."""
-  from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
   if vocab_size < 257 + 1:
     raise UserError(f"data.vocab_size={vocab_size} is too small for byte-level BPE (≥ 258)")
   tok = Tokenizer(models.BPE())
@@ -191,121 +191,37 @@ def train_tokenizer(train_docs: list[str], vocab_size: int):
   return tok
 
 
+def load_tokenizer(path) -> Tokenizer:
+  """A tokenizers JSON file, or a one-line error."""
+  path = Path(path).expanduser()
+  if not path.is_file():
+    raise UserError(f"tokenizer file {path} does not exist")
+  try:
+    return Tokenizer.from_file(str(path))
+  except Exception as e:  # tokenizers raises plain Exceptions on malformed files
+    raise UserError(f"{path} is not a tokenizers JSON file ({str(e).splitlines()[0]})") from None
+
+
 def get_tokenizer(train_docs: list[str], vocab_size: int, tokenizer_path: str, cache_dir: str):
   """Loads `tokenizer_path` if given, else trains one, cached by (training-text hash, vocab)."""
-  from tokenizers import Tokenizer
   if tokenizer_path:
-    path = Path(tokenizer_path).expanduser()
-    if not path.is_file():
-      raise UserError(f"tokenizer file {path} does not exist")
-    try:
-      return Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises plain Exceptions on malformed files
-      raise UserError(f"{path} is not a tokenizers JSON file ({str(e).splitlines()[0]})") from None
-  key = hashlib.sha256(f"{_hash_docs(train_docs)}:{vocab_size}:bpe-v1".encode()).hexdigest()[:16]
+    return load_tokenizer(tokenizer_path)
+  key = hashlib.sha256(f"{hash_docs(train_docs)}:{vocab_size}:bpe-v1".encode()).hexdigest()[:16]
   path = cache_root(cache_dir) / "tokenizers" / f"bpe{vocab_size}-{key}.json"
   if path.is_file():
     return Tokenizer.from_file(str(path))
   tok = train_tokenizer(train_docs, vocab_size)
-  _atomic_write_bytes(path, tok.to_str().encode("utf-8"))
+  atomic_write_bytes(path, tok.to_str().encode("utf-8"))
   return tok
 
 
-# ---------------------------------------------------------------------------------------------
-# Token store.
-
-
-@dataclasses.dataclass
-class TokenStore:
-  """The corpus tokenized once: memory-mapped train and eval token arrays plus their sizes."""
-  train_T: np.ndarray
-  eval_T: np.ndarray
-  n_vocab: int
-  tokenizer: object
-  meta: dict
-
-  def summary(self) -> str:
-    m = self.meta
-    return (f"corpus: {m['n_docs_train']:,} + {m['n_docs_eval']:,} documents (train + held out), "
-            f"{m['n_bytes_train']:,} + {m['n_bytes_eval']:,} bytes, "
-            f"{m['n_tokens_train']:,} + {m['n_tokens_eval']:,} tokens, vocabulary {self.n_vocab:,}")
-
-  def unigram_entropy(self) -> float:
-    """Entropy (nats/token) of the training split's unigram distribution: the loss of a model
-    that ignores context. A trained model must end clearly below it."""
-    counts = np.bincount(np.asarray(self.train_T), minlength=self.n_vocab).astype(np.float64)
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
-
-
-def _encode(tok, docs: list[str], eos_id: int, dtype) -> np.ndarray:
+def encode(tok, docs: list[str], eos_id: int, dtype) -> np.ndarray:
   """Documents joined into one stream, each preceded by EOS."""
   pieces = []
   for start in range(0, len(docs), 1024):
     for enc in tok.encode_batch(docs[start:start + 1024]):
       pieces.append(np.asarray([eos_id] + enc.ids, dtype=dtype))
   return np.concatenate(pieces)
-
-
-def _max_token(tokens_T: np.ndarray, full_below: int = 100_000_000) -> int:
-  """The largest token id: every token of a store up to 1e8 tokens (a fraction of a second), a
-  strided tenth-of-a-percent sample beyond, so that opening a huge store stays cheap. A store made
-  with another tokenizer has out-of-range ids everywhere, which a sample finds as well."""
-  if tokens_T.size <= full_below:
-    return int(tokens_T.max()) if tokens_T.size else 0
-  return int(tokens_T[::997].max())
-
-
-def build_store(source: str, vocab_size: int, eval_fraction: float = 0.1, text_field: str = "text",
-                tokenizer_path: str = "", cache_dir: str = "", verbose: bool = True) -> TokenStore:
-  """Reads, splits, tokenizes and caches a corpus; later calls memory-map the cached arrays."""
-  docs = load_documents(source, text_field)
-  train_docs, eval_docs = split_documents(docs, eval_fraction)
-  tok = get_tokenizer(train_docs, vocab_size, tokenizer_path, cache_dir)
-  n_vocab = tok.get_vocab_size()
-  eos_id = tok.token_to_id(EOS)
-  if eos_id is None:
-    raise UserError(f"the tokenizer has no {EOS} token; train one with scaling or add it")
-  tok_hash = hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()[:16]
-  key = hashlib.sha256(f"{_hash_docs(train_docs)}:{_hash_docs(eval_docs)}:{tok_hash}".encode())
-  folder = cache_root(cache_dir) / "stores" / key.hexdigest()[:16]
-  meta_path = folder / "meta.json"
-  if not meta_path.is_file():
-    dtype = np.uint16 if n_vocab <= 2**16 else np.uint32
-    train_T = _encode(tok, train_docs, eos_id, dtype)
-    eval_T = _encode(tok, eval_docs, eos_id, dtype)
-    _atomic_write_bytes(folder / "train.bin", train_T.tobytes())
-    _atomic_write_bytes(folder / "eval.bin", eval_T.tobytes())
-    meta = {
-        "source": source, "tokenizer_sha256_16": tok_hash, "dtype": np.dtype(dtype).name,
-        "n_vocab": n_vocab, "eos_id": eos_id,
-        "n_docs_train": len(train_docs), "n_docs_eval": len(eval_docs),
-        "n_bytes_train": sum(len(d.encode("utf-8")) for d in train_docs),
-        "n_bytes_eval": sum(len(d.encode("utf-8")) for d in eval_docs),
-        "n_tokens_train": int(train_T.size), "n_tokens_eval": int(eval_T.size),
-    }
-    _atomic_write_bytes(meta_path, json.dumps(meta, indent=1).encode())
-  meta = json.loads(meta_path.read_text())
-  if meta["tokenizer_sha256_16"] != tok_hash or meta["n_vocab"] != n_vocab:
-    raise UserError(f"token store {folder} was made with another tokenizer; delete it and rerun")
-  dtype = np.dtype(meta["dtype"])
-  for split in ("train", "eval"):
-    size = (folder / f"{split}.bin").stat().st_size if (folder / f"{split}.bin").is_file() else -1
-    if size != meta[f"n_tokens_{split}"] * dtype.itemsize:
-      raise UserError(f"token store {folder}: {split}.bin holds {max(size, 0):,} bytes, not the "
-                      f"{meta[f'n_tokens_{split}'] * dtype.itemsize:,} its meta.json records "
-                      "(truncated?); delete the folder and rerun")
-  train_T = np.memmap(folder / "train.bin", dtype=dtype, mode="r")
-  eval_T = np.memmap(folder / "eval.bin", dtype=dtype, mode="r")
-  top = max(_max_token(train_T), _max_token(eval_T))
-  if top >= n_vocab:
-    raise UserError(f"token store {folder} holds token id {top}, outside the tokenizer's "
-                    f"vocabulary of {n_vocab}; the store does not match the tokenizer: delete the "
-                    "folder and rerun")
-  store = TokenStore(train_T, eval_T, n_vocab, tok, meta)
-  if verbose:
-    print(store.summary(), flush=True)
-  return store
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,8 +259,8 @@ class WindowBatches:
     rng = np.random.default_rng((self.seed, int(step)))
     starts = rng.integers(0, self.n - self.seq_len, size=self.global_batch)
     mine = starts[self.row0:self.row0 + self.local_batch]
-    rows_BL1 = mine[:, None] + np.arange(self.seq_len + 1)[None]   # one gather, no Python loop
-    return self.tokens_T[rows_BL1].astype(np.int32)
+    rows_BW = mine[:, None] + np.arange(self.seq_len + 1)[None]   # one gather, no Python loop
+    return self.tokens_T[rows_BW].astype(np.int32)
 
 
 def parse_skip_batches(spec: str) -> list[int]:
@@ -405,7 +321,7 @@ def extra_eval_tokens(tokenizer, source: str, text_field: str, lowercase: bool) 
   docs = load_documents(source, text_field)
   if lowercase:
     docs = [d.lower() for d in docs]
-  return _encode(tokenizer, docs, tokenizer.token_to_id(EOS), np.int32)
+  return encode(tokenizer, docs, tokenizer.token_to_id(EOS), np.int32)
 
 
 def eval_batches(eval_T: np.ndarray, seq_len: int, batch: int, max_batches: int) -> np.ndarray:

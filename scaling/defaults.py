@@ -23,6 +23,8 @@ def base_config() -> ml_collections.ConfigDict:
                                    # (cuDNN's fused kernel where it applies) on GPU/TPU
 
   cfg.data = ml_collections.ConfigDict()
+  cfg.data.store = ""              # a folder written by `scaling tokenize` (then source, vocab_size,
+                                   # tokenizer and eval_fraction are the store's, not read)
   cfg.data.source = "embedded"     # embedded | file | folder | glob | x.jsonl | hf:NAME[:SPLIT]
   cfg.data.text_field = "text"     # JSONL / Hugging Face column holding the text
   cfg.data.vocab_size = 2048       # byte-level BPE trained on the training split

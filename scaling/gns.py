@@ -37,7 +37,8 @@ def estimate_trace(sq_small, sq_big, b_small, b_big):
 
 
 def update(state: GnsState, g2, trace, decay: float) -> GnsState:
-  """One EMA step of each raw estimate; never clip the estimates (SCIENCE.md §4.4)."""
+  """One EMA step of each raw estimate; the estimates are never clipped (clipping a negative |G|²
+  estimate would bias the ratio; McCandlish 2018 app. A.1 averages before dividing)."""
   return GnsState(decay * state.ema_g2 + (1 - decay) * g2,
                   decay * state.ema_trace + (1 - decay) * trace,
                   state.count + 1)

@@ -1,6 +1,9 @@
 """Decoder-only transformer (Flax NNX) and its exact parameter and FLOP counts.
 
-Shape suffixes: B batch, L context positions, D d_model, H heads, K d_head, F d_ff, V vocabulary.
+Shape suffixes (one meaning per letter): B batch (sequences), L context positions, T tokens
+(B·L rows), D d_model, A d_attn (H·K), H heads, K d_head, F d_ff, V vocabulary, 3 the q/k/v
+triple; in blocked attention Q a query block's positions and S the key positions it meets; in the
+fused cross-entropy G chunks of U tokens each; 1 a size-1 axis.
 The architecture is Kaplan et al. 2020's GPT-2 style setup: pre-LayerNorm blocks, learned
 positions, GELU MLP, biases on every linear layer, one final LayerNorm, optionally tied unembedding.
 """
@@ -76,11 +79,11 @@ class ModelConfig:
 
 
 def param_count(cfg: ModelConfig) -> dict[str, int]:
-  """Parameter counts in closed form (SCIENCE.md §1).
+  """Parameter counts in closed form (Kaplan et al. 2020, arXiv 2001.08361, §2.1 and Table 1).
 
   n_kaplan: Kaplan 2020 §2.1, N = 2·d_model·n_layer·(2·d_attn + d_ff), weights of the blocks only.
   n_exact_nonemb: every non-embedding parameter of this implementation (biases, LayerNorms,
-    final LayerNorm), SCIENCE.md §1.2.
+    final LayerNorm), counted layer by layer from the architecture below.
   n_embedding: token and position embeddings, plus the unembedding when untied (no bias).
   n_total: n_exact_nonemb + n_embedding = size of the real parameter tree.
   """
@@ -101,13 +104,14 @@ def param_count(cfg: ModelConfig) -> dict[str, int]:
   }
 
 
-def flops_per_token(cfg: ModelConfig) -> dict[str, float]:
-  """FLOPs per token (SCIENCE.md §2); one multiply-add = 2 FLOPs.
+def flop_per_token(cfg: ModelConfig) -> dict[str, float]:
+  """FLOPs per token (Kaplan 2020 Table 1; PaLM, arXiv 2204.02311, app. B); a multiply-add = 2.
 
   kaplan_fwd: 2·N + 2·n_layer·n_ctx·d_attn (Kaplan 2020, Table 1), N = n_kaplan.
   kaplan_train: 6·N (Kaplan 2020 §2.1, C ≈ 6NBS): context term and unembedding dropped.
   context_fwd: 2·n_layer·n_ctx·d_attn, the attention-score term of Kaplan's Table 1.
-  unembedding_fwd / unembedding_train: 2·d_model·n_vocab and 6·d_model·n_vocab (SCIENCE.md §2.3).
+  unembedding_fwd / unembedding_train: 2·d_model·n_vocab and 6·d_model·n_vocab (the logits
+    matmul forward, and forward + backward).
   palm_train: 6·N + 12·n_layer·d_attn·n_ctx + 6·d_model·n_vocab (PaLM appendix B with the full,
     unmasked attention matrix, N non-embedding, plus the logits matmul): the count behind MFU.
   chinchilla_train: 6·N_total (Hoffmann 2022, C ≈ 6ND with N counting every parameter).
@@ -157,18 +161,18 @@ def attention(q_BLHK: jax.Array, k_BLHK: jax.Array, v_BLHK: jax.Array, impl: str
   # meets key blocks 0..i, which skips the masked upper blocks (a quarter to three eighths of the
   # score work); the result is the same as one masked (L, L) softmax.
   n_blocks = 4 if l >= 256 and l % 4 == 0 else (2 if l >= 128 and l % 2 == 0 else 1)
-  lb = l // n_blocks
+  q_len = l // n_blocks
   q_BHLK, k_BHLK, v_BHLK = (jnp.swapaxes(x, 1, 2) for x in (q_BLHK * d_head ** -0.5, k_BLHK,
                                                            v_BLHK))
-  diag_bb = jnp.tril(jnp.ones((lb, lb), bool))
+  diag_QQ = jnp.tril(jnp.ones((q_len, q_len), bool))
   outs = []
   for i in range(n_blocks):
-    keys = (i + 1) * lb
-    scores_BHbS = jnp.einsum("bhqk,bhsk->bhqs", q_BHLK[:, :, i * lb:keys], k_BHLK[:, :, :keys])
-    causal_bS = jnp.concatenate([jnp.ones((lb, i * lb), bool), diag_bb], axis=1)
-    scores_BHbS = jnp.where(causal_bS, scores_BHbS, jnp.finfo(scores_BHbS.dtype).min)
-    probs_BHbS = jax.nn.softmax(scores_BHbS.astype(jnp.float32), axis=-1).astype(v_BHLK.dtype)
-    outs.append(jnp.einsum("bhqs,bhsk->bhqk", probs_BHbS, v_BHLK[:, :, :keys]))
+    keys = (i + 1) * q_len
+    scores_BHQS = jnp.einsum("bhqk,bhsk->bhqs", q_BHLK[:, :, i * q_len:keys], k_BHLK[:, :, :keys])
+    causal_QS = jnp.concatenate([jnp.ones((q_len, i * q_len), bool), diag_QQ], axis=1)
+    scores_BHQS = jnp.where(causal_QS, scores_BHQS, jnp.finfo(scores_BHQS.dtype).min)
+    probs_BHQS = jax.nn.softmax(scores_BHQS.astype(jnp.float32), axis=-1).astype(v_BHLK.dtype)
+    outs.append(jnp.einsum("bhqs,bhsk->bhqk", probs_BHQS, v_BHLK[:, :, :keys]))
   return jnp.swapaxes(jnp.concatenate(outs, axis=2), 1, 2)
 
 
@@ -190,13 +194,14 @@ class Block(nnx.Module):
     self.mlp_in = nnx.Linear(d, f, kernel_init=init, dtype=dtype, rngs=rngs)
     self.mlp_out = nnx.Linear(f, d, kernel_init=init_out, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x_TD: jax.Array, b: int, l: int) -> jax.Array:
-    """x_TD: the residual stream of b sequences of l positions, flattened to T = b·l rows (2-D
-    matmuls are the fast path of XLA's CPU backend; the result is the same)."""
+  def __call__(self, x_TD: jax.Array, n_seq: int, n_pos: int) -> jax.Array:
+    """x_TD: the residual stream of n_seq sequences of n_pos positions, flattened to
+    T = n_seq·n_pos rows (2-D matmuls are the fast path of XLA's CPU backend; the result is the
+    same)."""
     qkv_T3A = self.qkv(self.ln_attn(x_TD))
-    qkv_BL3HK = qkv_T3A.reshape(b, l, 3, self.n_heads, self.d_head)
+    qkv_BL3HK = qkv_T3A.reshape(n_seq, n_pos, 3, self.n_heads, self.d_head)
     o_BLHK = attention(qkv_BL3HK[:, :, 0], qkv_BL3HK[:, :, 1], qkv_BL3HK[:, :, 2], self.impl)
-    x_TD = x_TD + self.attn_out(o_BLHK.reshape(b * l, self.n_heads * self.d_head))
+    x_TD = x_TD + self.attn_out(o_BLHK.reshape(n_seq * n_pos, self.n_heads * self.d_head))
     h_TF = jax.nn.gelu(self.mlp_in(self.ln_mlp(x_TD)), approximate=True)
     return x_TD + self.mlp_out(h_TF)
 
@@ -283,31 +288,31 @@ def fused_cross_entropy(x_TD: jax.Array, w_VD: jax.Array, targets_T: jax.Array,
 def _fused_ce_fwd(x_TD, w_VD, targets_T, chunk):
   n_tok = x_TD.shape[0]
   c = _loss_chunk(n_tok, chunk)
-  x_NCD = x_TD.reshape(n_tok // c, c, -1)
+  x_GUD = x_TD.reshape(n_tok // c, c, -1)
   # Layouts chosen so that all three matmuls below have the plain (M,K)·(K,N) form, which XLA's
   # CPU backend hands to its fast matmul library (the transposed-operand form of dW measured
   # 2-4x slower): the unembedding as (D, V), each chunk's tokens also as (D, C).
-  xt_NDC = jnp.swapaxes(x_NCD, 1, 2)
+  xt_GDU = jnp.swapaxes(x_GUD, 1, 2)
   w_DV = w_VD.T
-  targets_NC = targets_T.reshape(n_tok // c, c)
+  targets_GU = targets_T.reshape(n_tok // c, c)
 
   def body(dw_DV, inputs):
-    x_CD, xt_DC, t_C = inputs
-    logits_CV = (x_CD @ w_DV).astype(jnp.float32)
-    m_C1 = jnp.max(logits_CV, axis=-1, keepdims=True)
-    e_CV = jnp.exp(logits_CV - m_C1)
-    s_C1 = jnp.sum(e_CV, axis=-1, keepdims=True)
-    target_logit_C = jnp.take_along_axis(logits_CV, t_C[:, None], axis=-1)[:, 0]
-    loss = jnp.sum(m_C1[:, 0] + jnp.log(s_C1[:, 0]) - target_logit_C)
+    x_UD, xt_DU, t_U = inputs
+    logits_UV = (x_UD @ w_DV).astype(jnp.float32)
+    m_U1 = jnp.max(logits_UV, axis=-1, keepdims=True)
+    e_UV = jnp.exp(logits_UV - m_U1)
+    s_U1 = jnp.sum(e_UV, axis=-1, keepdims=True)
+    target_logit_U = jnp.take_along_axis(logits_UV, t_U[:, None], axis=-1)[:, 0]
+    loss = jnp.sum(m_U1[:, 0] + jnp.log(s_U1[:, 0]) - target_logit_U)
     # d loss_t / d logits_t = softmax_t − onehot(target_t)
-    dlogits_CV = (e_CV / s_C1 - jax.nn.one_hot(t_C, logits_CV.shape[-1])).astype(x_CD.dtype)
-    dw_DV = dw_DV + (xt_DC @ dlogits_CV).astype(jnp.float32)
-    return dw_DV, (loss, dlogits_CV @ w_DV.T)
+    dlogits_UV = (e_UV / s_U1 - jax.nn.one_hot(t_U, logits_UV.shape[-1])).astype(x_UD.dtype)
+    dw_DV = dw_DV + (xt_DU @ dlogits_UV).astype(jnp.float32)
+    return dw_DV, (loss, dlogits_UV @ w_DV.T)
 
   # The zero carry is built from w so that it has w's sharding type (varying under shard_map).
-  dw_DV, (loss_N, dx_NCD) = jax.lax.scan(body, jnp.zeros_like(w_DV, jnp.float32),
-                                         (x_NCD, xt_NDC, targets_NC))
-  return jnp.sum(loss_N) / n_tok, (dx_NCD.reshape(x_TD.shape) / n_tok,
+  dw_DV, (loss_G, dx_GUD) = jax.lax.scan(body, jnp.zeros_like(w_DV, jnp.float32),
+                                         (x_GUD, xt_GDU, targets_GU))
+  return jnp.sum(loss_G) / n_tok, (dx_GUD.reshape(x_TD.shape) / n_tok,
                                    (dw_DV.T / n_tok).astype(w_VD.dtype), targets_T)
 
 

@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from scaling.model import ModelConfig, param_count
+
 DEFAULT_HEAD_SIZE = 32    # at this scale; Kaplan's 64 leaves one head for d_model < 128
 DEFAULT_FF_RATIO = 4      # d_ff = 4·d_model (Kaplan 2020 §2.1)
 FACTORS = {"aspect": "d_model / n_layer", "heads": "head size d_model / n_heads",
@@ -33,8 +35,10 @@ def _round(x: float, multiple: int = 4) -> int:
 
 
 def n_kaplan(n_layer: int, d_model: int, d_ff: int = 0) -> int:
-  """Kaplan 2020 §2.1: N = 2·d_model·n_layer·(2·d_attn + d_ff), d_attn = d_model."""
-  return 2 * d_model * n_layer * (2 * d_model + (d_ff or DEFAULT_FF_RATIO * d_model))
+  """Kaplan's non-embedding N of a shape with d_attn = d_model (model.param_count's count)."""
+  cfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=1, n_ctx=1, n_vocab=1,
+                    d_ff=d_ff or DEFAULT_FF_RATIO * d_model)
+  return param_count(cfg)["n_kaplan"]
 
 
 def width_for(n_target: float, n_layer: int, ff_ratio: float = DEFAULT_FF_RATIO) -> int:

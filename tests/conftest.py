@@ -1,5 +1,6 @@
 """Test setup: 8 forced CPU devices (before JAX is imported) and a per-session cache."""
 
+import json
 import os
 import sys
 import tempfile
@@ -30,5 +31,44 @@ def small_cfg(tmp_path):
 
 
 def read_metrics(run_dir):
-  import json
+  """Every line of a run's metrics.jsonl, parsed here (not through scaling.rundir)."""
   return [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines()]
+
+
+def fake_run(path, n, loss, steps=50, batch=2048, b_noise=None, **summary_fields):
+  """A finished run directory as the trainer writes it (summary.json + metrics.jsonl): the
+  held-out loss `loss`, a training curve loss + 3/step, and b_noise(loss) when given."""
+  path.mkdir(parents=True)
+  summary = {"n_kaplan": n, "n_exact_nonemb": n + 100, "n_total": 2 * n, "tokens": steps * batch,
+             "d_train_tokens": 10 ** 6, "flop_kaplan": 6.0 * n * steps * batch, "steps": steps,
+             "batch_tokens": batch, "final_eval_loss": loss, "best_eval_loss": loss,
+             "flop_per_token": {"kaplan_train": 6.0 * n, "palm_train": 9.0 * n,
+                                "chinchilla_train": 12.0 * n}, **summary_fields}
+  (path / "summary.json").write_text(json.dumps(summary))
+  lines = []
+  for s in range(1, steps + 1):
+    rec = {"step": s, "tokens": s * batch, "loss": loss + 3.0 / s}
+    if b_noise is not None:
+      rec["b_noise_tokens"] = b_noise(rec["loss"])
+    lines.append(json.dumps(rec))
+  (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def tree_sizes(cfg) -> dict:
+  """Sizes counted on the real parameter tree of a model config: total, embedding (token and
+  position tables, untied unembedding) and block_kernels (the blocks' weight matrices only, which
+  is what Kaplan's N counts)."""
+  import math
+  import jax
+  from flax import nnx
+  from scaling.model import Transformer, is_embedding_path
+  model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
+  params = nnx.state(model, nnx.Param)
+  sizes = {"total": 0, "embedding": 0, "block_kernels": 0}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(params))[0]:
+    keys = tuple(getattr(k, "key", getattr(k, "idx", None)) for k in path)
+    size = math.prod(leaf.shape)
+    sizes["total"] += size
+    sizes["embedding"] += size if is_embedding_path(keys) else 0
+    sizes["block_kernels"] += size if keys[0] == "blocks" and keys[-1] == "kernel" else 0
+  return sizes

@@ -7,6 +7,7 @@ import pytest
 
 from scaling import batchsweep
 from scaling.config import load_config_file
+from scaling.expand import expand
 
 B_STAR, ALPHA_B = 3e6, 0.3   # B_crit(L) = B*/L^(1/α_B), tokens
 
@@ -46,16 +47,17 @@ def test_analysis_recovers_bcrit_law(tmp_path):
 
 def test_crossings_use_centred_smoothing():
   tokens = np.arange(1, 1001) * 10.0
-  records = [{"step": i + 1, "tokens": t, "loss": 6 - t / 2000 + (0.3 if i % 2 else -0.3),
-              "b_noise_tokens": 1.0} for i, t in enumerate(tokens)]
-  hit = batchsweep.crossings(records, [4.0], window_tokens=200)[4.0]
+  curve = {"step": np.arange(1, 1001), "tokens": tokens,
+           "loss": 6 - tokens / 2000 + np.where(np.arange(1000) % 2, 0.3, -0.3),
+           "b_noise_tokens": np.ones(1000)}
+  hit = batchsweep.crossings(curve, [4.0], window_tokens=200)[4.0]
   assert hit["tokens"] == pytest.approx(4000, abs=20)   # the noise-free curve crosses at 4000
-  assert batchsweep.crossings(records, [0.5], window_tokens=200)[0.5] is None
+  assert batchsweep.crossings(curve, [0.5], window_tokens=200)[0.5] is None
 
 
 def test_run_configs_follow_the_sweep():
   cfg = load_config_file("configs/batch_sweep.py")
-  runs = batchsweep.run_configs(cfg)
+  runs = expand(cfg)
   assert [r.train.batch_size for r in runs] == list(cfg.sweep.batch_sizes)
   lrs = [r.train.peak_lr for r in runs]
   assert lrs == sorted(lrs) and max(lrs) <= cfg.sweep.lr_max

@@ -7,6 +7,8 @@ import pytest
 
 from scaling import data
 from scaling.errors import UserError
+from scaling.spec import data_spec
+from scaling.store import build_store
 
 
 def test_embedded_corpus_reads_all_stories():
@@ -61,10 +63,20 @@ def _corpus(tmp_path, n_docs=40):
   return str(path)
 
 
-def test_store_is_cached_and_tokens_round_trip(tmp_path):
+def test_store_is_cached_and_tokens_round_trip(tmp_path, monkeypatch):
   source = _corpus(tmp_path)
-  store = data.build_store(source, 300, cache_dir=str(tmp_path / "cache"), verbose=False)
-  again = data.build_store(source, 300, cache_dir=str(tmp_path / "cache"), verbose=False)
+  store = build_store(data_spec(source=source, vocab_size=300, cache_dir=str(tmp_path / "cache")),
+                      verbose=False)
+
+  def must_not_run(*args, **kwargs):
+    raise AssertionError("a cached tokenizer or store was built again")
+  # The second build is a cache hit: neither the tokenizer is trained nor the text encoded.
+  monkeypatch.setattr(data, "train_tokenizer", must_not_run)
+  monkeypatch.setattr(data, "encode", must_not_run)
+  again = build_store(data_spec(source=source, vocab_size=300, cache_dir=str(tmp_path / "cache")),
+                      verbose=False)
+  monkeypatch.undo()
+  assert again.folder == store.folder
   np.testing.assert_array_equal(store.train_T, again.train_T)
   assert store.meta["n_docs_train"] == 36 and store.meta["n_docs_eval"] == 4
   assert store.train_T.dtype == np.uint16
@@ -76,13 +88,14 @@ def test_store_is_cached_and_tokens_round_trip(tmp_path):
   # The tokenizer was cached: a saved copy loads and gives the same ids.
   saved = tmp_path / "tok.json"
   saved.write_text(store.tokenizer.to_str())
-  loaded = data.build_store(source, 300, tokenizer_path=str(saved),
-                            cache_dir=str(tmp_path / "cache"), verbose=False)
+  loaded = build_store(data_spec(source=source, vocab_size=300, tokenizer=str(saved),
+                                   cache_dir=str(tmp_path / "cache")), verbose=False)
   np.testing.assert_array_equal(loaded.train_T, store.train_T)
 
 
 def test_unigram_entropy_against_counts(tmp_path):
-  store = data.build_store(_corpus(tmp_path), 300, cache_dir=str(tmp_path / "c"), verbose=False)
+  store = build_store(data_spec(source=_corpus(tmp_path), vocab_size=300,
+                                cache_dir=str(tmp_path / "c")), verbose=False)
   ids, counts = np.unique(np.asarray(store.train_T), return_counts=True)
   p = counts / counts.sum()
   assert store.unigram_entropy() == pytest.approx(-(p * np.log(p)).sum(), rel=1e-9)

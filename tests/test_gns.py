@@ -1,7 +1,5 @@
 """The gradient-noise-scale estimator against per-example gradients and a closed-form problem."""
 
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +7,8 @@ import optax
 import pytest
 
 from scaling import gns
-from scaling.train import BatchGeometry, TrainState, make_mesh, make_train_step
+from scaling.spec import GnsSpec
+from scaling.step import BatchGeometry, TrainState, make_mesh, make_train_step
 
 
 def test_estimators_are_unbiased_against_per_example_gradients():
@@ -63,7 +62,7 @@ def test_online_b_noise_matches_closed_form_linear_regression(n_devices, micro):
   mesh = make_mesh(n_devices)
   geom = BatchGeometry(batch, 1, n_devices, micro)
   decay = 0.998
-  cfg = types.SimpleNamespace(enabled=True, ema_decay=decay)
+  cfg = GnsSpec(enabled=True, micro_batches=micro, ema_decay=decay)
   tx = optax.sgd(0.0)  # parameters stay at w, where the exact value holds
   step = make_train_step(loss_fn, tx, lambda s: 0.0, mesh, geom, cfg)
   params = {"w": jnp.asarray(w_star + delta, jnp.float32)}

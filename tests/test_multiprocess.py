@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 
-from tests.conftest import REPO, read_metrics
+from conftest import REPO, read_metrics
 
 STEPS = 20
 

@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from scaling import config, report, shapes, sweep
-from scaling.model import ModelConfig, flops_per_token, param_count
-from tests.test_model import _tree_sizes
+from scaling import config, report, report_text, shapes
+from scaling.expand import expand
+from scaling.laws import sweepfit
+from scaling.model import ModelConfig, flop_per_token, param_count
+from conftest import tree_sizes
 
 
 def _shape_config(arg="2e5,8e5"):
@@ -50,7 +52,7 @@ def test_config_argument_errors():
 def test_points_carry_d_ff_and_group(tmp_path):
   cfg = _shape_config("2e5")
   cfg.run_dir = str(tmp_path)
-  pts = sweep.points(cfg)
+  pts = expand(cfg)
   assert len(pts) == len(cfg.sweep.models)
   ff8 = next(p for p in pts if p.model.d_ff == 8 * p.model.d_model)
   assert ff8.group.startswith("N2e5:") and "ff" in ff8.group
@@ -59,7 +61,7 @@ def test_points_carry_d_ff_and_group(tmp_path):
   assert default.model.d_ff == 4 * default.model.d_model
 
 
-# Hand counts of two non-default shapes of the grid (Kaplan 2020 §2.1 and SCIENCE.md §1.2).
+# Hand counts of two non-default shapes of the grid (Kaplan 2020 §2.1; biases and LayerNorms counted by hand).
 # (2, 96, 6 heads of 16, d_ff 384): per block 2·96·(2·96 + 384) = 110 592 weights;
 # biases 3·96 + 96 + 384 + 96 = 864; LayerNorms 4·96 = 384; final LayerNorm 192.
 # (2, 72, 2 heads of 36, d_ff 576 = 8·d): per block 2·72·(144 + 576) = 103 680; biases
@@ -76,7 +78,7 @@ def test_hand_counts_of_nondefault_shapes(shape, n_kaplan, n_exact):
   assert counts["n_kaplan"] == n_kaplan
   assert counts["n_exact_nonemb"] == n_exact
   assert counts["n_embedding"] == 2048 * d_model + 128 * d_model
-  flops = flops_per_token(cfg)
+  flops = flop_per_token(cfg)
   # PaLM appendix B: 6N + 12·n_layer·d_attn·n_ctx, plus 6·d_model·n_vocab for the logits.
   assert flops["palm_train"] == 6 * n_kaplan + 12 * n_layer * d_model * 128 + 6 * d_model * 2048
 
@@ -85,9 +87,10 @@ def test_every_grid_shape_counts_equal_its_parameter_tree():
   for n_layer, d_model, n_heads, d_ff, _ in _shape_config().sweep.models:
     cfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=n_heads, d_ff=d_ff, n_ctx=128,
                       n_vocab=2048)
-    total, emb = _tree_sizes(cfg)
-    assert param_count(cfg)["n_total"] == total
-    assert param_count(cfg)["n_kaplan"] == shapes.n_kaplan(n_layer, d_model, d_ff)
+    sizes = tree_sizes(cfg)
+    assert param_count(cfg)["n_total"] == sizes["total"]
+    assert param_count(cfg)["n_kaplan"] == sizes["block_kernels"]
+    assert shapes.n_kaplan(n_layer, d_model, d_ff) == sizes["block_kernels"]
 
 
 def _row(n_layer, d_model, n_heads, d_ff, group, loss, n_vocab=2048, n_ctx=128):
@@ -134,10 +137,12 @@ def test_panels_measure_increase_over_the_best_shape(tmp_path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   figures = {}
-  result = report._shapes(rows, tmp_path, plt, figures)
+  result = sweepfit.shape_numbers(rows)
+  report._figure_shape_factors(result["panels"], tmp_path, figures)
+  report._figure_depth_collapse(result["collapse"], tmp_path, figures)
   assert set(figures) == {"shape_factors", "depth_collapse"}
   for name in figures.values():
     assert (tmp_path / name).stat().st_size > 20_000
-  md = "\n".join(report._shapes_markdown(result))
+  md = "\n".join(report_text._shapes(result))
   assert "N2e5" in md and "rms deviation" in md
-  json.dumps(result, default=float)  # serialisable for report.json
+  json.dumps(result, default=float)  # serialisable for fits.json

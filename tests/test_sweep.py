@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, read_metrics
-from scaling import sweep
+from scaling import rundir, sweep
+from scaling.expand import expand
 from scaling.config import load_config_file
 
 
@@ -51,16 +52,16 @@ def test_killed_sweep_finishes_only_what_was_missing(tmp_path):
 
 def test_lock_keeps_runners_apart_and_stale_locks_are_taken(tmp_path):
   lock = tmp_path / "p.lock"
-  assert sweep.acquire(lock)
-  assert not sweep.acquire(lock)          # held by this live process
+  assert rundir.acquire(lock)
+  assert not rundir.acquire(lock)          # held by this live process
   lock.write_text("999999999")            # a pid that does not exist
-  assert sweep.acquire(lock)
+  assert rundir.acquire(lock)
 
 
 def test_points_of_a_grid():
   cfg = load_config_file("configs/test_ladder.py")
   cfg.sweep.max_train_tokens = [0, 5000]
-  pts = sweep.points(cfg)
+  pts = expand(cfg)
   assert len(pts) == 6 and "sweep" not in pts[0]
   assert pts[1].name.endswith("L1-D16-H1-T5000") and pts[1].data.max_train_tokens == 5000
   assert (pts[4].model.n_layer, pts[4].model.d_model, pts[4].model.n_heads) == (2, 48, 3)
@@ -82,7 +83,7 @@ def test_report_from_a_tiny_sweep(tmp_path):
   md = (out / "report.md").read_text()
   assert "| L(N) | alpha_N |" in md and "Extrapolation check" in md
   assert "| python-docs |" in md and md.count("## Transfer to other distributions") == 1
-  rep = json.loads((out / "report.json").read_text())
+  rep = json.loads((out / "fits.json").read_text())
   assert rep["headline"]["n_runs"] == 4 and rep["headline"]["extrapolation_N"] == 12 * 32 ** 2
 
 
@@ -95,7 +96,7 @@ def test_ladder_configs_spread_n_evenly_in_log_space(name):
         for l, d, h in cfg.sweep.models]
   steps = np.diff(np.log10(ns))
   assert (steps > 0).all() and steps.max() < 3 * steps.min() + 0.3
-  assert len(sweep.points(cfg)) == len(cfg.sweep.models) * len(cfg.sweep.max_train_tokens)
+  assert len(expand(cfg)) == len(cfg.sweep.models) * len(cfg.sweep.max_train_tokens)
 
 
 def test_two_workers_split_a_sweep_and_run_each_point_once(tmp_path):

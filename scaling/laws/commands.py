@@ -9,88 +9,16 @@ from pathlib import Path
 import numpy as np
 
 from scaling.errors import UserError
-from scaling.laws import allocation, approaches, forms, io
-from scaling.laws import fit as fit_mod
-from scaling.laws.registry import fit_law, get_law
-from scaling.laws.uncertainty import (bootstrap_law, extrapolation_check, intervals,
-                                      percentile_interval)
+from scaling.laws import allocation, approaches, forms, io, planning
+from scaling.laws.results import fmt, auto_laws, fit_one, format_fit
+from scaling.laws.uncertainty import percentile_interval
 
 SPECIAL = ("isoflop", "envelope", "bcrit")
 
 
-def _auto_laws(columns: dict) -> list[str]:
-  varies = lambda c: c in columns and len(np.unique(columns[c])) > 1
-  if varies("N") and varies("D"):
-    return ["ND", "chinchilla"]
-  if varies("N"):
-    return ["N", "N+E"]
-  if varies("D"):
-    return ["D", "D+E"]
-  raise UserError("the points vary neither N nor D; nothing to fit")
-
-
-def _fmt(x) -> str:
-  if x is None or (isinstance(x, float) and not math.isfinite(x)):
-    return "—"
-  return f"{x:.4g}"
-
-
-def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
-            budget: float | None) -> dict:
-  law = get_law(name)
-  y = columns["loss"]
-  if law.name.startswith("chinchilla") and "N_total" in columns:  # Chinchilla counts every parameter
-    columns = {**columns, "N": columns["N_total"]}
-  if law.name.removesuffix("+E") in ("D", "ND") and "D_data" in columns:
-    columns = {**columns, "D": columns["D_data"]}  # Kaplan's D: distinct tokens (dataset size)
-  fit_mod.check_no_duplicates({c: columns[c] for c in law.columns if c in columns}, y)
-  params, converged, message = fit_law(law, columns, y)
-  derived = None
-  if law.name.startswith("chinchilla"):
-    derived = lambda p: {k: v for k, v in allocation.chinchilla_allocation(
-        p, budget or 5.76e23).items() if k in ("a", "b", "N_opt", "D_opt", "tokens_per_param")}
-  samples = bootstrap_law(law, columns, y, n_boot, seed, derived) if n_boot else []
-  result = {"law": law.name, "form": law.description, "params": params, "converged": converged,
-            "message": message, "n_points": int(len(y)), "intervals": intervals(samples),
-            "n_boot": len(samples), "published": law.published,
-            "bootstrap_samples": samples[:1000]}
-  if derived:
-    result["derived"] = derived(params)
-    result["derived"]["budget_flop"] = budget or 5.76e23
-  key = law.columns[0]
-  if holdout and len(np.unique(columns[key])) > holdout + 1 and len(y) - holdout > law.n_params:
-    result["extrapolation"] = extrapolation_check(law, columns, y, key, holdout,
-                                                  min(n_boot, 200), seed)
-  return result
-
-
-def format_fit(result: dict) -> str:
-  lines = [f"{result['law']}: {result['form']}  ({result['n_points']} points, "
-           f"{result['n_boot']} bootstrap resamples)"]
-  if not result["converged"]:
-    lines.append(f"  WARNING: the fit did not converge: {result['message']}")
-  lines.append(f"  {'param':<10} {'fitted':>11} {'95% interval':>25} {'published':>11}  transfers?")
-  for k, v in result["params"].items():
-    lo, hi = result["intervals"].get(k, (None, None))
-    pub = result["published"].get(k) if k != "E" or "E" in result["published"] else None
-    transfers = "no (data/tokenizer)" if k in forms.DATA_DEPENDENT else "candidate"
-    lines.append(f"  {k:<10} {_fmt(v):>11} {'[' + _fmt(lo) + ', ' + _fmt(hi) + ']':>25} "
-                 f"{_fmt(pub):>11}  {transfers}")
-  for k, v in result.get("derived", {}).items():
-    lo, hi = result["intervals"].get(k, (None, None))
-    lines.append(f"  {k:<10} {_fmt(v):>11} {'[' + _fmt(lo) + ', ' + _fmt(hi) + ']':>25}")
-  for e in result.get("extrapolation", []):
-    at = ", ".join(f"{c}={_fmt(e[c])}" for c in e if c not in (
-        "measured", "predicted", "rel_error", "interval", "inside_interval"))
-    lines.append(f"  held out {at}: measured {e['measured']:.4f}, predicted "
-                 f"{e['predicted']:.4f} ({100 * e['rel_error']:+.2f}%), "
-                 f"{'inside' if e['inside_interval'] else 'outside'} the 95% interval")
-  return "\n".join(lines)
-
-
 def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int,
                 n_convention: str, loss_key: str, budget: float | None, out: str | None,
-                flops_key: str = "kaplan_train") -> dict:
+                flop_key: str = "kaplan_train") -> dict:
   want_curves = "envelope" in laws
   if loss_key is None:
     # Kaplan's L(D) and L(N, D) are laws of early-stopped runs (Kaplan 2020 §4): use the lowest
@@ -100,8 +28,8 @@ def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int
     if Path(path).is_dir():
       print(f"loss: {loss_key} of each run"
             + (" (early-stopped, as Kaplan fits L(D) and L(N, D))" if data_laws else ""))
-  columns = io.load(path, n_convention, loss_key, want_curves, flops_key)
-  laws = laws or _auto_laws(columns)
+  columns = io.load(path, n_convention, loss_key, want_curves, flop_key)
+  laws = laws or auto_laws(columns)
   results = []
   for name in laws:
     if name == "isoflop":
@@ -136,7 +64,7 @@ def _format_special(r: dict) -> str:
   lines = [f"{r['law']} ({r['n_boot']} bootstrap resamples)"]
   for k, v in r["params"].items():
     lo, hi = r["intervals"].get(k, (None, None))
-    lines.append(f"  {k:<10} {_fmt(v):>11}  [{_fmt(lo)}, {_fmt(hi)}]")
+    lines.append(f"  {k:<10} {fmt(v):>11}  [{fmt(lo)}, {fmt(hi)}]")
   if r["law"] == "isoflop" and not all(r["vertex_inside_range"]):
     lines.append("  WARNING: some IsoFLOP vertices lie outside the sampled N range")
   return "\n".join(lines)
@@ -176,7 +104,7 @@ def _interval(fn, samples) -> str:
     except (KeyError, ValueError, ZeroDivisionError, OverflowError):
       continue
   lo, hi = percentile_interval(values)
-  return f" [95%: {_fmt(lo)}, {_fmt(hi)}]"
+  return f" [95%: {fmt(lo)}, {fmt(hi)}]"
 
 
 def predict_command(preset: str, n: float | None, d: float | None, c: float | None,
@@ -245,7 +173,6 @@ def plan_command(preset: str, n: float | None, d: float | None, penalty_pct: flo
                  batch_tokens: float | None, steps: float | None, compare: str | None,
                  compute: float | None) -> dict:
   """`scaling plan`: overfitting, early stopping, compute-efficient allocation, model tables."""
-  from scaling.laws import planning
   kind, p, _ = _load_preset(preset)
   chinchilla = kind in ("chinchilla2022", "epoch2024", "chinchilla-fit")
   kaplan = forms.KAPLAN2020 if kind == "kaplan2020" else None

@@ -245,7 +245,7 @@ def fit_chinchilla_huber(n, d, y, delta: float = 1e-3, grid=None) -> tuple[dict,
 
 
 # ---------------------------------------------------------------------------------------------
-# Batch-size sweeps (McCandlish 2018 §2.2; SCIENCE.md §4.5).
+# Batch-size sweeps (McCandlish et al. 2018, arXiv 1812.06162, §2.2 and eq. 2.11).
 
 
 def fit_steps_examples(batch_tokens, steps) -> dict:

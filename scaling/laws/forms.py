@@ -67,8 +67,10 @@ def overfit_penalty(p: dict, n, d):
   return (1 + (n / p["N_c"]) ** (p["alpha_N"] / p["alpha_D"]) * p["D_c"] / d) ** p["alpha_D"] - 1
 
 
-# Published constants (SCIENCE.md §3.2, §3.3, §3.4, §4.3, §5.4). Kaplan's scales belong to WebText2
-# and its 50257-token BPE; only the exponents are candidates for transfer (SCIENCE.md §3.7).
+# Published constants: Kaplan et al. 2020 (arXiv 2001.08361) eqs. 1.1-1.7 and Table 2 (ND_table2).
+# Their scales belong to WebText2 and its 50257-token BPE; only the exponents are candidates for
+# transfer (Kaplan 2020 §1.2, "the numerical values of N_c, C_c, D_c ... depend on the vocabulary
+# size and tokenization").
 KAPLAN2020 = {
     "N": {"alpha_N": 0.076, "N_c": 8.8e13},
     "D": {"alpha_D": 0.095, "D_c": 5.4e13},
@@ -81,10 +83,20 @@ KAPLAN2020 = {
     # Kaplan 2020 eq. 1.7 / §6.1: N_opt ≈ 1.3e9·(C_min/PF-day)^0.73; B ∝ C^0.24; S_min ∝ C^0.03.
     "allocation": {"N_coef": 1.3e9, "N_exp": 0.73, "B_exp": 0.24, "S_exp": 0.03, "D_exp": 0.27},
 }
+# Hoffmann 2022 (arXiv 2203.15556) Table 2, Approach 3: N_opt ∝ C^a, D_opt ∝ C^b.
+CHINCHILLA2022_ALLOCATION = {"a": 0.46, "b": 0.54}
 CHINCHILLA2022 = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
 EPOCH2024 = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37}  # Besiroglu 2024
 
 PRESETS = {"kaplan2020": KAPLAN2020, "chinchilla2022": CHINCHILLA2022, "epoch2024": EPOCH2024}
 
-# Which fitted constants depend on the corpus and tokenizer (never transfer) — SCIENCE.md §3.7.
+# Which fitted constants depend on the corpus and tokenizer (never transfer; Kaplan 2020 §1.2).
 DATA_DEPENDENT = {"N_c", "D_c", "C_c", "S_c", "B_star", "E", "A", "B"}
+
+
+def kaplan_published(name: str):
+  """Kaplan 2020's value of a constant by its name in our fits (C_c in PF-days), or None."""
+  k = KAPLAN2020
+  table = {**k["N"], **k["D"], **k["C_min"], **k["B_crit"], "alpha_S": k["NS"]["alpha_S"],
+           "S_c": k["NS"]["S_c"], "a": k["allocation"]["N_exp"], "b": k["allocation"]["D_exp"]}
+  return table.get(name)

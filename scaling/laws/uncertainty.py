@@ -1,4 +1,5 @@
-"""Bootstrap intervals over runs and the held-out extrapolation check (SCIENCE.md §6)."""
+"""Bootstrap intervals over runs (Efron 1979, percentile intervals) and the held-out
+extrapolation check (fit without the largest sizes, predict them)."""
 
 from __future__ import annotations
 

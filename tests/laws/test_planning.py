@@ -6,7 +6,7 @@ from scaling.errors import UserError
 from scaling.laws import planning
 from scaling.laws.commands import plan_command
 
-A_N, A_D, N_C, D_C = 0.076, 0.095, 8.8e13, 5.4e13      # Kaplan 2020 §3.2 (SCIENCE.md)
+A_N, A_D, N_C, D_C = 0.076, 0.095, 8.8e13, 5.4e13      # Kaplan 2020 eq. 1.5 constants
 A_S, S_C, N_C_S, A_N_S = 0.76, 2.1e3, 6.5e13, 0.077     # L(N, S) fit
 B_STAR, A_B = 2e8, 0.21
 KAPLAN = {"ND": {"alpha_N": A_N, "alpha_D": A_D, "N_c": N_C, "D_c": D_C},

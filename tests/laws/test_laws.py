@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from conftest import fake_run
 from scaling.errors import UserError
 from scaling.laws import allocation, approaches, fit, forms
 from scaling.laws.commands import fit_command, predict_command
@@ -190,25 +191,10 @@ def test_unknown_law():
     get_law("L(X)")
 
 
-def _fake_run(path, n, loss, steps=50):
-  """A run directory as the trainer writes it (summary.json + metrics.jsonl)."""
-  path.mkdir(parents=True)
-  batch = 2048
-  summary = {"n_kaplan": n, "n_exact_nonemb": n + 100, "n_total": 2 * n, "tokens": steps * batch,
-             "d_train_tokens": 10 ** 6, "flops_kaplan": 6.0 * n * steps * batch, "steps": steps,
-             "batch_tokens": batch, "final_eval_loss": loss, "best_eval_loss": loss,
-             "flops_per_token": {"kaplan_train": 6.0 * n, "palm_train": 9.0 * n,
-                                 "chinchilla_train": 12.0 * n}}
-  (path / "summary.json").write_text(json.dumps(summary))
-  lines = [json.dumps({"step": s, "tokens": s * batch, "loss": loss + 3.0 / s})
-           for s in range(1, steps + 1)]
-  (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-
-
 def test_fit_reads_run_directories(tmp_path):
   sizes = np.logspace(3, 6, 6)
   for i, n in enumerate(sizes):
-    _fake_run(tmp_path / f"m{i}", int(n), float(forms.loss_n(TRUTH["N"], n)))
+    fake_run(tmp_path / f"m{i}", int(n), float(forms.loss_n(TRUTH["N"], n)))
   doc = fit_command(str(tmp_path), ["N", "envelope"], 50, 1, 0, "kaplan", "final_eval_loss",
                     None, None)
   n_fit, env = doc["fits"]
@@ -216,7 +202,7 @@ def test_fit_reads_run_directories(tmp_path):
   assert env["law"] == "envelope" and len(env["envelope"]["C"]) > 0
   assert (tmp_path / "fit.json").is_file()
   palm = fit_command(str(tmp_path), ["envelope"], 0, 0, 0, "kaplan", "final_eval_loss", None,
-                     str(tmp_path / "p.json"), flops_key="palm_train")
+                     str(tmp_path / "p.json"), flop_key="palm_train")
   assert min(palm["fits"][0]["envelope"]["C"]) == pytest.approx(1.5 * min(env["envelope"]["C"]))
   doc_total = fit_command(str(tmp_path), ["N"], 0, 0, 0, "total", "final_eval_loss", None,
                           str(tmp_path / "t.json"))
@@ -239,7 +225,7 @@ def test_predict_from_fit_json_gives_intervals(tmp_path, capsys):
 def test_data_laws_fit_early_stopped_losses_by_default(tmp_path, capsys):
   for i, d in enumerate(np.logspace(5, 8, 5)):
     run = tmp_path / f"r{i}"
-    _fake_run(run, 10_000, 9.9)  # final loss: overfitted, meaningless
+    fake_run(run, 10_000, 9.9)  # final loss: overfitted, meaningless
     s = json.loads((run / "summary.json").read_text())
     s.update(d_train_tokens=float(d), best_eval_loss=float(forms.loss_d(TRUTH["D"], d)))
     (run / "summary.json").write_text(json.dumps(s))

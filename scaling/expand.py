@@ -1,0 +1,94 @@
+"""`expand(cfg)`: a sweep config → the configs of its runs, one per run directory.
+
+Two kinds of sweep, told apart by their `sweep` section:
+  ladders and grids   sweep.models × sweep.max_train_tokens (scaling sweep, quickstart)
+  batch sweeps        one model at each of sweep.batch_sizes (scaling bsweep)
+A run config is the sweep config without `sweep`, with its own name and run_dir under the sweep's
+directory; nothing else decides where a sweep's runs live.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+
+from scaling import rundir
+from scaling.errors import UserError
+
+
+def expand(cfg) -> list:
+  """One run config per point of cfg.sweep (ladder/grid or batch sweep)."""
+  if "sweep" not in cfg:
+    raise UserError("the config has no 'sweep' section; `scaling train` runs a single config")
+  if "batch_sizes" in cfg.sweep:
+    return batch_sweep_runs(cfg)
+  return grid_runs(cfg)
+
+
+def _run(cfg, suffix: str):
+  rc = copy.deepcopy(cfg)
+  with rc.unlocked():
+    del rc["sweep"]
+  rc.name = f"{cfg.name}-{suffix}"
+  return rc
+
+
+def grid_runs(cfg) -> list:
+  """One run config per (model shape, data limit) of cfg.sweep.
+
+  A shape is (n_layer, d_model, n_heads), optionally followed by d_ff (0 = 4·d_model) and a group
+  label (a string such as "N2e5:aspect,heads" that the report's shape section reads back).
+  """
+  s = cfg.sweep
+  if not s.models:
+    raise UserError("sweep.models is empty; list (n_layer, d_model, n_heads) shapes")
+  out = []
+  for shape, limit in itertools.product(s.models, s.max_train_tokens):
+    if isinstance(shape, str) or not 3 <= len(shape) <= 5:
+      raise UserError(f"sweep.models entry {shape!r} must be (n_layer, d_model, n_heads"
+                      "[, d_ff[, group]])")
+    n_layer, d_model, n_heads = shape[:3]
+    d_ff = int(shape[3]) if len(shape) > 3 else 0
+    group = str(shape[4]) if len(shape) > 4 else ""
+    name = (f"L{n_layer}-D{d_model}-H{n_heads}" + (f"-F{d_ff}" if d_ff else "")
+            + (f"-T{limit}" if limit else ""))
+    rc = _run(cfg, name)
+    if group:
+      with rc.unlocked():
+        rc.group = group
+    rc.run_dir = str(rundir.path_of(cfg) / name)
+    rc.model.n_layer, rc.model.d_model, rc.model.n_heads = int(n_layer), int(d_model), int(n_heads)
+    if d_ff:
+      rc.model.d_ff = d_ff
+    rc.data.max_train_tokens = int(limit)
+    out.append(rc)
+  return out
+
+
+def sweep_lr(cfg_sweep, batch_seqs: int) -> float:
+  """Learning rate for a batch size: lr_ref·(B/B_ref)^lr_exponent, capped at lr_max (the optimal
+  rate rises with B; McCandlish et al. 2018, arXiv 1812.06162, §2.2)."""
+  scale = (batch_seqs / cfg_sweep.batch_ref) ** cfg_sweep.lr_exponent
+  return min(cfg_sweep.lr_max, cfg_sweep.lr_ref * scale)
+
+
+def batch_sweep_runs(cfg) -> list:
+  """One training config per batch size, each in its own run directory under the sweep's:
+  constant LR after warm-up, ended once past the lowest target loss."""
+  s = cfg.sweep
+  if not s.targets or not s.batch_sizes:
+    raise UserError("sweep.targets and sweep.batch_sizes must not be empty")
+  runs = []
+  for b in s.batch_sizes:
+    rc = _run(cfg, f"bs{b}")
+    rc.run_dir = str(rundir.path_of(cfg) / f"bs{b:05d}")
+    rc.train.batch_size = int(b)
+    rc.train.peak_lr = sweep_lr(s, b)
+    rc.train.tokens = 0
+    rc.train.steps = int(min(s.max_steps, math.ceil(s.max_tokens / (b * cfg.model.n_ctx))))
+    rc.train.min_lr_ratio = 1.0                    # constant after warm-up
+    rc.train.stop_loss = min(s.targets) - s.stop_margin
+    rc.train.stop_window_tokens = s.smooth_tokens
+    runs.append(rc)
+  return runs

@@ -1,0 +1,262 @@
+"""The run directory, its one owner: where a run lives and every file in it but the checkpoints.
+
+    <run_dir>/config.json      the run's full config (compared on resume)
+    <run_dir>/metrics.jsonl    one JSON object per logged step (append-only; truncated on resume)
+    <run_dir>/summary.json     written once the run is finished
+    <run_dir>.lock             the pid of the process training it
+    <run_dir>/checkpoints/, best/   orbax (scaling/checkpoint.py)
+
+Readers of runs (fits, report, batch sweep) go through `read_summary`, `read_metrics` and
+`loss_curve`; the one smoother of training-loss curves is `smoothed`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scaling.errors import UserError
+
+CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
+
+# Fields a run may resume under with another value: they change how it goes on from its last
+# checkpoint, not what it is (a lower LR or a skipped batch after a NaN; logging; patience).
+RESUMABLE_FIELDS = ("train.peak_lr", "train.skip_batches", "train.grad_clip", "train.patience",
+                    "log.", "compilation_cache", "data.loader_threads")
+
+# Older run directories used other key names; readers see the current ones.
+_LEGACY_SUMMARY_KEYS = {"flops_kaplan": "flop_kaplan", "flops_palm": "flop_palm",
+                        "flops_per_token": "flop_per_token", "peak_flops": "peak_flop_per_s"}
+_LEGACY_METRIC_KEYS = {"flops": "flop_kaplan", "flops_palm": "flop_palm",
+                       "model_flops_per_s": "model_flop_per_s"}
+
+# The smoothing window of training-loss curves read for fits, in steps of the run's batch.
+SMOOTH_STEPS = 20
+
+
+def path_of(cfg) -> Path:
+  """The run-directory rule: cfg.run_dir, else runs/<cfg.name> (a config or a RunSpec)."""
+  run_dir = cfg.run_dir if hasattr(cfg, "run_dir") else cfg.get("run_dir", "")
+  return Path(run_dir or Path("runs") / cfg.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# config.json
+
+
+def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
+  keys = []
+  for key in sorted(set(a) | set(b)):
+    va, vb = a.get(key), b.get(key)
+    if isinstance(va, dict) and isinstance(vb, dict):
+      keys += _diff_keys(va, vb, f"{prefix}{key}.")
+    elif va != vb:
+      keys.append(f"{prefix}{key}")
+  return keys
+
+
+def _resumable(key: str) -> bool:
+  return any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUMABLE_FIELDS)
+
+
+def check_or_write_config(run_dir: Path, cfg_json: str, overwrite: bool) -> None:
+  """Writes config.json of a new run; on an existing run, accepts the same config, keeps the old
+  one aside when only resumable fields changed, and otherwise refuses (or, with overwrite, moves
+  the old run aside)."""
+  path = run_dir / CONFIG
+  if path.is_file():
+    diff = _diff_keys(json.loads(path.read_text()), json.loads(cfg_json))
+    if diff and all(_resumable(k) for k in diff):
+      stamp = time.strftime("%Y%m%d-%H%M%S")
+      path.rename(run_dir / f"config.before-{stamp}.json")
+      path.write_text(cfg_json)
+      print(f"resuming with changed {', '.join(diff)} (the previous config is kept as "
+            f"config.before-{stamp}.json)", flush=True)
+      return
+    if diff and not overwrite:
+      raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff[:4])}"
+                      f"{' …' if len(diff) > 4 else ''}); choose another run_dir or pass "
+                      "--overwrite to move the old run aside")
+    if diff:
+      aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+      run_dir.rename(aside)
+      print(f"moved the old run to {aside}", flush=True)
+  run_dir.mkdir(parents=True, exist_ok=True)
+  if not path.is_file():
+    path.write_text(cfg_json)
+
+
+def is_finished(run_dir: Path, cfg_json: str) -> bool:
+  """True when the run holds a summary and was trained with exactly this config."""
+  run_dir = Path(run_dir)
+  if not (run_dir / SUMMARY).is_file() or not (run_dir / CONFIG).is_file():
+    return False
+  return json.loads((run_dir / CONFIG).read_text()) == json.loads(cfg_json)
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics.jsonl
+
+
+class MetricsWriter:
+  """Appends one JSON line per record (flushed at once); a no-op when not enabled (processes
+  other than 0 write nothing)."""
+
+  def __init__(self, run_dir: Path, enabled: bool = True):
+    self.path = Path(run_dir) / METRICS
+    self._file = open(self.path, "a") if enabled else None
+
+  def append(self, record: dict) -> None:
+    if self._file is not None:
+      self._file.write(json.dumps(record) + "\n")
+      self._file.flush()
+
+  def close(self) -> None:
+    if self._file is not None:
+      self._file.close()
+
+
+def _records(text: str) -> list[dict]:
+  out = []
+  for line in text.splitlines():
+    if not line.strip():
+      continue
+    try:
+      rec = json.loads(line)
+    except json.JSONDecodeError:
+      continue  # a torn line: the partial write of a process that was killed
+    out.append({_LEGACY_METRIC_KEYS.get(k, k): v for k, v in rec.items()})
+  return out
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+  """Every logged step of a run, oldest first ([] when there is no metrics file)."""
+  path = Path(run_dir) / METRICS
+  return _records(path.read_text()) if path.is_file() else []
+
+
+def truncate_metrics(run_dir: Path, last_step: int) -> None:
+  """Drops metric lines past the restored checkpoint, so the curve has no duplicate steps."""
+  path = Path(run_dir) / METRICS
+  if not path.is_file():
+    return
+  kept = [r for r in read_metrics(run_dir) if r["step"] <= last_step]
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+  os.replace(tmp, path)
+
+
+def last_record(run_dir: Path) -> dict:
+  """The last logged step, with eval_loss the latest held-out loss logged up to it."""
+  last, last_eval = {}, None
+  for last in read_metrics(run_dir):
+    if last.get("eval_loss") is not None:
+      last_eval = last["eval_loss"]
+  last = dict(last)
+  last["eval_loss"] = last.get("eval_loss", last_eval) or last_eval
+  return last
+
+
+# ---------------------------------------------------------------------------------------------
+# summary.json
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+  tmp = Path(run_dir) / (SUMMARY + ".tmp")
+  tmp.write_text(json.dumps(summary, indent=1))
+  os.replace(tmp, Path(run_dir) / SUMMARY)
+
+
+def read_summary(run_dir: Path) -> dict:
+  try:
+    raw = json.loads((Path(run_dir) / SUMMARY).read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f"cannot read {Path(run_dir) / SUMMARY}: {e}") from None
+  return {_LEGACY_SUMMARY_KEYS.get(k, k): v for k, v in raw.items()}
+
+
+def is_run(path: Path) -> bool:
+  """True for a run directory (it holds config.json or summary.json), False for a sweep's."""
+  return (Path(path) / CONFIG).is_file() or (Path(path) / SUMMARY).is_file()
+
+
+def find_runs(path: Path) -> list[Path]:
+  """Finished run directories (holding summary.json) at or under path, sorted."""
+  path = Path(path)
+  if (path / SUMMARY).is_file():
+    return [path]
+  return sorted(p.parent for p in path.rglob(SUMMARY))
+
+
+# ---------------------------------------------------------------------------------------------
+# Locks.
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def lock_path(run_dir: Path) -> Path:
+  run_dir = Path(run_dir)
+  return run_dir.with_name(run_dir.name + ".lock")
+
+
+def acquire(lock: Path) -> bool:
+  """Takes a lock file (O_EXCL, holding this pid); a lock whose owner is dead is taken over."""
+  lock.parent.mkdir(parents=True, exist_ok=True)
+  for _ in range(2):
+    try:
+      fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+      os.write(fd, str(os.getpid()).encode())
+      os.close(fd)
+      return True
+    except FileExistsError:
+      try:
+        owner = int(lock.read_text() or 0)
+      except (OSError, ValueError):
+        owner = 0
+      if owner and _pid_alive(owner):
+        return False
+      lock.unlink(missing_ok=True)  # stale: its runner died
+  return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss curves.
+
+
+def smoothed(tokens: np.ndarray, loss: np.ndarray, window_tokens: float) -> np.ndarray:
+  """Centred moving average over ±window/2 tokens (no lag, unlike an EMA): the one smoother of
+  training-loss curves, used by every fit that reads a curve."""
+  c = np.concatenate([[0.0], np.cumsum(loss)])
+  lo = np.searchsorted(tokens, tokens - window_tokens / 2, side="left")
+  hi = np.searchsorted(tokens, tokens + window_tokens / 2, side="right")
+  return (c[hi] - c[lo]) / (hi - lo)
+
+
+def loss_curve(run_dir: Path, window_tokens: float = 0) -> dict[str, np.ndarray]:
+  """A run's training-loss curve: arrays step, tokens, loss (raw), smoothed (the centred average
+  over window_tokens; default SMOOTH_STEPS batches) and b_noise_tokens (NaN where not logged).
+  Steps without a finite loss are left out."""
+  recs = [r for r in read_metrics(run_dir) if r.get("loss") is not None]
+  step = np.array([r["step"] for r in recs], float)
+  tokens = np.array([r["tokens"] for r in recs], float)
+  loss = np.array([r["loss"] for r in recs], float)
+  if not window_tokens:
+    batch_tokens = tokens[0] / step[0] if len(step) else 1.0
+    window_tokens = SMOOTH_STEPS * batch_tokens
+  b_noise = np.array([np.nan if r.get("b_noise_tokens") is None else r["b_noise_tokens"]
+                      for r in recs], float)
+  return {"step": step, "tokens": tokens, "loss": loss,
+          "smoothed": smoothed(tokens, loss, window_tokens) if len(loss) else loss,
+          "b_noise_tokens": b_noise, "window_tokens": float(window_tokens)}

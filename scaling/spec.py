@@ -1,0 +1,184 @@
+"""A run config validated into typed objects, in one place.
+
+`validate(cfg)` turns an `ml_collections.ConfigDict` (configs/*.py plus overrides) into a frozen
+`RunSpec` whose sections (data, train, gns, eval, checkpoint, mesh) are dataclasses with checked
+types and ranges. Every consumer (trainer, bench, sweeps) reads the spec, never loose fields, so a
+bad value fails here with one line before anything is written. The model section is validated by
+`model.ModelConfig` once the vocabulary size is known (it comes from the token store).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable
+
+from scaling.defaults import base_config
+from scaling.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  source: str
+  text_field: str
+  vocab_size: int
+  tokenizer: str
+  eval_fraction: float
+  max_train_tokens: int
+  cache_dir: str
+  loader_threads: int
+  store: str = ""          # a folder written by `scaling tokenize`; "" → build or reuse the cache
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+  batch_size: int          # global batch in sequences
+  steps: int
+  tokens: int
+  peak_lr: float           # 0: Kaplan's LR(N) rule
+  warmup_frac: float
+  warmup_steps: int
+  min_lr_ratio: float
+  weight_decay: float
+  b1: float
+  b2: float
+  grad_clip: float
+  skip_batches: str
+  patience: int
+  stop_loss: float
+  stop_window_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class GnsSpec:
+  enabled: bool
+  micro_batches: int
+  ema_decay: float
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+  every: int
+  batches: int
+  batch_size: int
+  extra_sources: str
+  extra_lowercase: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSpec:
+  every: int
+  keep: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshSpec:
+  num_devices: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  name: str
+  run_dir: str
+  seed: int
+  compilation_cache: bool
+  group: str
+  model: dict               # the model section as given; model.ModelConfig validates it
+  data: DataSpec
+  train: TrainSpec
+  gns: GnsSpec
+  eval: EvalSpec
+  checkpoint: CheckpointSpec
+  mesh: MeshSpec
+
+
+def _nonneg(x) -> bool:
+  return x >= 0
+
+
+def _positive(x) -> bool:
+  return x > 0
+
+
+def _finite_nonneg(x) -> bool:
+  return math.isfinite(x) and x >= 0
+
+
+# (section.field) → (check, what it must be). Fields not listed only have their type checked.
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (_nonneg, "a non-negative integer"),
+    "data.vocab_size": (lambda v: v >= 258, "at least 258 (byte-level BPE: 256 bytes + EOS + 1)"),
+    "data.eval_fraction": (lambda v: 0 < v < 1, "between 0 and 1 (exclusive)"),
+    "data.max_train_tokens": (_nonneg, "a non-negative integer (0: all)"),
+    "data.loader_threads": (_nonneg, "a non-negative integer"),
+    "train.batch_size": (_positive, "a positive integer"),
+    "train.steps": (_nonneg, "a non-negative integer (0: from train.tokens)"),
+    "train.tokens": (_nonneg, "a non-negative integer"),
+    "train.peak_lr": (_finite_nonneg, "a finite non-negative number (0: Kaplan's LR(N))"),
+    "train.warmup_frac": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.warmup_steps": (_nonneg, "a non-negative integer"),
+    "train.min_lr_ratio": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "train.weight_decay": (_finite_nonneg, "a finite non-negative number"),
+    "train.b1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.b2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "train.grad_clip": (_finite_nonneg, "a finite non-negative number (0: off)"),
+    "train.patience": (_nonneg, "a non-negative integer (0: off)"),
+    "train.stop_loss": (_finite_nonneg, "a finite non-negative number (0: off)"),
+    "train.stop_window_tokens": (_nonneg, "a non-negative integer"),
+    "gns.micro_batches": (_nonneg, "a non-negative integer (0: automatic)"),
+    "gns.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "eval.every": (_nonneg, "a non-negative integer (0: at the end only)"),
+    "eval.batches": (_positive, "a positive integer"),
+    "eval.batch_size": (_positive, "a positive integer"),
+    "checkpoint.every": (_positive, "a positive integer"),
+    "checkpoint.keep": (_positive, "at least 1 (a kill with no checkpoint kept would start over)"),
+    "mesh.num_devices": (_nonneg, "a non-negative integer (0: all devices)"),
+}
+
+
+def _typed(path: str, value, kind):
+  """`value` as `kind` (int, float, bool or str), or a one-line error."""
+  if kind is float and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if kind is int and isinstance(value, float) and value.is_integer():
+    value = int(value)
+  if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+    raise UserError(f"config field {path} must be a {kind.__name__}, got {value!r}")
+  rule = _RULES.get(path)
+  if rule and not rule[0](value):
+    raise UserError(f"config field {path} must be {rule[1]}, got {value!r}")
+  return value
+
+
+def _section(cls, cfg, prefix: str):
+  node = cfg.get(prefix) if prefix else cfg
+  if node is None:
+    raise UserError(f"the config has no {prefix!r} section")
+  values = {}
+  for f in dataclasses.fields(cls):
+    if f.name not in node:
+      if f.default is dataclasses.MISSING:
+        raise UserError(f"the config lacks {prefix}.{f.name}")
+      continue
+    kind = {"int": int, "float": float, "bool": bool, "str": str}[str(f.type)]
+    values[f.name] = _typed(f"{prefix}.{f.name}", node[f.name], kind)
+  return cls(**values)
+
+
+def validate(cfg) -> RunSpec:
+  """The typed, range-checked run spec of a config (UserError naming the first bad field)."""
+  top = {k: _typed(k, cfg.get(k, d), t) for k, d, t in (
+      ("name", "run", str), ("run_dir", "", str), ("seed", 0, int),
+      ("compilation_cache", True, bool), ("group", "", str))}
+  if "model" not in cfg:
+    raise UserError("the config has no 'model' section")
+  return RunSpec(**top, model=dict(cfg.model.to_dict()),
+                 data=_section(DataSpec, cfg, "data"), train=_section(TrainSpec, cfg, "train"),
+                 gns=_section(GnsSpec, cfg, "gns"), eval=_section(EvalSpec, cfg, "eval"),
+                 checkpoint=_section(CheckpointSpec, cfg, "checkpoint"),
+                 mesh=_section(MeshSpec, cfg, "mesh"))
+
+
+def data_spec(**fields) -> DataSpec:
+  """The default data section (scaling/defaults.py) with some fields replaced."""
+  return dataclasses.replace(_section(DataSpec, base_config(), "data"), **fields)

@@ -1,0 +1,224 @@
+"""The jitted training step: train state, the data-parallel gradient with the noise estimator, the
+eval step, and the one builder of all of them used by the trainer, the bench and the tests.
+
+The gradient is computed under `jax.shard_map`, so each device's own gradient (over its share of
+the batch, optionally split into micro-batches) exists before the explicit all-reduce; the
+gradient-noise-scale estimator (scaling/gns.py) compares its squared norm with the all-reduced one.
+
+Shape suffixes: B batch (sequences), W window positions (context + 1: inputs and shifted
+targets), b a device's share of the batch, k micro-batches per device, m sequences per
+micro-batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from scaling import gns
+from scaling.errors import UserError
+from scaling.model import ModelConfig, Transformer
+from scaling.optim import make_optimizer
+from scaling.spec import GnsSpec, TrainSpec
+
+
+class TrainState(NamedTuple):
+  params: Any          # nnx.State of the model's parameters (float32)
+  opt_state: Any       # optax AdamW state
+  gns: gns.GnsState
+  step: jax.Array      # optimizer steps taken
+
+
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class StepMetrics:
+  """One step's scalar metrics packed in one float32 vector, so that fetching them is one
+  device-to-host transfer (a dict of scalars took 7x the host time per step)."""
+  values: Any                  # float32 (len(names),): a jax.Array, or numpy after device_get
+  names: tuple[str, ...]
+
+  def tree_flatten(self):
+    return (self.values,), self.names
+
+  @classmethod
+  def tree_unflatten(cls, names, children):
+    return cls(children[0], names)
+
+  @classmethod
+  def pack(cls, metrics: dict) -> "StepMetrics":
+    return cls(jnp.stack([jnp.asarray(v, jnp.float32) for v in metrics.values()]),
+               tuple(metrics))
+
+  def __getitem__(self, name: str):
+    return self.values[self.names.index(name)]
+
+  def items(self):
+    return zip(self.names, self.values)
+
+
+def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
+  """A one-axis (`data`) mesh over the first num_devices devices (0: all)."""
+  devices = jax.devices()
+  if num_devices:
+    if num_devices > len(devices):
+      raise UserError(f"mesh.num_devices={num_devices} but only {len(devices)} devices exist")
+    devices = devices[:num_devices]
+  return jax.sharding.Mesh(np.asarray(devices), ("data",))
+
+
+def micro_batches(gns_spec: GnsSpec, n_devices: int) -> int:
+  """Micro-batches per device: gns.micro_batches, else 1 on several devices (the devices give the
+  small batches of the noise estimator) and 2 on one; 1 when the estimator is off."""
+  if not gns_spec.enabled:
+    return 1
+  return gns_spec.micro_batches or (1 if n_devices > 1 else 2)
+
+
+def sq_norm(tree) -> jax.Array:
+  return sum(jnp.vdot(x, x).real for x in jax.tree.leaves(tree)).astype(jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchGeometry:
+  """Batch sizes of one step; B_small/B_big in tokens as McCandlish 2018 app. A.1 uses them."""
+  global_seqs: int
+  n_ctx: int
+  n_devices: int
+  micro_batches: int
+
+  @property
+  def b_big_tokens(self) -> int:
+    return self.global_seqs * self.n_ctx
+
+  @property
+  def b_small_tokens(self) -> int:
+    return self.global_seqs // (self.n_devices * self.micro_batches) * self.n_ctx
+
+  def check(self) -> "BatchGeometry":
+    if self.global_seqs % self.n_devices:
+      raise UserError(f"train.batch_size={self.global_seqs} is not divisible by the "
+                      f"{self.n_devices} devices; use a multiple of {self.n_devices} or set "
+                      "mesh.num_devices")
+    per_device = self.global_seqs // self.n_devices
+    if per_device % self.micro_batches:
+      raise UserError(f"the per-device batch {per_device} is not divisible by "
+                      f"gns.micro_batches={self.micro_batches}")
+    return self
+
+
+def lm_loss(graphdef):
+  """Mean next-token cross-entropy (nats/token) of the model on a batch of windows (B, W)."""
+  def loss_fn(params, tokens_BW):
+    return nnx.merge(graphdef, params).loss(tokens_BW[:, :-1], tokens_BW[:, 1:])
+  return loss_fn
+
+
+def _device_grads(loss_fn, k: int):
+  """Per device: (mean loss, mean gradient, mean |G_small|²) over its k micro-batches."""
+  def per_device(params, tokens_bW):
+    # Params become device-varying so the gradient below is this device's own, not all-reduced.
+    params = jax.tree.map(lambda x: jax.lax.pcast(x, "data", to="varying"), params)
+    grad_fn = jax.value_and_grad(loss_fn)
+    if k == 1:
+      loss, grads = grad_fn(params, tokens_bW)
+      sq_small = sq_norm(grads)
+    else:
+      tokens_kmW = tokens_bW.reshape(k, -1, *tokens_bW.shape[1:])
+
+      def body(carry, tokens_mW):
+        loss_acc, grads_acc, sq_acc = carry
+        loss, grads = grad_fn(params, tokens_mW)
+        return (loss_acc + loss, jax.tree.map(jnp.add, grads_acc, grads),
+                sq_acc + sq_norm(grads)), None
+
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      varying_zero = jax.lax.pcast(jnp.zeros((), jnp.float32), "data", to="varying")
+      (loss, grads, sq_small), _ = jax.lax.scan(body, (varying_zero, zeros, varying_zero),
+                                                tokens_kmW)
+      loss, sq_small = loss / k, sq_small / k
+      grads = jax.tree.map(lambda g: g / k, grads)
+    # The explicit all-reduce: mean over devices of the loss, the gradient and |G_small|².
+    return (jax.lax.pmean(loss, "data"), jax.lax.pmean(grads, "data"),
+            jax.lax.pmean(sq_small, "data"))
+  return per_device
+
+
+def make_train_step(loss_fn, tx, schedule, mesh, geom: BatchGeometry, gns_spec: GnsSpec):
+  """Builds the jitted step: (TrainState, batch rows (B, W)) → (TrainState, StepMetrics).
+
+  loss_fn(params, rows) must be the mean loss over its rows, so that the mean of per-device
+  gradients is the gradient of the global batch.
+  """
+  gns_on = gns_spec.enabled and geom.b_small_tokens < geom.b_big_tokens
+  b_small, b_big = float(geom.b_small_tokens), float(geom.b_big_tokens)
+  sharded_grads = jax.shard_map(_device_grads(loss_fn, geom.micro_batches), mesh=mesh,
+                                in_specs=(P(), P("data")), out_specs=(P(), P(), P()))
+  nan = jnp.float32(jnp.nan)
+
+  def step_fn(state: TrainState, tokens_BW):
+    loss, grads, sq_small = sharded_grads(state.params, tokens_BW)
+    sq_big = sq_norm(grads)
+    g2 = gns.estimate_g2(sq_small, sq_big, b_small, b_big)
+    trace = gns.estimate_trace(sq_small, sq_big, b_small, b_big)
+    gns_state = gns.update(state.gns, g2, trace, gns_spec.ema_decay) if gns_on else state.gns
+    b_noise = gns.b_noise(gns_state, gns_spec.ema_decay) if gns_on else nan
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics = StepMetrics.pack({
+        "loss": loss, "grad_norm": jnp.sqrt(sq_big), "lr": schedule(state.step),
+        "b_noise_tokens": b_noise, "b_noise_seqs": b_noise / geom.n_ctx,
+        "gns_g2": g2 if gns_on else nan, "gns_trace": trace if gns_on else nan,
+    })
+    return TrainState(params, opt_state, gns_state, state.step + 1), metrics
+
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(step_fn, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def make_eval_step(graphdef, mesh):
+  return jax.jit(lm_loss(graphdef),
+                 in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))))
+
+
+def global_batch(mesh, local_BW: np.ndarray) -> jax.Array:
+  """The global array whose process-local rows are `local_BW` (sharded on `data`)."""
+  sharding = NamedSharding(mesh, P("data"))
+  if jax.process_count() == 1:   # the same array; device_put costs half the host time per step
+    return jax.device_put(local_BW, sharding)
+  return jax.make_array_from_process_local_data(sharding, local_BW)
+
+
+@dataclasses.dataclass(frozen=True)
+class Trainer:
+  """Everything a loop needs to take steps: the jitted train and eval steps, the initial state
+  (replicated on the mesh), the schedule and the batch geometry."""
+  step_fn: Any
+  eval_fn: Any
+  state: TrainState
+  graphdef: Any
+  schedule: Any
+  geom: BatchGeometry
+  mesh: jax.sharding.Mesh
+
+
+def build(mcfg: ModelConfig, train: TrainSpec, gns_spec: GnsSpec, mesh, peak_lr: float,
+          total_steps: int, seed: int = 0) -> Trainer:
+  """The one builder of model, optimizer, train state and steps (trainer, bench, benchmarks and
+  tests all call it)."""
+  n_devices = mesh.devices.size
+  geom = BatchGeometry(train.batch_size, mcfg.n_ctx, n_devices,
+                       micro_batches(gns_spec, n_devices)).check()
+  graphdef, params = nnx.split(Transformer(mcfg, rngs=nnx.Rngs(seed)), nnx.Param)
+  tx, schedule = make_optimizer(train, peak_lr, total_steps)
+  state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
+  state = jax.device_put(state, NamedSharding(mesh, P()))
+  step_fn = make_train_step(lm_loss(graphdef), tx, schedule, mesh, geom, gns_spec)
+  return Trainer(step_fn, make_eval_step(graphdef, mesh), state, graphdef, schedule, geom, mesh)

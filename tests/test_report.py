@@ -1,0 +1,74 @@
+"""`scaling fit` → fits.json → `scaling report`: a synthetic sweep with a known law, and a report
+that re-renders from fits.json without fitting again."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import fake_run
+from scaling import report
+from scaling.cli import main as cli_main
+from scaling.laws import sweepfit
+
+ALPHA_N, N_C = 0.12, 3e8          # L(N) = (N_c/N)^α_N, the law the synthetic sweep obeys
+B_STAR, ALPHA_B = 2e4, 0.4        # B_noise(L) = B*/L^(1/α_B)
+
+
+def _sweep(root, sizes=np.logspace(3, 6, 6)):
+  for i, n in enumerate(sizes):
+    loss = (N_C / n) ** ALPHA_N
+    fake_run(root / f"m{i}", int(n), float(loss), steps=200,
+             b_noise=lambda l: B_STAR / l ** (1 / ALPHA_B), final_eval_losses={},
+             b_noise_tokens_final=B_STAR / loss ** (1 / ALPHA_B))
+  return root
+
+
+def test_fit_recovers_the_known_law_and_the_report_renders_it(tmp_path, capsys):
+  sweep = _sweep(tmp_path / "sw")
+  assert cli_main(["fit", str(sweep), "--bootstrap", "100"]) == 0
+  assert "wrote" in capsys.readouterr().out
+  doc = json.loads((sweep / "fits.json").read_text())
+  ln = doc["fits"]["L(N)"]["N"]
+  assert ln["params"]["alpha_N"] == pytest.approx(ALPHA_N, rel=1e-2)  # N rounded to integers
+  lo, hi = ln["intervals"]["alpha_N"]
+  assert lo <= ALPHA_N <= hi
+  assert doc["headline"]["extrapolation_rel_error"] == pytest.approx(0, abs=1e-3)
+  law = doc["fits"]["b_noise_law"]["params"]
+  assert law["alpha_B"] == pytest.approx(ALPHA_B, rel=0.02)
+  assert cli_main(["report", str(sweep)]) == 0
+  md = (sweep / "report.md").read_text()
+  assert f"α_N = {ALPHA_N:.4f}" in md or f"α_N = {ln['params']['alpha_N']:.4f}" in md
+  assert "C_c (PF-days)" in md   # the frontier's C_c in Kaplan's unit, beside his 3.1e8
+
+
+def test_report_rerenders_without_fitting(tmp_path, monkeypatch):
+  sweep = _sweep(tmp_path / "sw")
+  sweepfit.fit_sweep(str(sweep), n_boot=50)
+  report.make_report(str(sweep))
+  before = (sweep / "fits.json").read_bytes()
+  pngs = sorted(sweep.glob("*.png"))
+  assert len(pngs) >= 3
+  for png in pngs:
+    png.unlink()
+
+  def no_fit(*args, **kwargs):
+    raise AssertionError("the report fitted although fits.json was current")
+  monkeypatch.setattr(sweepfit, "fit_sweep", no_fit)
+  result = report.make_report(str(sweep))
+  assert sorted(sweep.glob("*.png")) == pngs
+  assert (sweep / "fits.json").read_bytes() == before
+  assert result["headline"]["alpha_N"] == json.loads(before)["headline"]["alpha_N"]
+
+
+def test_report_refits_when_runs_are_newer_than_fits(tmp_path):
+  sweep = _sweep(tmp_path / "sw")
+  sweepfit.fit_sweep(str(sweep), n_boot=20)
+  assert sweepfit.is_current(sweep)
+  # A run finished after the fit: fits.json is older than its summary.
+  earlier = os.stat(sweep / "m0" / "summary.json").st_mtime - 10
+  os.utime(sweep / "fits.json", (earlier, earlier))
+  assert not sweepfit.is_current(sweep)
+  report.make_report(str(sweep), n_boot=20)
+  assert sweepfit.is_current(sweep)
