@@ -145,10 +145,12 @@ def predict_command(preset: str, n: float | None, d: float | None, c: float | No
             f"{a['D_opt']:.3g} tokens{alloc('D_opt')} ({a['tokens_per_param']:.1f} tokens/param), "
             f"L = {a['loss']:.3f}{alloc('loss')}; a = {a['a']:.3f}, b = {a['b']:.3f}")
     elif kind == "kaplan2020":
-      a = allocation.kaplan_allocation(p, c / forms.PF_DAY_FLOP)
-      print(f"C = {c:.3g} FLOP ({c / forms.PF_DAY_FLOP:.3g} PF-days): N_opt = {a['N_opt']:.3g}, "
-            f"L(C_min) = {a['loss']:.3f}, B_crit = {a['B_crit_tokens']:.3g} tokens, "
-            f"D = {a['D_tokens']:.3g} tokens, S = {a['S_steps']:.3g} steps")
+      a = allocation.kaplan_allocation(p, c)
+      print(f"C = {c:.3g} FLOP spent at B = B_crit, so C_min = C/2 = {a['C_min_flop']:.3g} FLOP "
+            f"({a['C_min_pf_days']:.3g} PF-days; Kaplan 2020 eq. 5.5): N_opt = {a['N_opt']:.3g} "
+            f"(eq. 1.7), L(C_min) = {a['loss']:.3f} nats/token (eq. 1.3), B = B_crit(L) = "
+            f"{a['B_crit_tokens']:.3g} tokens (eq. 1.4), D = C/(6·N) = {a['D_tokens']:.3g} tokens, "
+            f"S = D/B = {a['S_steps']:.3g} steps (S_min = {a['S_min_steps']:.3g})")
     else:
       raise UserError("allocation from a Kaplan-form fit needs an envelope or isoflop fit; "
                       "use a chinchilla fit or the kaplan2020 preset")
@@ -160,7 +162,8 @@ def predict_command(preset: str, n: float | None, d: float | None, c: float | No
             f"D = {r['D_opt']:.3g}")
     elif kind == "kaplan2020":
       r = allocation.kaplan_compute_for_loss(p, target)
-      print(f"L = {target}: least compute {r['C_pf_days']:.3g} PF-days with N = {r['N_opt']:.3g}")
+      print(f"L = {target}: C_min = {r['C_min_pf_days']:.3g} PF-days (eq. 1.3); trained at B_crit "
+            f"that is C = 2·C_min = {r['C_flop']:.3g} FLOP, with N = {r['N_opt']:.3g}")
     else:
       raise UserError("a target loss needs a chinchilla fit or the kaplan2020 preset")
     out["for_loss"] = r
@@ -179,21 +182,26 @@ def plan_command(preset: str, n: float | None, d: float | None, penalty_pct: flo
   if kind == "kaplan-fit":  # the user's own L(N,D); step and batch laws from Kaplan unless fitted
     kaplan = {**forms.KAPLAN2020, **({"ND": p["ND"]} if "ND" in p else {})}
   out: dict = {}
+  # Overfitting questions take Kaplan's Table 2 fit of L(N, D) (the source of D ≳ 5e3·N^0.74),
+  # or the user's own ND fit.
+  nd, nd_name = ((kaplan["ND_table2"], "Kaplan 2020 Table 2: α_N 0.076, α_D 0.103, N_c 6.4e13, "
+                  "D_c 1.8e13") if kind == "kaplan2020" else
+                 (kaplan["ND"], f"the ND fit of {preset}") if kaplan else (None, ""))
   if penalty_pct is not None:
     if kaplan is None or n is None:
       raise UserError("--penalty needs --N and a Kaplan preset or an ND fit")
-    d_min = planning.least_d_for_penalty(kaplan["ND"], n, penalty_pct / 100)
+    d_min = planning.least_d_for_penalty(nd, n, penalty_pct / 100)
     print(f"N = {n:.3g}: keeping the overfitting penalty δL ≤ {penalty_pct}% needs D ≥ "
-          f"{d_min:.3g} tokens")
+          f"{d_min:.3g} tokens ({nd_name}; eq. 4.3)")
     out["least_D"] = d_min
   if n is not None and d is not None and kaplan is not None:
-    pen = float(forms.overfit_penalty(kaplan["ND"], n, d))
-    bound = planning.s_stop(kaplan["ND"], kaplan["NS"], n, d)
-    print(f"N = {n:.3g}, D = {d:.3g}: δL = {100 * pen:.2f}%, early-stopping bound "
-          f"S_stop ≳ {bound:.3g} steps")
-    out.update(penalty=pen, S_stop=bound)
+    pen = float(forms.overfit_penalty(nd, n, d))
+    bound = planning.s_stop(nd, kaplan["NS"], n, d)
+    print(f"N = {n:.3g}, D = {d:.3g}: δL = {100 * pen:.2f}% ({nd_name}), early-stopping bound "
+          f"S_stop ≳ {bound:.3g} S_min steps (eq. 5.7; steps at B ≫ B_crit)")
+    out.update(penalty=pen, S_stop_min=bound)
     if batch_tokens is not None and steps is not None:
-      r = planning.should_stop(kaplan, n, d, batch_tokens, steps)
+      r = planning.should_stop({**kaplan, "ND": nd}, n, d, batch_tokens, steps)
       verdict = "yes: " + "; ".join(r["reasons"]) if r["stop"] else (
           f"no: the compute-efficient point is at S* ≈ {r['S_star']:.3g} steps "
           f"(loss {r['L_star']:.3f} = (1 + α_N/α_S)·L(N,∞))")
@@ -205,11 +213,18 @@ def plan_command(preset: str, n: float | None, d: float | None, penalty_pct: flo
     models = planning.parse_models(compare) if compare else planning.NAMED_MODELS
     law = "chinchilla" if chinchilla else "kaplan"
     rows = planning.compare_models(models, law, p if chinchilla else kaplan)
-    print(f"\n| model | N | D | C (FLOP) | predicted L | N_opt at same C | D_opt | L at N_opt |"
-          f"\n|---|---|---|---|---|---|---|---|")
+    if law == "kaplan":
+      print("\npredicted L: L(N, S_min) (Kaplan eq. 1.6) of the run, ended at B = B_crit so "
+            "S_min = S/2; L(N, D): eq. 1.5, N trained to convergence on D tokens (a floor, at more "
+            "compute); L at N_opt: L(C_min) (eq. 1.3) of the compute-efficient model at the same "
+            "C, trained at B_crit so C_min = C/2 (eq. 5.5)")
+    conv = law == "kaplan"
+    print(f"\n| model | N | D | C (FLOP) | predicted L |{' L(N, D) |' * conv} N_opt at same C | "
+          f"D_opt | L at N_opt |\n|---|---|---|---|---|{'---|' * conv}---|---|---|")
     for r in rows:
-      print(f"| {r['name']} | {r['N']:.3g} | {r['D']:.3g} | {r['C']:.3g} | {r['loss']:.3f} | "
-            f"{r['N_opt']:.3g} | {r['D_opt']:.3g} | {r['loss_opt']:.3f} |")
+      floor = f" {r['loss_converged']:.3f} |" if conv else ""
+      print(f"| {r['name']} | {r['N']:.3g} | {r['D']:.3g} | {r['C']:.3g} | {r['loss']:.3f} |"
+            f"{floor} {r['N_opt']:.3g} | {r['D_opt']:.3g} | {r['loss_opt']:.3f} |")
     out["compare"] = rows
   if not out:
     raise UserError("ask something: --N/--D, --penalty, --batch with --steps, --C or --compare")

@@ -86,7 +86,9 @@ KAPLAN2020 = {
 # Hoffmann 2022 (arXiv 2203.15556) Table 2, Approach 3: N_opt ∝ C^a, D_opt ∝ C^b.
 CHINCHILLA2022_ALLOCATION = {"a": 0.46, "b": 0.54}
 CHINCHILLA2022 = {"E": 1.69, "A": 406.4, "B": 410.7, "alpha": 0.34, "beta": 0.28}
-EPOCH2024 = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.35, "beta": 0.37}  # Besiroglu 2024
+# Besiroglu et al. 2024 (arXiv 2404.10102), their refit of Hoffmann's data, unrounded: rounding
+# the constants biases the implied allocation (the pitfall they found in Hoffmann's table).
+EPOCH2024 = {"E": 1.81686, "A": 482.006, "B": 2085.434, "alpha": 0.34781, "beta": 0.36585}
 
 PRESETS = {"kaplan2020": KAPLAN2020, "chinchilla2022": CHINCHILLA2022, "epoch2024": EPOCH2024}
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from scipy import optimize
+
 from scaling.errors import UserError
 from scaling.laws import allocation, forms
 
@@ -40,10 +42,19 @@ def compute_efficient_stop(p_ns: dict, p_b: dict, n: float, batch_tokens: float)
   return {"L_inf": l_inf, "L_star": l_star, "S_min_star": s_min_star, "S_star": steps}
 
 
+def s_stop_steps(p_nd: dict, p_ns: dict, p_b: dict, n: float, d: float,
+                 batch_tokens: float) -> float:
+  """S_stop in steps at batch B: eq. 5.7's bound is in S_min units, and S = S_min·(1 +
+  B_crit(L)/B) (Kaplan 2020 eq. 5.4), with L = L(N, D) the loss where the run stops."""
+  b_crit = float(forms.b_crit(p_b, forms.loss_nd(p_nd, n, d)))
+  return s_stop(p_nd, p_ns, n, d) * (1 + b_crit / batch_tokens)
+
+
 def should_stop(kaplan: dict, n: float, d: float, batch_tokens: float, steps_so_far: float) -> dict:
-  """The 'should I stop?' question for a run in progress (N, D distinct tokens, batch B)."""
+  """The 'should I stop?' question for a run in progress (N, D distinct tokens, batch B), with
+  both bounds in steps at batch B."""
   eff = compute_efficient_stop(kaplan["NS"], kaplan["B_crit"], n, batch_tokens)
-  bound = s_stop(kaplan["ND"], kaplan["NS"], n, d)
+  bound = s_stop_steps(kaplan["ND"], kaplan["NS"], kaplan["B_crit"], n, d, batch_tokens)
   reasons = []
   if steps_so_far >= eff["S_star"]:
     reasons.append(f"past the compute-efficient point (S* ≈ {eff['S_star']:.3g} steps): a larger "
@@ -55,9 +66,23 @@ def should_stop(kaplan: dict, n: float, d: float, batch_tokens: float, steps_so_
           "reasons": reasons}
 
 
+def kaplan_loss_of_run(k: dict, n: float, d: float) -> float:
+  """The loss of a run of N that processed D tokens and ended at B = B_crit: L(N, S_min) (Kaplan
+  2020 eq. 1.6) with S = D/B_crit(L) steps and S_min = S/2 (eq. 5.4), solved for L (B_crit
+  depends on the loss it ends at, eq. 1.4)."""
+  def gap(loss):
+    s_min = d / (2.0 * float(forms.b_crit(k["B_crit"], loss)))
+    return float(forms.loss_ns(k["NS"], n, s_min)) - loss
+  floor = float(forms.loss_n(k["NS"], n))
+  return optimize.brentq(gap, floor, floor + 100.0, xtol=1e-12)
+
+
 def compare_models(models: list[tuple[str, float, float]], law: str, params: dict) -> list[dict]:
   """Predicted loss of named (N, D) models under a law, with the compute-optimal alternative at
-  the same compute C = 6·N·D."""
+  the same compute C = 6·N·D. Kaplan: both under compute-limited laws, the model's L(N, S_min)
+  (kaplan_loss_of_run) beside the compute-efficient model's L(C_min) (eq. 1.3) with C_min = C/2
+  (trained at B_crit, eq. 5.5); L(N, D) (eq. 1.5, N trained to convergence on D tokens, more
+  compute than C) is given as the floor of the model's loss."""
   rows = []
   for name, n, d in models:
     c = 6.0 * n * d
@@ -67,11 +92,12 @@ def compare_models(models: list[tuple[str, float, float]], law: str, params: dic
       rows.append({"name": name, "N": n, "D": d, "C": c, "loss": loss, "N_opt": opt["N_opt"],
                    "D_opt": opt["D_opt"], "loss_opt": opt["loss"]})
     else:
-      loss = float(forms.loss_nd(params["ND"], n, d))
-      opt = allocation.kaplan_allocation(params, c / forms.PF_DAY_FLOP)
-      loss_opt = float(forms.loss_nd(params["ND"], opt["N_opt"], c / (6 * opt["N_opt"])))
-      rows.append({"name": name, "N": n, "D": d, "C": c, "loss": loss, "N_opt": opt["N_opt"],
-                   "D_opt": c / (6 * opt["N_opt"]), "loss_opt": loss_opt})
+      loss = kaplan_loss_of_run(params, n, d)
+      opt = allocation.kaplan_allocation(params, c)
+      rows.append({"name": name, "N": n, "D": d, "C": c, "loss": loss,
+                   "loss_converged": float(forms.loss_nd(params["ND"], n, d)), "N_opt": opt["N_opt"],
+                   "D_opt": opt["D_tokens"], "loss_opt": opt["loss"],
+                   "C_min_opt": opt["C_min_flop"]})
   return rows
 
 

@@ -47,7 +47,8 @@ def get_law(name: str) -> Law:
   if base == "D":
     return _single("D", "alpha_D", "D_c", forms.loss_d, k["D"], irreducible)
   if base == "C":
-    return _single("C", "alpha_C", "C_c", forms.loss_c, k["C_min"], irreducible)
+    law = _single("C", "alpha_C", "C_c", forms.loss_c, k["C_min"], irreducible)
+    return dataclasses.replace(law, description=law.description + " (C_min and C_c in PF-days)")
   if base == "ND":
     return Law(name, ("N", "D"), ("N", "D"), 4 + irreducible,
                lambda n, d, y: fit.fit_kaplan_nd(n, d, y, irreducible), forms.loss_nd,

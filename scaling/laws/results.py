@@ -39,6 +39,10 @@ def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
     columns = {**columns, "N": columns["N_total"]}
   if law.name.removesuffix("+E") in ("D", "ND") and "D_data" in columns:
     columns = {**columns, "D": columns["D_data"]}  # Kaplan's D: distinct tokens (dataset size)
+  if law.name.removesuffix("+E") == "C" and "C" in columns:
+    # C is in FLOP everywhere (run directories, CSV); Kaplan's L(C_min) and its C_c are in
+    # PF-days (1 PF-day = 8.64e19 FLOP), so the fitted C_c compares with his 3.1e8.
+    columns = {**columns, "C": np.asarray(columns["C"], float) / forms.PF_DAY_FLOP}
   fit_mod.check_no_duplicates({c: columns[c] for c in law.columns if c in columns}, y)
   params, converged, message = fit_law(law, columns, y)
   derived = None

@@ -242,3 +242,15 @@ def test_nearly_flat_power_law_does_not_overflow():
   n = np.array([1e3, 1e4, 1e5])
   alpha, n_c = fit.fit_power_law(n, np.array([4.0, 3.9999, 3.9998]))
   assert 0 < alpha < 1e-4 and n_c == math.inf
+
+
+def test_law_c_from_runs_is_fitted_in_pf_days(tmp_path):
+  # Runs whose loss follows L(C_min) = (C_c/C)^α_C with C_c = 3.1e8 PF-days; each run's C is its
+  # Kaplan FLOP count 6·N·tokens (50 steps of 2048 tokens), so C_c comes back in PF-days.
+  pf_day = 8.64e19
+  for i, n in enumerate(np.logspace(6, 9, 6)):
+    c_pf = 6.0 * n * 50 * 2048 / pf_day
+    fake_run(tmp_path / f"r{i}", int(n), float((3.1e8 / c_pf) ** 0.05))
+  doc = fit_command(str(tmp_path), ["C"], 0, 0, 0, "kaplan", "final_eval_loss", None, None)
+  assert doc["fits"][0]["params"]["C_c"] == pytest.approx(3.1e8, rel=1e-3)
+  assert "PF-days" in doc["fits"][0]["form"]
