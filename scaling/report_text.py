@@ -55,8 +55,8 @@ def _extrapolation(fits: dict) -> list[str]:
     for e in (f.get("extrapolation", []) if name != "points" else []):
       lines.append(f"- L({name}) fitted without N = {fmt(e['N'])}: predicted {e['predicted']:.4f}, "
                    f"measured {e['measured']:.4f}, error {100 * e['rel_error']:+.2f}% "
-                   f"({'inside' if e['inside_interval'] else 'outside'} the 95% interval "
-                   f"{_interval(e['interval'])})")
+                   f"({'inside' if e['inside_interval'] else 'outside'} the 95% "
+                   f"{e.get('interval_kind', 'interval')} {_interval(e['interval'])})")
   return lines
 
 

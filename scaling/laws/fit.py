@@ -180,7 +180,7 @@ def fit_ns(n, s_min, y, irreducible: bool = False) -> tuple[dict, bool, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Chinchilla's parametric form (Hoffmann 2022 §3.3, Approach 3).
+# Chinchilla's parametric form (Hoffmann 2022, arXiv 2203.15556, §3.3, Approach 3).
 
 
 def fit_chinchilla_varpro(n, d, y, grid: int = 24) -> tuple[dict, bool, str]:
@@ -210,9 +210,9 @@ def huber(r, delta):
   return np.where(a <= delta, 0.5 * r ** 2, delta * (a - 0.5 * delta))
 
 
-def fit_chinchilla_huber(n, d, y, delta: float = 1e-3, grid=None) -> tuple[dict, bool, str]:
-  """The published procedure (Hoffmann 2022 §D.2): Huber(δ) on log residuals of
-  LSE(a − α·ln N, b − β·ln D, e), L-BFGS from every point of a grid, best optimum kept."""
+def _huber_log_objective(n, d, y, delta: float):
+  """Σ Huber_δ(LSE(a − α·ln N, b − β·ln D, e) − ln L) and its gradient in p = (a, b, e, α, β),
+  A = e^a, B = e^b, E = e^e (Hoffmann 2022 app. D.2)."""
   log_n, log_d, log_y = np.log(n), np.log(d), np.log(y)
 
   def objective(p):
@@ -220,28 +220,121 @@ def fit_chinchilla_huber(n, d, y, delta: float = 1e-3, grid=None) -> tuple[dict,
     terms = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
     m = terms.max(axis=0)
     w = np.exp(terms - m)
-    lse = m + np.log(w.sum(axis=0))
-    r = lse - log_y
+    r = m + np.log(w.sum(axis=0)) - log_y
     dh = np.clip(r, -delta, delta)               # Huber derivative
     soft = w / w.sum(axis=0)                     # ∂LSE/∂term
     grad = np.array([np.sum(dh * soft[0]), np.sum(dh * soft[1]), np.sum(dh * soft[2]),
                      np.sum(dh * soft[0] * -log_n), np.sum(dh * soft[1] * -log_d)])
     return float(np.sum(huber(r, delta))), grad
+  return objective
 
+
+def _lbfgs(objective, starts):
+  """L-BFGS from each start; the best result and whether it converged (its gradient norm)."""
+  best = None
+  for start in starts:
+    res = optimize.minimize(objective, np.asarray(start, float), jac=True, method="L-BFGS-B")
+    if best is None or res.fun < best.fun:
+      best = res
+  grad_norm = float(np.linalg.norm(best.jac))
+  ok = bool(best.success) or grad_norm < 1e-6
+  return best, ok, "" if ok else f"L-BFGS did not converge: {best.message} (|grad| {grad_norm:.2g})"
+
+
+def _chinchilla_params(p) -> dict:
+  a, b, e, alpha, beta = p
+  return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": float(alpha),
+          "beta": float(beta)}
+
+
+def _irls_coefficients(design: np.ndarray, y: np.ndarray, delta: float, iters: int = 30):
+  """(E, A, B) ≥ 0 for fixed exponents, minimizing Σ Huber_δ(log residual) by iteratively
+  reweighted non-negative least squares on relative residuals (weights min(1, δ/|r|)); returns
+  the coefficients and the Huber objective of their log residuals."""
+  weights = np.ones_like(y)
+  coef = np.zeros(design.shape[1])
+  for _ in range(iters):
+    sw = np.sqrt(weights) / y
+    coef, _ = optimize.nnls(design * sw[:, None], np.sqrt(weights))
+    pred = design @ coef
+    if np.any(pred <= 0):
+      return coef, math.inf
+    r = np.log(pred / y)
+    new = np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
+    if np.allclose(new, weights, rtol=1e-6, atol=1e-9):
+      break
+    weights = new
+  return coef, float(np.sum(huber(r, delta)))
+
+
+def fit_chinchilla(n, d, y, delta: float = 1e-3, start: dict | None = None,
+                   grid: int = 16) -> tuple[dict, bool, str]:
+  """The default Approach 3 fit: Huber(δ) on log residuals (Hoffmann 2022 app. D.2; Besiroglu et
+  al. 2024, arXiv 2404.10102), by variable projection: for each (α, β) of a grid the linear
+  (E, A, B) ≥ 0 come from IRLS, the best exponents are refined, then all five constants are
+  polished on the exact objective (_huber_polish). With `start` (a central fit; bootstrap
+  resamples) only the polish runs, from there.""" 
+  n, d, y = (np.asarray(v, float) for v in (n, d, y))
+  objective = _huber_log_objective(n, d, y, delta)
+  floor = 1e-6 * float(y.min())
+
+  def as_p(q):  # (E, A, B, α, β) → (a, b, e, α, β)
+    return [math.log(max(q["A"], 1e-300)), math.log(max(q["B"], 1e-300)),
+            math.log(max(q["E"], floor)), q["alpha"], q["beta"]]
+
+  if start is None:
+    design = lambda e: np.stack([np.ones_like(y), n ** -e[0], d ** -e[1]], axis=1)
+    profile = lambda e: _irls_coefficients(design(e), y, delta)[1]
+    grids = [np.linspace(0.05, 2.0, grid)] * 2
+    best_e = min(itertools.product(*grids), key=profile)
+    res = optimize.minimize(profile, np.array(best_e), method="Nelder-Mead",
+                            options={"xatol": 1e-6, "fatol": 1e-12, "maxiter": 2000})
+    exps = res.x if res.fun <= profile(best_e) else np.array(best_e)
+    coef, _ = _irls_coefficients(design(exps), y, delta)
+    start = {"E": coef[0], "A": coef[1], "B": coef[2], "alpha": exps[0], "beta": exps[1]}
+  p, ok, msg = _huber_polish(n, d, y, as_p(start), delta)
+  if objective(p)[0] > objective(as_p(start))[0]:
+    p = np.asarray(as_p(start))
+  return _chinchilla_params(p), ok, msg
+
+
+def _huber_polish(n, d, y, p0, delta: float):
+  """All five constants p = (a, b, e, α, β) from p0 by trust-region least squares with a Huber
+  loss of scale δ on the log residuals LSE(a − α·ln N, b − β·ln D, e) − ln L (scipy's
+  loss="huber" minimizes 2·Σ Huber_δ, the same minimum; smooth subproblems, unlike L-BFGS on the
+  nearly-L1 objective, which stalls at its kinks)."""
+  log_n, log_d, log_y = np.log(n), np.log(d), np.log(y)
+
+  def softmax_terms(p):
+    a, b, e, alpha, beta = p
+    terms = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
+    m = terms.max(axis=0)
+    w = np.exp(terms - m)
+    return m + np.log(w.sum(axis=0)), w / w.sum(axis=0)
+
+  residual = lambda p: softmax_terms(p)[0] - log_y
+  def jacobian(p):
+    s = softmax_terms(p)[1]
+    return np.stack([s[0], s[1], s[2], -s[0] * log_n, -s[1] * log_d], axis=1)
+
+  res = optimize.least_squares(residual, np.asarray(p0, float), jac=jacobian, loss="huber",
+                               f_scale=delta, x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12,
+                               max_nfev=2000)
+  ok = bool(res.success) and res.status > 0
+  return res.x, ok, "" if ok else f"Huber least squares stopped: {res.message}"
+
+
+def fit_chinchilla_huber(n, d, y, delta: float = 1e-3, grid=None) -> tuple[dict, bool, str]:
+  """The published procedure (Hoffmann 2022 §D.2): Huber(δ) on log residuals of
+  LSE(a − α·ln N, b − β·ln D, e), L-BFGS from every point of a grid, best optimum kept. Slow
+  (4,500 starts); the replication check of fit_chinchilla."""
+  objective = _huber_log_objective(np.asarray(n, float), np.asarray(d, float),
+                                   np.asarray(y, float), delta)
   if grid is None:  # the paper's grid: α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, …, 1}, a, b ∈ {0, 5, …, 25}
     grid = itertools.product(np.arange(0, 30, 5), np.arange(0, 30, 5), np.arange(-1, 1.5, 0.5),
                              np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5))
-  best = None
-  for start in grid:
-    res = optimize.minimize(objective, np.array(start, float), jac=True, method="L-BFGS-B")
-    if best is None or res.fun < best.fun:
-      best = res
-  a, b, e, alpha, beta = best.x
-  grad_norm = float(np.linalg.norm(best.jac))
-  ok = bool(best.success) or grad_norm < 1e-6
-  msg = "" if ok else f"L-BFGS did not converge: {best.message} (|grad| {grad_norm:.2g})"
-  return {"E": math.exp(e), "A": math.exp(a), "B": math.exp(b), "alpha": float(alpha),
-          "beta": float(beta)}, ok, msg
+  best, ok, msg = _lbfgs(objective, grid)
+  return _chinchilla_params(best.x), ok, msg
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,6 +21,8 @@ class Law:
   predict: Callable                 # (params, *columns) -> loss
   published: dict                   # the paper's values of the same parameters
   description: str
+  refit: Callable | None = None     # (start params, *columns, y) -> (params, ok, msg): a fit
+                                    # started from a central fit (bootstrap resamples)
 
 
 def _single(var: str, alpha: str, scale: str, form, published: dict, irreducible: bool) -> Law:
@@ -38,7 +40,8 @@ def _single(var: str, alpha: str, scale: str, form, published: dict, irreducible
 
 
 def get_law(name: str) -> Law:
-  """Names: N, D, C (L(C_min)), ND, NS, chinchilla, chinchilla_huber; '+E' adds an irreducible term."""
+  """Names: N, D, C (L(C_min)), ND, NS, chinchilla, chinchilla_huber, chinchilla_ls; '+E' adds an
+  irreducible term."""
   irreducible = name.endswith("+E")
   base = name.removesuffix("+E")
   k = forms.KAPLAN2020
@@ -57,12 +60,20 @@ def get_law(name: str) -> Law:
     return Law(name, ("N", "S_min"), ("N", "S_min"), 4 + irreducible,
                lambda n, s, y: fit.fit_ns(n, s, y, irreducible), forms.loss_ns, k["NS"],
                "Kaplan L(N,S_min) = (N_c/N)^α_N + (S_c/S_min)^α_S" + (" + E" * irreducible))
-  if base in ("chinchilla", "chinchilla_huber"):
-    fitter = fit.fit_chinchilla_varpro if base == "chinchilla" else fit.fit_chinchilla_huber
+  if base == "chinchilla":   # the default: Huber on log residuals, fast (varpro + IRLS)
+    return Law(base, ("N", "D"), ("N", "D"), 5, fit.fit_chinchilla, forms.loss_chinchilla,
+               forms.CHINCHILLA2022, "Chinchilla L(N,D) = E + A/N^α + B/D^β (Huber δ=1e-3 on "
+               "log residuals)",
+               refit=lambda start, n, d, y: fit.fit_chinchilla(n, d, y, start=start))
+  if base in ("chinchilla_huber", "chinchilla_ls"):
+    fitter, how = ((fit.fit_chinchilla_huber, "Huber, L-BFGS from the paper's grid of starts")
+                   if base == "chinchilla_huber" else
+                   (fit.fit_chinchilla_varpro, "least squares on log residuals"))
     return Law(base, ("N", "D"), ("N", "D"), 5, fitter, forms.loss_chinchilla,
-               forms.CHINCHILLA2022, "Chinchilla L(N,D) = E + A/N^α + B/D^β")
+               forms.CHINCHILLA2022, f"Chinchilla L(N,D) = E + A/N^α + B/D^β ({how})")
   raise UserError(f"unknown law {name!r}; choose one of N, D, C, ND, NS (each optionally +E), "
-                  "chinchilla, chinchilla_huber, isoflop, envelope, bcrit")
+                  "chinchilla (Huber, default), chinchilla_huber (grid of starts), chinchilla_ls, isoflop, "
+                  "envelope, bcrit")
 
 
 def fit_law(law: Law, columns: dict[str, np.ndarray], y: np.ndarray) -> tuple[dict, bool, str]:

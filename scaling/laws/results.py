@@ -49,7 +49,7 @@ def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
   if law.name.startswith("chinchilla"):
     derived = lambda p: {k: v for k, v in allocation.chinchilla_allocation(
         p, budget or 5.76e23).items() if k in ("a", "b", "N_opt", "D_opt", "tokens_per_param")}
-  samples = bootstrap_law(law, columns, y, n_boot, seed, derived) if n_boot else []
+  samples = bootstrap_law(law, columns, y, n_boot, seed, derived, start=params) if n_boot else []
   result = {"law": law.name, "form": law.description, "params": params, "converged": converged,
             "message": message, "n_points": int(len(y)), "intervals": intervals(samples),
             "n_boot": len(samples), "published": law.published,
@@ -81,8 +81,10 @@ def format_fit(result: dict) -> str:
     lines.append(f"  {k:<10} {fmt(v):>11} {'[' + fmt(lo) + ', ' + fmt(hi) + ']':>25}")
   for e in result.get("extrapolation", []):
     at = ", ".join(f"{c}={fmt(e[c])}" for c in e if c not in (
-        "measured", "predicted", "rel_error", "interval", "inside_interval"))
+        "measured", "predicted", "rel_error", "interval", "inside_interval", "interval_kind"))
+    lo, hi = e["interval"]
     lines.append(f"  held out {at}: measured {e['measured']:.4f}, predicted "
                  f"{e['predicted']:.4f} ({100 * e['rel_error']:+.2f}%), "
-                 f"{'inside' if e['inside_interval'] else 'outside'} the 95% interval")
+                 f"{'inside' if e['inside_interval'] else 'outside'} the 95% "
+                 f"{e['interval_kind']} [{fmt(lo)}, {fmt(hi)}]")
   return "\n".join(lines)

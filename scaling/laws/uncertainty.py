@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 
 from scaling.errors import UserError
+from scaling.laws.fit import check_inputs
 from scaling.laws.registry import Law, fit_law, predict
 
 
@@ -47,13 +48,19 @@ def intervals(samples: list[dict], level: float = 0.95) -> dict[str, tuple[float
 
 
 def bootstrap_law(law: Law, columns: dict, y: np.ndarray, n_boot: int, seed: int = 0,
-                  derived: Callable[[dict], dict] | None = None) -> list[dict]:
-  """Bootstrap samples of a law's parameters (and of derived quantities, if given)."""
+                  derived: Callable[[dict], dict] | None = None,
+                  start: dict | None = None) -> list[dict]:
+  """Bootstrap samples of a law's parameters (and of derived quantities, if given). A law with a
+  `refit` starts each resample from `start` (the central fit) instead of searching again."""
   y = np.asarray(y, float)
 
   def once(idx):
     sub = {c: np.asarray(columns[c])[idx] for c in law.columns}
-    params, _, _ = fit_law(law, sub, y[idx])
+    if law.refit is not None and start is not None:
+      check_inputs(sub, y[idx], law.n_params, law.varying)
+      params, _, _ = law.refit(start, *(np.asarray(sub[c], float) for c in law.columns), y[idx])
+    else:
+      params, _, _ = fit_law(law, sub, y[idx])
     return {**params, **(derived(params) if derived else {})}
 
   return bootstrap(once, len(y), n_boot, seed, min_unique=law.n_params + 1)
@@ -63,7 +70,9 @@ def extrapolation_check(law: Law, columns: dict, y: np.ndarray, key: str, holdou
                         n_boot: int = 200, seed: int = 0) -> list[dict]:
   """Fits on all points but those with the `holdout` largest values of `key`, predicts those;
   returns per held-out point its measured and predicted loss, relative error and whether the
-  measured loss lies inside the bootstrap 95% interval of the prediction."""
+  measured loss lies inside the 95% prediction interval: the bootstrap predictions (parameter
+  uncertainty) each times a residual of the fit drawn at random (the points' own scatter about
+  the law, in log space); with no bootstrap, the residual scatter alone."""
   y = np.asarray(y, float)
   keys = np.asarray(columns[key], float)
   levels = np.unique(keys)
@@ -75,12 +84,20 @@ def extrapolation_check(law: Law, columns: dict, y: np.ndarray, key: str, holdou
   test_cols = {c: np.asarray(columns[c])[held] for c in law.columns}
   params, _, _ = fit_law(law, train_cols, y[~held])
   pred = predict(law, params, test_cols)
-  samples = bootstrap_law(law, train_cols, y[~held], n_boot, seed)
-  preds = np.array([predict(law, s, test_cols) for s in samples]) if samples else None
+  resid = np.log(y[~held]) - np.log(predict(law, params, train_cols))
+  samples = bootstrap_law(law, train_cols, y[~held], n_boot, seed, start=params)
+  if samples:
+    preds = np.array([predict(law, s, test_cols) for s in samples])
+    draws = preds * np.exp(np.random.default_rng(seed).choice(resid, size=preds.shape))
+    kind = "prediction interval: parameters (bootstrap) and residual scatter"
+  else:
+    draws = pred[None, :] * np.exp(resid[:, None])
+    kind = "prediction interval: residual scatter only (no bootstrap)"
   out = []
   for i in range(int(held.sum())):
-    lo, hi = percentile_interval(preds[:, i]) if preds is not None else (math.nan, math.nan)
+    lo, hi = percentile_interval(draws[:, i])
     out.append({**{c: float(test_cols[c][i]) for c in law.columns}, "measured": float(y[held][i]),
                 "predicted": float(pred[i]), "rel_error": float(pred[i] / y[held][i] - 1),
-                "interval": [lo, hi], "inside_interval": bool(lo <= y[held][i] <= hi)})
+                "interval": [lo, hi], "interval_kind": kind,
+                "inside_interval": bool(lo <= y[held][i] <= hi)})
   return out
