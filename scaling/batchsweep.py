@@ -1,11 +1,11 @@
-"""The batch-size sweep: B_crit from steps-vs-examples trade-offs, beside the online B_noise.
+"""The batch-size sweep: B_crit from steps-vs-examples trade-offs, beside the online B_simple.
 
 One model is trained at a ladder of batch sizes (a learning rate that rises with B, constant after
 warm-up, each run ended once it is past the lowest target loss). For each target loss L, the step
 S(B, L) at which the smoothed training loss first reaches L gives, across batch sizes, the
 hyperbola S = S_min·(1 + B_crit/B) (McCandlish 2018, arXiv 1812.06162, eq. 2.11), fitted as a line in
 1/B; then B_crit(L) = B*/L^(1/α_B) (Kaplan 2020 eq. 1.4) across targets, with a bootstrap
-interval. The online B_noise (scaling/gns.py) logged when each run crossed L is compared with it.
+interval. The online B_simple (scaling/gns.py) logged when each run crossed L is compared with it.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from scaling.sweep import run_points
 
 def crossings(curve: dict, targets, window_tokens: float) -> dict:
   """For each target loss: the first step whose smoothed training loss (rundir.smoothed over
-  window_tokens) is at or below it (None if never), and the online B_noise (tokens) logged then.
-  `curve` holds arrays step, tokens, loss and b_noise_tokens (rundir.loss_curve)."""
+  window_tokens) is at or below it (None if never), and the online B_simple (tokens) logged then.
+  `curve` holds arrays step, tokens, loss and b_simple_tokens (rundir.loss_curve)."""
   tokens = np.asarray(curve["tokens"], float)
   loss = rundir.smoothed(tokens, np.asarray(curve["loss"], float), window_tokens)
   out = {}
@@ -36,9 +36,9 @@ def crossings(curve: dict, targets, window_tokens: float) -> dict:
     # A crossing in the last half-window is not yet confirmed by the data after it.
     if hit.size and tokens[hit[0]] <= tokens[-1] - window_tokens / 2:
       i = int(hit[0])
-      b_noise = float(curve["b_noise_tokens"][i])
+      b_simple = float(curve["b_simple_tokens"][i])
       out[float(target)] = {"step": int(curve["step"][i]), "tokens": float(tokens[i]),
-                            "b_noise_tokens": b_noise if math.isfinite(b_noise) else None}
+                            "b_simple_tokens": b_simple if math.isfinite(b_simple) else None}
     else:
       out[float(target)] = None
   return out
@@ -61,22 +61,22 @@ def analyze(sweep_dir: Path, targets, window_tokens: int, n_boot: int = 1000) ->
            "S": {str(b): h["step"] for b, h in hits}}
     if len(hits) >= 3:
       row.update(fit.fit_steps_examples([b for b, _ in hits], [h["step"] for _, h in hits]))
-    online = [h["b_noise_tokens"] for _, h in hits if h["b_noise_tokens"] is not None]
-    row["b_noise_online_tokens"] = float(np.median(online)) if online else None
-    if row.get("valid") and row["b_noise_online_tokens"]:
-      row["ratio_sweep_over_online"] = row["B_crit"] / row["b_noise_online_tokens"]
+    online = [h["b_simple_tokens"] for _, h in hits if h["b_simple_tokens"] is not None]
+    row["b_simple_online_tokens"] = float(np.median(online)) if online else None
+    if row.get("valid") and row["b_simple_online_tokens"]:
+      row["ratio_sweep_over_online"] = row["B_crit"] / row["b_simple_online_tokens"]
     rows.append(row)
   good = [r for r in rows if r.get("valid")]
   law = None
   if len(good) >= 3:
     law = approaches.fit_bcrit([r["target_loss"] for r in good], [r["B_crit"] for r in good],
                                n_boot)
-  online_pts = [r for r in rows if r["b_noise_online_tokens"]]
+  online_pts = [r for r in rows if r["b_simple_online_tokens"]]
   online_law = None
   if len(online_pts) >= 3:
     online_law = approaches.fit_bcrit([r["target_loss"] for r in online_pts],
-                                      [r["b_noise_online_tokens"] for r in online_pts], n_boot)
-  return {"targets": rows, "bcrit_law": law, "b_noise_law": online_law,
+                                      [r["b_simple_online_tokens"] for r in online_pts], n_boot)
+  return {"targets": rows, "bcrit_law": law, "b_simple_law": online_law,
           "batch_tokens": [r["batch_tokens"] for r in per_run],
           "published": forms.KAPLAN2020["B_crit"], "smooth_tokens": window_tokens}
 
@@ -84,12 +84,12 @@ def analyze(sweep_dir: Path, targets, window_tokens: int, n_boot: int = 1000) ->
 def format_table(result: dict) -> str:
   fmt = lambda x: "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.4g}"
   lines = ["| target L | batch sizes | S_min (steps) | E_min (tokens) | B_crit sweep (tokens) | "
-           "B_noise online (tokens) | sweep/online |", "|---|---|---|---|---|---|---|"]
+           "B_simple online (tokens) | sweep/online |", "|---|---|---|---|---|---|---|"]
   for r in result["targets"]:
     lines.append(f"| {r['target_loss']:.3f} | {r['n_batch_sizes']} | {fmt(r.get('S_min'))} | "
                  f"{fmt(r.get('E_min'))} | {fmt(r.get('B_crit'))} | "
-                 f"{fmt(r.get('b_noise_online_tokens'))} | {fmt(r.get('ratio_sweep_over_online'))} |")
-  for name, key in (("sweep B_crit", "bcrit_law"), ("online B_noise", "b_noise_law")):
+                 f"{fmt(r.get('b_simple_online_tokens'))} | {fmt(r.get('ratio_sweep_over_online'))} |")
+  for name, key in (("sweep B_crit", "bcrit_law"), ("online B_simple", "b_simple_law")):
     law = result[key]
     if law:
       p, ci = law["params"], law["intervals"]
@@ -124,10 +124,10 @@ def plot(result: dict, path: Path) -> None:
   if good:
     ax2.plot([r["target_loss"] for r in good], [r["B_crit"] for r in good], "o",
              label="B_crit from the sweep")
-  online = [r for r in result["targets"] if r["b_noise_online_tokens"]]
+  online = [r for r in result["targets"] if r["b_simple_online_tokens"]]
   if online:
-    ax2.plot([r["target_loss"] for r in online], [r["b_noise_online_tokens"] for r in online],
-             "s", label="B_noise online (median over runs)")
+    ax2.plot([r["target_loss"] for r in online], [r["b_simple_online_tokens"] for r in online],
+             "s", label="B_simple online (median over runs)")
   losses = np.linspace(min(r["target_loss"] for r in result["targets"]) * 0.97,
                        max(r["target_loss"] for r in result["targets"]) * 1.03, 50)
   if result["bcrit_law"]:

@@ -45,9 +45,9 @@ def _print_headline(h: dict) -> None:
   if h["extrapolation_rel_error"] is not None:
     print(f"  largest model (N = {h['extrapolation_N']:.3g}) predicted from the others: "
           f"{100 * h['extrapolation_rel_error']:+.2f}% error")
-  if h["b_noise_at_final_loss_tokens"]:
-    print(f"  online B_noise at its final loss {h['final_loss_largest']:.3f}: "
-          f"{h['b_noise_at_final_loss_tokens']:.3g} tokens")
+  if h["b_simple_at_final_loss_tokens"]:
+    print(f"  online B_simple at its final loss {h['final_loss_largest']:.3f}: "
+          f"{h['b_simple_at_final_loss_tokens']:.3g} tokens")
   for name, t in h.get("transfer", {}).items():
     lo, hi = t["offset_interval"]
     print(f"  transfer to {name}: loss offset {t['offset']:+.3f} nats [{lo:+.3f}, {hi:+.3f}], "
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="workers sharing the sweep: point j belongs to worker j mod num-workers")
   p.set_defaults(func=_cmd_sweep)
 
-  p = sub.add_parser("bsweep", help="batch-size sweep: B_crit(L) beside the online B_noise",
+  p = sub.add_parser("bsweep", help="batch-size sweep: B_crit(L) beside the online B_simple",
                      description="Train one model at a ladder of batch sizes (finished ones are "
                                  "skipped), fit S = S_min(1 + B_crit/B) per target loss and "
                                  "B_crit(L) = B*/L^(1/alpha_B).")

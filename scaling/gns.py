@@ -1,9 +1,10 @@
-"""Gradient noise scale B_simple = tr(Σ)/|G|² (McCandlish et al. 2018, appendix A.1).
+"""The simple gradient noise scale B_simple = tr(Σ)/|G|² (McCandlish et al. 2018, appendix A.1):
+their B_noise = tr(HΣ)/GᵀHG with the Hessian H taken as a multiple of the identity.
 
 From the squared norms of gradients measured at two batch sizes B_small < B_big (in tokens),
 E[|G_B|²] = |G|² + tr(Σ)/B gives unbiased estimates of |G|² and tr(Σ). Each per-step estimate is
 noisy (and |G|² can come out negative), so both are averaged with a bias-corrected EMA and only
-then divided: B_noise = EMA[tr Σ] / EMA[|G|²], undefined (NaN) while EMA[|G|²] ≤ 0.
+then divided: B_simple = EMA[tr Σ] / EMA[|G|²], undefined (NaN) while EMA[|G|²] ≤ 0.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def update(state: GnsState, g2, trace, decay: float) -> GnsState:
                   state.count + 1)
 
 
-def b_noise(state: GnsState, decay: float) -> jax.Array:
+def b_simple(state: GnsState, decay: float) -> jax.Array:
   """Bias-corrected ratio of averages, in the unit of B_small/B_big (tokens here)."""
   correction = 1.0 - decay ** state.count.astype(jnp.float32)
   g2 = state.ema_g2 / jnp.maximum(correction, 1e-30)

@@ -90,19 +90,19 @@ def _figure_curves(doc: dict, out: Path, figures: dict) -> None:
   _save(fig, ax, out / "curves_compute.png", figures, "curves", 7)
 
 
-def _figure_b_noise(fits: dict, out: Path, figures: dict) -> None:
-  """Online B_noise against loss, with a B_crit(L)-form fit and Kaplan's law; a batch sweep's
+def _figure_b_simple(fits: dict, out: Path, figures: dict) -> None:
+  """Online B_simple against loss, with a B_crit(L)-form fit and Kaplan's law; a batch sweep's
   B_crit when the sweep directory holds its bsweep.json."""
   plt = _plt()
-  bn = {k: np.asarray(v, float) for k, v in fits["b_noise_points"].items()}
+  bn = {k: np.asarray(v, float) for k, v in fits["b_simple_points"].items()}
   fig, ax = plt.subplots(figsize=(6.4, 4.8))
   if bn["loss"].size:
-    ax.plot(bn["loss"], np.where(bn["b_noise"] > 0, bn["b_noise"], np.nan), ".", ms=2, alpha=0.3,
-            color="C0", label="B_noise every step (all runs)")
-  if "b_noise_law" in fits:
-    ax.plot(bn["bin_loss"], bn["bin_b_noise"], "s", color="C1", label="median per loss bin")
+    ax.plot(bn["loss"], np.where(bn["b_simple"] > 0, bn["b_simple"], np.nan), ".", ms=2, alpha=0.3,
+            color="C0", label="B_simple every step (all runs)")
+  if "b_simple_law" in fits:
+    ax.plot(bn["bin_loss"], bn["bin_b_simple"], "s", color="C1", label="median per loss bin")
     lg = np.linspace(bn["bin_loss"].min(), bn["bin_loss"].max(), 50)
-    law = fits["b_noise_law"]["params"]
+    law = fits["b_simple_law"]["params"]
     ax.plot(lg, forms.b_crit(law, lg), "-", color="C1", label=f"fit: α_B = {law['alpha_B']:.2f}")
   if "batch_sweep" in fits:
     rows = fits["batch_sweep"]
@@ -114,7 +114,7 @@ def _figure_b_noise(fits: dict, out: Path, figures: dict) -> None:
             label="Kaplan 2020 B_crit(L) (WebText2)")
   ax.set(xscale="log", yscale="log", xlabel="training loss (nats/token)",
          ylabel="batch size (tokens)", title="Gradient noise scale against loss")
-  _save(fig, ax, out / "b_noise.png", figures, "b_noise", 7)
+  _save(fig, ax, out / "b_simple.png", figures, "b_simple", 7)
 
 
 def _per_size(law: dict, x_key: str, form):
@@ -132,10 +132,10 @@ def _per_size(law: dict, x_key: str, form):
 
 
 def _figure_ns(fits: dict, out: Path, figures: dict) -> None:
-  """L(N, S_min), S_min = S/(1 + B_crit/B) (Kaplan 2020 eq. 5.4), B_crit from the B_noise law."""
+  """L(N, S_min), S_min = S/(1 + B_crit/B) (Kaplan 2020 eq. 5.4), B_crit from the B_simple law."""
   fig, ax, p = _per_size(fits["L(N,S)"], "S_min", forms.loss_ns)
   ax.set(xscale="log", yscale="log",
-         xlabel="S_min = S/(1 + B_crit(L)/B), B_crit(L) from the online B_noise fit",
+         xlabel="S_min = S/(1 + B_crit(L)/B), B_crit(L) from the online B_simple fit",
          ylabel="training loss (smoothed)",
          title=f"L(N, S_min): α_N = {p['alpha_N']:.3f}, α_S = {p['alpha_S']:.2f}")
   _save(fig, ax, out / "L_NS.png", figures, "L_NS", 7)
@@ -224,7 +224,7 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
   figures: dict = {}
   _figure_ln(fits, out, figures)
   _figure_curves(doc, out, figures)
-  _figure_b_noise(fits, out, figures)
+  _figure_b_simple(fits, out, figures)
   if "L(N,S)" in fits:
     _figure_ns(fits, out, figures)
   if "L(N,D)" in fits:

@@ -29,10 +29,10 @@ def _rows(fits: dict) -> list[tuple]:
       k, v = "C_c (PF-days)", v / forms.PF_DAY_FLOP
       ci = [x / forms.PF_DAY_FLOP if x is not None else None for x in ci] if ci else None
     rows.append(("frontier", k, v, ci))
-  for law in ("b_noise_law", "L(N,S)", "L(N,D)"):
+  for law in ("b_simple_law", "L(N,S)", "L(N,D)"):
     if law in fits:
       f = fits[law]
-      label = "B_noise(L)" if law == "b_noise_law" else law
+      label = "B_simple(L)" if law == "b_simple_law" else law
       rows += [(label, k, v, f["intervals"].get(k)) for k, v in f["params"].items()]
   return rows
 
@@ -122,8 +122,8 @@ def markdown(out: Path, doc: dict, figures: dict) -> str:
            f"- α_N = {h['alpha_N']:.4f}, 95% interval {_interval(h['alpha_N_interval'])}",
            f"- largest model (N = {fmt(h['extrapolation_N'])}) predicted from the others: "
            f"relative error {100 * (h['extrapolation_rel_error'] or math.nan):+.2f}%",
-           f"- online B_noise at the largest model's final loss ({fmt(h['final_loss_largest'])}): "
-           f"{fmt(h['b_noise_at_final_loss_tokens'])} tokens", "",
+           f"- online B_simple at the largest model's final loss ({fmt(h['final_loss_largest'])}): "
+           f"{fmt(h['b_simple_at_final_loss_tokens'])} tokens", "",
            "## Fitted constants beside the published ones", ""]
   lines += _constants_table(fits)
   lines += ["", "## Compute-optimal allocation implied by the frontier", "",

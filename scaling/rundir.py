@@ -30,9 +30,11 @@ RESUMABLE_FIELDS = ("train.peak_lr", "train.skip_batches", "train.grad_clip", "t
 
 # Older run directories used other key names; readers see the current ones.
 _LEGACY_SUMMARY_KEYS = {"flops_kaplan": "flop_kaplan", "flops_palm": "flop_palm",
-                        "flops_per_token": "flop_per_token", "peak_flops": "peak_flop_per_s"}
+                        "flops_per_token": "flop_per_token", "peak_flops": "peak_flop_per_s",
+                        "b_noise_tokens_final": "b_simple_tokens_final"}
 _LEGACY_METRIC_KEYS = {"flops": "flop_kaplan", "flops_palm": "flop_palm",
-                       "model_flops_per_s": "model_flop_per_s"}
+                       "model_flops_per_s": "model_flop_per_s", "b_noise_tokens": "b_simple_tokens",
+                       "b_noise_seqs": "b_simple_seqs"}
 
 # The smoothing window of training-loss curves read for fits, in steps of the run's batch.
 SMOOTH_STEPS = 20
@@ -246,7 +248,7 @@ def smoothed(tokens: np.ndarray, loss: np.ndarray, window_tokens: float) -> np.n
 
 def loss_curve(run_dir: Path, window_tokens: float = 0) -> dict[str, np.ndarray]:
   """A run's training-loss curve: arrays step, tokens, loss (raw), smoothed (the centred average
-  over window_tokens; default SMOOTH_STEPS batches) and b_noise_tokens (NaN where not logged).
+  over window_tokens; default SMOOTH_STEPS batches) and b_simple_tokens (NaN where not logged).
   Steps without a finite loss are left out."""
   recs = [r for r in read_metrics(run_dir) if r.get("loss") is not None]
   step = np.array([r["step"] for r in recs], float)
@@ -255,8 +257,8 @@ def loss_curve(run_dir: Path, window_tokens: float = 0) -> dict[str, np.ndarray]
   if not window_tokens:
     batch_tokens = tokens[0] / step[0] if len(step) else 1.0
     window_tokens = SMOOTH_STEPS * batch_tokens
-  b_noise = np.array([np.nan if r.get("b_noise_tokens") is None else r["b_noise_tokens"]
+  b_simple = np.array([np.nan if r.get("b_simple_tokens") is None else r["b_simple_tokens"]
                       for r in recs], float)
   return {"step": step, "tokens": tokens, "loss": loss,
           "smoothed": smoothed(tokens, loss, window_tokens) if len(loss) else loss,
-          "b_noise_tokens": b_noise, "window_tokens": float(window_tokens)}
+          "b_simple_tokens": b_simple, "window_tokens": float(window_tokens)}

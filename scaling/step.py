@@ -168,12 +168,12 @@ def make_train_step(loss_fn, tx, schedule, mesh, geom: BatchGeometry, gns_spec: 
     g2 = gns.estimate_g2(sq_small, sq_big, b_small, b_big)
     trace = gns.estimate_trace(sq_small, sq_big, b_small, b_big)
     gns_state = gns.update(state.gns, g2, trace, gns_spec.ema_decay) if gns_on else state.gns
-    b_noise = gns.b_noise(gns_state, gns_spec.ema_decay) if gns_on else nan
+    b_simple = gns.b_simple(gns_state, gns_spec.ema_decay) if gns_on else nan
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = StepMetrics.pack({
         "loss": loss, "grad_norm": jnp.sqrt(sq_big), "lr": schedule(state.step),
-        "b_noise_tokens": b_noise, "b_noise_seqs": b_noise / geom.n_ctx,
+        "b_simple_tokens": b_simple, "b_simple_seqs": b_simple / geom.n_ctx,
         "gns_g2": g2 if gns_on else nan, "gns_trace": trace if gns_on else nan,
     })
     return TrainState(params, opt_state, gns_state, state.step + 1), metrics

@@ -296,7 +296,7 @@ def _summary(setup: Setup, loop: _Loop, run_dir: Path, is_main: bool) -> dict:
       "best_eval_loss": _finite_or_none(loop.best["eval_loss"]),
       "best_eval_step": loop.best["step"],
       "unigram_entropy": store.unigram_entropy(),
-      "b_noise_tokens_final": final.get("b_noise_tokens"),
+      "b_simple_tokens_final": final.get("b_simple_tokens"),
       "wall_time_s": elapsed_s, "n_devices": loop.trainer.geom.n_devices,
       "backend": jax.default_backend(), "peak_flop_per_s": loop.peak_flop_per_s,
       "peak_source": loop.peak_source,
@@ -384,7 +384,7 @@ def _progress_line(rec: dict, total: int, eta: float) -> str:
     parts += [f"{k.split('/', 1)[1]} {v:.4f}" for k, v in rec.items()
               if k.startswith("eval_loss/") and v is not None]
   parts.append(f"{rec.get('tokens_per_s', 0) / 1e3:.1f}k tok/s")
-  if rec.get("b_noise_tokens"):
-    parts.append(f"B_noise {rec['b_noise_tokens']:.3g} tok")
+  if rec.get("b_simple_tokens"):
+    parts.append(f"B_simple {rec['b_simple_tokens']:.3g} tok")
   parts.append(f"eta {_fmt_time(eta)}")
   return " | ".join(parts)

@@ -35,9 +35,9 @@ def read_metrics(run_dir):
   return [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines()]
 
 
-def fake_run(path, n, loss, steps=50, batch=2048, b_noise=None, **summary_fields):
+def fake_run(path, n, loss, steps=50, batch=2048, b_simple=None, **summary_fields):
   """A finished run directory as the trainer writes it (summary.json + metrics.jsonl): the
-  held-out loss `loss`, a training curve loss + 3/step, and b_noise(loss) when given."""
+  held-out loss `loss`, a training curve loss + 3/step, and b_simple(loss) when given."""
   path.mkdir(parents=True)
   summary = {"n_kaplan": n, "n_exact_nonemb": n + 100, "n_total": 2 * n, "tokens": steps * batch,
              "d_train_tokens": 10 ** 6, "flop_kaplan": 6.0 * n * steps * batch, "steps": steps,
@@ -48,8 +48,8 @@ def fake_run(path, n, loss, steps=50, batch=2048, b_noise=None, **summary_fields
   lines = []
   for s in range(1, steps + 1):
     rec = {"step": s, "tokens": s * batch, "loss": loss + 3.0 / s}
-    if b_noise is not None:
-      rec["b_noise_tokens"] = b_noise(rec["loss"])
+    if b_simple is not None:
+      rec["b_simple_tokens"] = b_simple(rec["loss"])
     lines.append(json.dumps(rec))
   (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
 

@@ -20,7 +20,7 @@ def _write_run(folder, batch_tokens, n_ctx=64):
   loss = np.interp(steps, s_of_l, grid_l)
   folder.mkdir(parents=True)
   lines = [json.dumps({"step": int(s), "tokens": int(s * batch_tokens), "loss": float(l),
-                       "b_noise_tokens": float(B_STAR / l ** (1 / ALPHA_B))})
+                       "b_simple_tokens": float(B_STAR / l ** (1 / ALPHA_B))})
            for s, l in zip(steps, loss)]
   (folder / "metrics.jsonl").write_text("\n".join(lines) + "\n")
   (folder / "summary.json").write_text(json.dumps(
@@ -49,7 +49,7 @@ def test_crossings_use_centred_smoothing():
   tokens = np.arange(1, 1001) * 10.0
   curve = {"step": np.arange(1, 1001), "tokens": tokens,
            "loss": 6 - tokens / 2000 + np.where(np.arange(1000) % 2, 0.3, -0.3),
-           "b_noise_tokens": np.ones(1000)}
+           "b_simple_tokens": np.ones(1000)}
   hit = batchsweep.crossings(curve, [4.0], window_tokens=200)[4.0]
   assert hit["tokens"] == pytest.approx(4000, abs=20)   # the noise-free curve crosses at 4000
   assert batchsweep.crossings(curve, [0.5], window_tokens=200)[0.5] is None

@@ -34,18 +34,18 @@ def test_estimators_are_unbiased_against_per_example_gradients():
 
 def test_ema_is_bias_corrected_ratio_of_averages():
   state = gns.init_state()
-  assert np.isnan(gns.b_noise(state, 0.9))
+  assert np.isnan(gns.b_simple(state, 0.9))
   for g2, tr in [(2.0, 10.0), (-1.0, 30.0), (4.0, 20.0)]:
     state = gns.update(state, g2, tr, 0.9)
   w = np.array([0.9 ** 2, 0.9, 1.0]) * 0.1
   expected = (w @ [10.0, 30.0, 20.0]) / (w @ [2.0, -1.0, 4.0])
-  assert float(gns.b_noise(state, 0.9)) == pytest.approx(expected, rel=1e-5)
+  assert float(gns.b_simple(state, 0.9)) == pytest.approx(expected, rel=1e-5)
   negative = gns.update(gns.init_state(), -1.0, 5.0, 0.9)
-  assert np.isnan(gns.b_noise(negative, 0.9))  # undefined while EMA[|G|²] ≤ 0
+  assert np.isnan(gns.b_simple(negative, 0.9))  # undefined while EMA[|G|²] ≤ 0
 
 
 @pytest.mark.parametrize("n_devices, micro", [(8, 1), (1, 4)])
-def test_online_b_noise_matches_closed_form_linear_regression(n_devices, micro):
+def test_online_b_simple_matches_closed_form_linear_regression(n_devices, micro):
   # Linear regression y = w*·x + ε, x ~ N(0, I_d), ε ~ N(0, σ²), loss ½(w·x − y)², at fixed w
   # with δ = w − w*: G = δ, Σ = (|δ|² + σ²)·I + δδᵀ, so B_simple = (d(|δ|²+σ²) + |δ|²)/|δ|².
   d, sigma, batch = 16, 0.5, 64
@@ -77,6 +77,6 @@ def test_online_b_noise_matches_closed_form_linear_regression(n_devices, micro):
     # hundreds of queued all-reduces, XLA's CPU collectives on forced devices can starve a
     # participant of a thread and abort after their 40 s rendezvous timeout.
     metrics["loss"].block_until_ready()
-  measured = float(metrics["b_noise_tokens"])
-  print(f"B_noise measured {measured:.3f}, exact {exact:.3f}")
+  measured = float(metrics["b_simple_tokens"])
+  print(f"B_simple measured {measured:.3f}, exact {exact:.3f}")
   assert measured == pytest.approx(exact, rel=0.10), (measured, exact)

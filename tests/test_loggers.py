@@ -14,7 +14,7 @@ def test_tensorboard_events_match_metrics_jsonl(small_cfg, tmp_path):
   acc = EventAccumulator(str(logdir))
   acc.Reload()
   tags = set(acc.Tags()["scalars"])
-  assert {"loss", "eval_loss", "lr", "tokens_per_s", "mfu", "b_noise_tokens"} <= tags
+  assert {"loss", "eval_loss", "lr", "tokens_per_s", "mfu", "b_simple_tokens"} <= tags
   loss = [(e.step, e.value) for e in acc.Scalars("loss")]
   jsonl = [(m["step"], m["loss"]) for m in read_metrics(tmp_path / "run")]
   assert [s for s, _ in loss] == [s for s, _ in jsonl] == list(range(1, 13))

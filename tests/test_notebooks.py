@@ -43,7 +43,7 @@ def test_quickstart_notebook(tmp_path):
   text, images = _outputs(nb)
   assert "trained 4 models" in text
   assert "alpha_N = " in text and "predicted from the others" in text
-  assert images >= 3                                    # L(N), curves, B_noise … inline
+  assert images >= 3                                    # L(N), curves, B_simple … inline
   print(f"quickstart notebook: {time.time() - t0:.0f} s")
 
 

@@ -13,15 +13,15 @@ from scaling.cli import main as cli_main
 from scaling.laws import sweepfit
 
 ALPHA_N, N_C = 0.12, 3e8          # L(N) = (N_c/N)^α_N, the law the synthetic sweep obeys
-B_STAR, ALPHA_B = 2e4, 0.4        # B_noise(L) = B*/L^(1/α_B)
+B_STAR, ALPHA_B = 2e4, 0.4        # B_simple(L) = B*/L^(1/α_B)
 
 
 def _sweep(root, sizes=np.logspace(3, 6, 6)):
   for i, n in enumerate(sizes):
     loss = (N_C / n) ** ALPHA_N
     fake_run(root / f"m{i}", int(n), float(loss), steps=200,
-             b_noise=lambda l: B_STAR / l ** (1 / ALPHA_B), final_eval_losses={},
-             b_noise_tokens_final=B_STAR / loss ** (1 / ALPHA_B))
+             b_simple=lambda l: B_STAR / l ** (1 / ALPHA_B), final_eval_losses={},
+             b_simple_tokens_final=B_STAR / loss ** (1 / ALPHA_B))
   return root
 
 
@@ -35,7 +35,7 @@ def test_fit_recovers_the_known_law_and_the_report_renders_it(tmp_path, capsys):
   lo, hi = ln["intervals"]["alpha_N"]
   assert lo <= ALPHA_N <= hi
   assert doc["headline"]["extrapolation_rel_error"] == pytest.approx(0, abs=1e-3)
-  law = doc["fits"]["b_noise_law"]["params"]
+  law = doc["fits"]["b_simple_law"]["params"]
   assert law["alpha_B"] == pytest.approx(ALPHA_B, rel=0.02)
   assert cli_main(["report", str(sweep)]) == 0
   md = (sweep / "report.md").read_text()

@@ -96,10 +96,19 @@ def test_loss_curve_skips_non_finite_steps_and_smooths(tmp_path):
   w = rundir.MetricsWriter(tmp_path)
   for step in range(1, 101):
     w.append({"step": step, "tokens": 64 * step, "loss": None if step == 50 else 4.0,
-              "b_noise_tokens": 100.0 if step > 10 else None})
+              "b_simple_tokens": 100.0 if step > 10 else None})
   w.close()
   c = rundir.loss_curve(tmp_path)
   assert len(c["step"]) == 99 and 50 not in c["step"]
   assert c["window_tokens"] == rundir.SMOOTH_STEPS * 64
   np.testing.assert_allclose(c["smoothed"], 4.0)
-  assert np.isnan(c["b_noise_tokens"][:10]).all() and (c["b_noise_tokens"][10:] == 100).all()
+  assert np.isnan(c["b_simple_tokens"][:10]).all() and (c["b_simple_tokens"][10:] == 100).all()
+
+
+def test_runs_written_before_the_b_simple_name_still_read(tmp_path):
+  (tmp_path / "metrics.jsonl").write_text(json.dumps(
+      {"step": 1, "tokens": 64, "loss": 4.0, "b_noise_tokens": 123.0}) + "\n")
+  (tmp_path / "summary.json").write_text(json.dumps({"b_noise_tokens_final": 99.0}))
+  assert rundir.read_metrics(tmp_path)[0]["b_simple_tokens"] == 123.0
+  assert rundir.read_summary(tmp_path)["b_simple_tokens_final"] == 99.0
+  assert rundir.loss_curve(tmp_path)["b_simple_tokens"][0] == 123.0

@@ -79,7 +79,7 @@ def test_report_from_a_tiny_sweep(tmp_path):
   for name in result["figures"].values():
     data = (out / name).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, name
-  assert set(result["figures"]) == {"L_N", "curves", "b_noise", "L_NS", "transfer"}
+  assert set(result["figures"]) == {"L_N", "curves", "b_simple", "L_NS", "transfer"}
   md = (out / "report.md").read_text()
   assert "| L(N) | alpha_N |" in md and "Extrapolation check" in md
   assert "| python-docs |" in md and md.count("## Transfer to other distributions") == 1

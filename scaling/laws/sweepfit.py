@@ -2,7 +2,7 @@
 
 fits.json holds, per law, the fitted constants, their bootstrap intervals, the held-out checks and
 the points the law was fitted to (so a figure shows exactly what was fitted): L(N) (and L(N)+E),
-the compute frontier L(C), the online B_noise(L) law, L(N, S_min), L(N, D) when the sweep has
+the compute frontier L(C), the online B_simple(L) law, L(N, S_min), L(N, D) when the sweep has
 data-limited runs, the transfer to other held-out sets, the shape experiments, and a headline.
 `scaling report` renders it; it never fits.
 """
@@ -24,7 +24,8 @@ from scaling.laws.results import fit_one
 from scaling.laws.uncertainty import bootstrap, intervals
 
 FITS = "fits.json"
-# Steps of each learning curve left out of the online B_noise law: the warm-up transient.
+FORMAT = 2        # fits.json of another format is fitted again (its keys changed)
+# Steps of each learning curve left out of the online B_simple law: the warm-up transient.
 _B_NOISE_SKIP_STEPS = 20
 
 
@@ -36,6 +37,11 @@ def is_current(sweep: Path) -> bool:
   """True when fits.json exists and is newer than every run file it was fitted from."""
   path = fits_path(sweep)
   if not path.is_file():
+    return False
+  try:
+    if json.loads(path.read_text()).get("format") != FORMAT:
+      return False
+  except (OSError, json.JSONDecodeError):
     return False
   newest = max((f.stat().st_mtime for run in rundir.find_runs(Path(sweep))
                 for f in (run / rundir.SUMMARY, run / rundir.METRICS) if f.is_file()), default=0)
@@ -50,18 +56,18 @@ def read_fits(sweep: Path) -> dict:
     raise UserError(f"cannot read {path} ({e}); run `scaling fit {sweep}` again") from None
 
 
-def b_noise_points(run_dirs: list[Path], bins: int = 8) -> dict:
-  """Online B_noise (tokens) against training loss over all runs (past the warm-up), and the
-  median B_noise in each of `bins` loss quantile bins."""
+def b_simple_points(run_dirs: list[Path], bins: int = 8) -> dict:
+  """Online B_simple (tokens) against training loss over all runs (past the warm-up), and the
+  median B_simple in each of `bins` loss quantile bins."""
   loss, bn = [], []
   for run in run_dirs:
     c = rundir.loss_curve(run)
-    keep = (c["step"] > _B_NOISE_SKIP_STEPS) & (c["loss"] > 0) & np.isfinite(c["b_noise_tokens"])
-    keep &= c["b_noise_tokens"] != 0
+    keep = (c["step"] > _B_NOISE_SKIP_STEPS) & (c["loss"] > 0) & np.isfinite(c["b_simple_tokens"])
+    keep &= c["b_simple_tokens"] != 0
     loss += c["loss"][keep].tolist()
-    bn += c["b_noise_tokens"][keep].tolist()
+    bn += c["b_simple_tokens"][keep].tolist()
   loss, bn = np.asarray(loss), np.asarray(bn)
-  out = {"loss": loss.tolist(), "b_noise": bn.tolist(), "bin_loss": [], "bin_b_noise": []}
+  out = {"loss": loss.tolist(), "b_simple": bn.tolist(), "bin_loss": [], "bin_b_simple": []}
   if loss.size < 10:
     return out
   edges = np.quantile(loss, np.linspace(0, 1, bins + 1))
@@ -69,7 +75,7 @@ def b_noise_points(run_dirs: list[Path], bins: int = 8) -> dict:
     sel = (loss >= lo) & (loss <= hi) & (bn > 0)
     if sel.sum() >= 5:
       out["bin_loss"].append(float(np.median(loss[sel])))
-      out["bin_b_noise"].append(float(np.median(bn[sel])))
+      out["bin_b_simple"].append(float(np.median(bn[sel])))
   return out
 
 
@@ -77,7 +83,7 @@ def ns_points(run_dirs: list[Path], b_crit_law: dict, per_run: int = 12,
               skip_frac: float = 0.2) -> dict:
   """Points (N, S_min, smoothed loss) along each learning curve after the first skip_frac of it
   (warm-up transient; Kaplan 2020, arXiv 2001.08361, §5.2), S_min = S/(1 + B_crit(L)/B)
-  (eq. 5.4) with B_crit(L) the law fitted to the online B_noise (smooth in L, unlike the
+  (eq. 5.4) with B_crit(L) the law fitted to the online B_simple (smooth in L, unlike the
   per-step estimate)."""
   out = {"N": [], "S_min": [], "loss": []}
   for run in run_dirs:
@@ -157,7 +163,7 @@ def _headline(fits_ln: dict, cols: dict, full: np.ndarray) -> dict:
   summary = rundir.read_summary(Path(cols["name"][largest]))
   return {"alpha_N": fits_ln["N"]["params"]["alpha_N"], "alpha_N_interval": [lo, hi],
           "extrapolation_rel_error": ext.get("rel_error"), "extrapolation_N": ext.get("N"),
-          "b_noise_at_final_loss_tokens": summary.get("b_noise_tokens_final"),
+          "b_simple_at_final_loss_tokens": summary.get("b_simple_tokens_final"),
           "final_loss_largest": summary.get("final_eval_loss"), "n_runs": int(full.sum())}
 
 
@@ -176,12 +182,12 @@ def fit_sweep(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -
   env = approaches.fit_envelope([c for c, f in zip(cols["curves"], full) if f],
                                 min(n_boot, 300), seed)
   fits["frontier"] = {k: env[k] for k in ("params", "intervals", "n_boot", "envelope")}
-  bn = b_noise_points(runs)
-  fits["b_noise_points"] = bn
+  bn = b_simple_points(runs)
+  fits["b_simple_points"] = bn
   if len(bn["bin_loss"]) >= 3:
-    fits["b_noise_law"] = approaches.fit_bcrit(bn["bin_loss"], bn["bin_b_noise"],
+    fits["b_simple_law"] = approaches.fit_bcrit(bn["bin_loss"], bn["bin_b_simple"],
                                                min(n_boot, 300), seed)
-    ns = ns_points(full_runs, fits["b_noise_law"]["params"])
+    ns = ns_points(full_runs, fits["b_simple_law"]["params"])
     if len(ns["loss"]) >= 8:
       fits["L(N,S)"] = _without_samples(fit_one("NS", ns, 0, 0, seed, None))
       fits["L(N,S)"]["points"] = ns
@@ -200,7 +206,7 @@ def fit_sweep(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -
                                                      "alpha_N_interval")}
                             for name, t in tr.items()}
   doc = io.to_jsonable({
-      "sweep": str(out), "n_boot": n_boot, "holdout": holdout, "seed": seed,
+      "format": FORMAT, "sweep": str(out), "n_boot": n_boot, "holdout": holdout, "seed": seed,
       "runs": [{"name": r.name, "full_data": bool(f)} for r, f in zip(runs, full)],
       "headline": headline, "fits": fits})
   io.atomic_write_text(fits_path(out), json.dumps(doc, indent=1))
