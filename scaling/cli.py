@@ -116,7 +116,8 @@ def _cmd_fit(args, overrides) -> int:
     print(f"wrote {sweepfit.fits_path(path)} ({', '.join(doc['fits'])})")
     return 0
   fit_command(args.path, args.law or [], args.bootstrap, args.holdout, args.seed,
-              args.n_convention, args.loss_key, args.budget, args.out, args.flops)
+              args.n_convention, args.loss_key, args.budget, args.out, args.flops,
+              args.budget_tolerance)
   return 0
 
 
@@ -212,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                      description="A sweep directory without --law: every law of the sweep into "
                                  "PATH/fits.json (what `scaling report` renders). With --law, or "
                                  "on a CSV: the named laws into fit.json.")
-  p.add_argument("path", help="a sweep directory, a run directory, or a CSV (columns N, D, loss, …)")
+  p.add_argument("path", help="a sweep directory, a run directory, or a CSV (columns N, D, loss, "
+                              "C in FLOP, …; with a run column, learning curves for envelope)")
   p.add_argument("--law", action="append",
                  help="N, D, C, ND, NS (each optionally +E), chinchilla, chinchilla_huber, "
                       "isoflop, envelope, bcrit; repeat for several (default: by the data)")
@@ -226,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="summary.json field used as the loss (default: best_eval_loss, i.e. early "
                       "stopped, for D and ND laws; final_eval_loss otherwise)")
   p.add_argument("--budget", type=float, help="FLOP budget for the derived N_opt, D_opt")
+  p.add_argument("--budget-tolerance", type=float, default=0.0,
+                 help="isoflop: bin points whose C differ by up to ±this fraction into one budget "
+                      "(e.g. 0.25 for published points, which never share one exact C)")
   p.add_argument("--flops", default="kaplan_train",
                  choices=["kaplan_train", "palm_train", "chinchilla_train"],
                  help="FLOPs per token for learning curves: 6N (Kaplan), + attention and logits "

@@ -58,17 +58,43 @@ def fit_envelope(curves: list[dict], n_boot: int = 200, seed: int = 0) -> dict:
           "envelope": {k: v.tolist() for k, v in env.items()}}
 
 
-def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0) -> dict:
+def bin_budgets(compute, tolerance: float) -> np.ndarray:
+  """Each point's budget: its own C when tolerance is 0; else points are grouped, in increasing
+  C, into bins spanning a factor (1 + tolerance)² (C within ±tolerance of the bin's geometric
+  centre), and each takes its bin's geometric-mean C. Published points (e.g. read off a figure)
+  never share one exact C; a parabola per bin then treats its C as one budget."""
+  compute = np.asarray(compute, float)
+  if tolerance < 0 or not math.isfinite(tolerance):
+    raise UserError(f"--budget-tolerance must be a non-negative number, got {tolerance}")
+  if tolerance == 0:
+    return compute
+  order = np.argsort(compute)
+  budget = np.empty_like(compute)
+  start = 0
+  for i in range(1, len(order) + 1):
+    if i == len(order) or compute[order[i]] > compute[order[start]] * (1 + tolerance) ** 2:
+      members = order[start:i]
+      budget[members] = math.exp(np.mean(np.log(compute[members])))
+      start = i
+  return budget
+
+
+def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
+                tolerance: float = 0.0) -> dict:
   """Approach 2 (Hoffmann 2022 §3.2): a parabola in log N per budget, its vertex N_opt(C), then
-  N_opt ∝ C^a and D_opt = C/(6·N_opt) ∝ C^b. Bootstrap resamples within each budget."""
+  N_opt ∝ C^a and D_opt = C/(6·N_opt) ∝ C^b. Bootstrap resamples within each budget. Budgets are
+  the points' C, binned within ±tolerance when it is above 0 (bin_budgets)."""
   compute, n, loss = (np.asarray(v, float) for v in (compute, n, loss))
   fit.check_inputs({"C": compute, "N": n}, loss, 0, ())
+  compute = bin_budgets(compute, tolerance)
   budgets = np.unique(compute)
   if len(budgets) < 2:
     raise UserError("IsoFLOP needs at least 2 compute budgets")
   for c in budgets:
     if len(np.unique(n[compute == c])) < 3:
-      raise UserError(f"budget C={c:.3g} has fewer than 3 model sizes; a parabola needs 3")
+      raise UserError(f"budget C={c:.3g} has fewer than 3 model sizes; a parabola needs 3"
+                      + ("" if tolerance else " (points of unequal C: bin them with "
+                         "--budget-tolerance, e.g. 0.25)"))
 
   def once(idx):
     cs, n_opts, inside = [], [], []
@@ -90,7 +116,9 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0) -> dict:
   central, n_opts, inside = once(np.arange(len(loss)))
   samples = bootstrap(lambda idx: once(idx)[0], len(loss), n_boot, seed, groups=compute)
   return {"params": central, "intervals": intervals(samples), "n_boot": len(samples),
-          "budgets": budgets.tolist(), "N_opt": n_opts, "vertex_inside_range": inside}
+          "budgets": budgets.tolist(), "N_opt": n_opts, "vertex_inside_range": inside,
+          "budget_tolerance": tolerance,
+          "points_per_budget": [int((compute == c).sum()) for c in budgets]}
 
 
 def fit_bcrit(loss, b_crit_tokens, n_boot: int = 1000, seed: int = 0) -> dict:

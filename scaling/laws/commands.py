@@ -18,7 +18,7 @@ SPECIAL = ("isoflop", "envelope", "bcrit")
 
 def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int,
                 n_convention: str, loss_key: str, budget: float | None, out: str | None,
-                flop_key: str = "kaplan_train") -> dict:
+                flop_key: str = "kaplan_train", budget_tolerance: float = 0.0) -> dict:
   want_curves = "envelope" in laws
   if loss_key is None:
     # Kaplan's L(D) and L(N, D) are laws of early-stopped runs (Kaplan 2020 §4): use the lowest
@@ -33,15 +33,14 @@ def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int
   results = []
   for name in laws:
     if name == "isoflop":
-      for c in ("C", "N"):
-        if c not in columns:
-          raise UserError(f"isoflop needs a {c} column")
-      r = {"law": "isoflop", **approaches.fit_isoflop(columns["C"], columns["N"], columns["loss"],
-                                                      n_boot, seed)}
+      if "N" not in columns or ("C" not in columns and "D" not in columns):
+        raise UserError("isoflop needs columns N and C (FLOP), or N and D (then C = 6·N·D)")
+      compute = columns["C"] if "C" in columns else 6.0 * columns["N"] * columns["D"]
+      r = {"law": "isoflop", **approaches.fit_isoflop(compute, columns["N"], columns["loss"],
+                                                      n_boot, seed, budget_tolerance)}
     elif name == "envelope":
-      if "curves" not in columns:
-        raise UserError("envelope needs run directories with learning curves, not a CSV")
-      r = {"law": "envelope", **approaches.fit_envelope(columns["curves"], n_boot, seed)}
+      curves = columns["curves"] if "curves" in columns else io.curves_from_csv(columns)
+      r = {"law": "envelope", **approaches.fit_envelope(curves, n_boot, seed)}
     elif name == "bcrit":
       if "B" not in columns:
         raise UserError("bcrit needs columns loss and B (the critical batch in tokens)")
@@ -65,6 +64,9 @@ def _format_special(r: dict) -> str:
   for k, v in r["params"].items():
     lo, hi = r["intervals"].get(k, (None, None))
     lines.append(f"  {k:<10} {fmt(v):>11}  [{fmt(lo)}, {fmt(hi)}]")
+  if r["law"] == "isoflop" and r["budget_tolerance"]:
+    lines.append(f"  {len(r['budgets'])} budgets from C binned within ±{100 * r['budget_tolerance']:.0f}%"
+                 f" ({', '.join(str(k) for k in r['points_per_budget'])} points)")
   if r["law"] == "isoflop" and not all(r["vertex_inside_range"]):
     lines.append("  WARNING: some IsoFLOP vertices lie outside the sampled N range")
   return "\n".join(lines)

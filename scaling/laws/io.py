@@ -16,7 +16,7 @@ from scaling import rundir
 from scaling.errors import UserError
 
 # CSV column names accepted for each quantity (case-insensitive).
-_ALIASES = {"N": ("n", "params", "n_params"), "D": ("d", "tokens", "data"), "loss": ("loss", "l"),
+_ALIASES = {"run": ("run", "name"), "N": ("n", "params", "n_params"), "D": ("d", "tokens", "data"), "loss": ("loss", "l"),
             "C": ("c", "flops", "compute"), "S": ("s", "steps"), "B": ("b", "batch", "batch_tokens")}
 
 
@@ -30,6 +30,9 @@ def read_csv(path: Path) -> dict[str, np.ndarray]:
   for name, aliases in _ALIASES.items():
     found = next((header[a] for a in aliases if a in header), None)
     if found is None:
+      continue
+    if name == "run":
+      columns[name] = np.array([str(r[found]) for r in rows])
       continue
     try:
       columns[name] = np.array([float(r[found]) for r in rows])
@@ -74,6 +77,28 @@ def learning_curve(run: Path, n: float, flop_per_token: float) -> dict:
   curve = rundir.loss_curve(run)
   return {"N": n, "C": flop_per_token * curve["tokens"], "loss": curve["smoothed"],
           "name": str(run)}
+
+
+def curves_from_csv(columns: dict, flop_per_param_token: float = 6.0) -> list[dict]:
+  """Learning curves from a CSV of curves (columns run, N, D = tokens so far, loss; C = 6·N·D
+  unless a C column is given), one per run, sorted by tokens: what Approach 1 takes from run
+  directories."""
+  missing = [c for c in ("run", "N", "D") if c not in columns]
+  if missing:
+    raise UserError(f"a CSV of learning curves needs the columns run, N, D (or tokens) and loss; "
+                    f"missing {', '.join(missing)}")
+  curves = []
+  for run in dict.fromkeys(columns["run"]):
+    sel = columns["run"] == run
+    n = np.unique(columns["N"][sel])
+    if len(n) != 1:
+      raise UserError(f"run {run!r} of the CSV has more than one N: {n.tolist()}")
+    order = np.argsort(columns["D"][sel])
+    c = (columns["C"][sel] if "C" in columns
+         else flop_per_param_token * n[0] * columns["D"][sel])[order]
+    curves.append({"N": float(n[0]), "C": c, "loss": columns["loss"][sel][order],
+                   "name": str(run)})
+  return curves
 
 
 def load(path: str, n_convention: str = "kaplan", loss_key: str = "final_eval_loss",

@@ -302,3 +302,45 @@ def test_bootstrap_from_the_central_fit_covers_the_truth(tmp_path):
   for k in ("alpha", "beta"):
     lo, hi = ci[k]
     assert lo < forms.EPOCH2024[k] < hi and hi - lo > 0.01   # an honest width, not a stuck optimizer
+
+
+def test_budget_bins_by_hand():
+  c = np.array([2.2, 1.0, 1.3, 2.0, 1.1, 9.0])
+  # Bins of a factor 1.25² = 1.5625 from their smallest C: {1, 1.1, 1.3}, {2, 2.2}, {9}.
+  expected = [(2 * 2.2) ** 0.5, (1.1 * 1.3) ** (1 / 3), (1.1 * 1.3) ** (1 / 3), (2 * 2.2) ** 0.5,
+              (1.1 * 1.3) ** (1 / 3), 9.0]
+  np.testing.assert_allclose(approaches.bin_budgets(c, 0.25), expected)
+  np.testing.assert_array_equal(approaches.bin_budgets(c, 0.0), c)
+  with pytest.raises(UserError, match="non-negative"):
+    approaches.bin_budgets(c, -1)
+
+
+def test_isoflop_on_unequal_budgets_and_envelope_from_a_csv_of_curves(tmp_path, capsys):
+  p = forms.CHINCHILLA2022
+  a_true = p["beta"] / (p["alpha"] + p["beta"])
+  rng = np.random.default_rng(0)
+  rows = []
+  for c in np.logspace(19, 22, 5):
+    n_opt = allocation.chinchilla_allocation(p, c)["N_opt"]
+    for n in n_opt * np.logspace(-0.6, 0.6, 9):
+      d = c / (6 * n) * np.exp(rng.uniform(-0.1, 0.1))     # C within ±10 % of the budget
+      rows.append((n, d, float(forms.loss_chinchilla(p, n, d))))
+  path = tmp_path / "iso.csv"
+  path.write_text("N,D,loss\n" + "".join(f"{n},{d},{l}\n" for n, d, l in rows))
+  with pytest.raises(UserError, match="--budget-tolerance"):
+    fit_command(str(path), ["isoflop"], 0, 0, 0, "kaplan", "final_eval_loss", None, None)
+  doc = fit_command(str(path), ["isoflop"], 50, 0, 0, "kaplan", "final_eval_loss", None, None,
+                    budget_tolerance=0.25)
+  iso = doc["fits"][0]
+  assert len(iso["budgets"]) == 5 and iso["points_per_budget"] == [9] * 5
+  assert iso["params"]["a"] == pytest.approx(a_true, abs=0.03)
+  # Approach 1 from a CSV of learning curves (run, N, D so far, loss).
+  curves = tmp_path / "curves.csv"
+  lines = ["run,N,tokens,loss"]
+  for i, n in enumerate(np.logspace(8, 10.5, 11)):
+    for d in np.logspace(18, 23, 120) / (6 * n):
+      lines.append(f"m{i},{n},{d},{forms.loss_chinchilla(p, n, d)}")
+  curves.write_text("\n".join(lines) + "\n")
+  env = fit_command(str(curves), ["envelope"], 20, 0, 0, "kaplan", "final_eval_loss", None,
+                    None)["fits"][0]
+  assert env["params"]["a"] == pytest.approx(a_true, abs=0.06)
