@@ -20,21 +20,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from scaling.cli import main as cli_main  # noqa: E402
-from scaling.laws import allocation, fit, forms  # noqa: E402
+from scaling.laws import allocation, fit, forms, synthetic  # noqa: E402
 
 
-def points(noise: float, seed: int = 0, outliers: int = 5):
-  p = forms.EPOCH2024
-  rng = np.random.default_rng(seed)
-  n_all, d_all = [], []
-  for c in np.logspace(np.log10(6e18), np.log10(3e21), 9):
-    n_opt = allocation.chinchilla_allocation(p, c)["N_opt"]
-    for n in n_opt * np.logspace(-0.6, 0.6, 27):
-      n_all.append(n), d_all.append(c / (6 * n))
-  n, d = np.array(n_all)[:240], np.array(d_all)[:240]
-  loss = forms.loss_chinchilla(p, n, d) * np.exp(noise * rng.normal(size=n.size))
-  loss[rng.choice(n.size, outliers, replace=False)] *= 1.15
-  return n, d, loss
+def points(noise: float, seed: int = 0):
+  return synthetic.isoflop_points(forms.EPOCH2024, noise, seed)
 
 
 def main():

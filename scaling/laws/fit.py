@@ -210,22 +210,27 @@ def huber(r, delta):
   return np.where(a <= delta, 0.5 * r ** 2, delta * (a - 0.5 * delta))
 
 
+def _lse(p, log_n, log_d):
+  """(LSE(a − α·ln N, b − β·ln D, e) = ln(A/N^α + B/D^β + E) per point, and its Jacobian in
+  p = (a, b, e, α, β), shape (points, 5))."""
+  a, b, e, alpha, beta = p
+  terms = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
+  m = terms.max(axis=0)
+  w = np.exp(terms - m)
+  soft = w / w.sum(axis=0)                       # ∂LSE/∂term
+  jac = np.stack([soft[0], soft[1], soft[2], -soft[0] * log_n, -soft[1] * log_d], axis=1)
+  return m + np.log(w.sum(axis=0)), jac
+
+
 def _huber_log_objective(n, d, y, delta: float):
   """Σ Huber_δ(LSE(a − α·ln N, b − β·ln D, e) − ln L) and its gradient in p = (a, b, e, α, β),
   A = e^a, B = e^b, E = e^e (Hoffmann 2022 app. D.2)."""
   log_n, log_d, log_y = np.log(n), np.log(d), np.log(y)
 
   def objective(p):
-    a, b, e, alpha, beta = p
-    terms = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
-    m = terms.max(axis=0)
-    w = np.exp(terms - m)
-    r = m + np.log(w.sum(axis=0)) - log_y
-    dh = np.clip(r, -delta, delta)               # Huber derivative
-    soft = w / w.sum(axis=0)                     # ∂LSE/∂term
-    grad = np.array([np.sum(dh * soft[0]), np.sum(dh * soft[1]), np.sum(dh * soft[2]),
-                     np.sum(dh * soft[0] * -log_n), np.sum(dh * soft[1] * -log_d)])
-    return float(np.sum(huber(r, delta))), grad
+    lse, jac = _lse(p, log_n, log_d)
+    r = lse - log_y
+    return float(np.sum(huber(r, delta))), np.clip(r, -delta, delta) @ jac  # Huber derivative
   return objective
 
 
@@ -304,19 +309,8 @@ def _huber_polish(n, d, y, p0, delta: float):
   loss="huber" minimizes 2·Σ Huber_δ, the same minimum; smooth subproblems, unlike L-BFGS on the
   nearly-L1 objective, which stalls at its kinks)."""
   log_n, log_d, log_y = np.log(n), np.log(d), np.log(y)
-
-  def softmax_terms(p):
-    a, b, e, alpha, beta = p
-    terms = np.stack([a - alpha * log_n, b - beta * log_d, np.full_like(log_n, e)])
-    m = terms.max(axis=0)
-    w = np.exp(terms - m)
-    return m + np.log(w.sum(axis=0)), w / w.sum(axis=0)
-
-  residual = lambda p: softmax_terms(p)[0] - log_y
-  def jacobian(p):
-    s = softmax_terms(p)[1]
-    return np.stack([s[0], s[1], s[2], -s[0] * log_n, -s[1] * log_d], axis=1)
-
+  residual = lambda p: _lse(p, log_n, log_d)[0] - log_y
+  jacobian = lambda p: _lse(p, log_n, log_d)[1]
   res = optimize.least_squares(residual, np.asarray(p0, float), jac=jacobian, loss="huber",
                                f_scale=delta, x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12,
                                max_nfev=2000)

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import fake_run
 from scaling.errors import UserError
-from scaling.laws import allocation, approaches, fit, forms
+from scaling.laws import allocation, approaches, fit, forms, synthetic
 from scaling.laws.commands import fit_command, predict_command
 from scaling.laws.registry import fit_law, get_law
 from scaling.laws.uncertainty import bootstrap_law, extrapolation_check, intervals
@@ -258,18 +258,8 @@ def test_law_c_from_runs_is_fitted_in_pf_days(tmp_path):
 
 
 def _epoch_points(noise, seed, outliers=5):
-  """240 points of 9 IsoFLOP budgets drawn from Besiroglu et al.'s unrounded constants, with
-  log-normal noise and a few +15 % outliers."""
-  p, rng = forms.EPOCH2024, np.random.default_rng(seed)
-  n, d = [], []
-  for c in np.logspace(np.log10(6e18), np.log10(3e21), 9):
-    n_opt = allocation.chinchilla_allocation(p, c)["N_opt"]
-    for x in n_opt * np.logspace(-0.6, 0.6, 27):
-      n.append(x), d.append(c / (6 * x))
-  n, d = np.array(n)[:240], np.array(d)[:240]
-  y = forms.loss_chinchilla(p, n, d) * np.exp(noise * rng.normal(size=n.size))
-  y[rng.choice(n.size, outliers, replace=False)] *= 1.15
-  return n, d, y
+  """240 IsoFLOP points from Besiroglu et al.'s unrounded constants, 5 of them +15 % outliers."""
+  return synthetic.isoflop_points(forms.EPOCH2024, noise, seed, outliers)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
