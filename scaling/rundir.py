@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling.defaults import base_config
 from scaling.errors import UserError
 
 CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
@@ -61,6 +62,25 @@ def _diff_keys(a: dict, b: dict, prefix: str = "") -> list[str]:
   return keys
 
 
+def _lookup(tree: dict, key: str):
+  for part in key.split("."):
+    if not isinstance(tree, dict) or part not in tree:
+      return _MISSING
+    tree = tree[part]
+  return tree
+
+
+_MISSING = object()
+
+
+def config_diff(old: dict, new: dict) -> list[str]:
+  """The fields in which two run configs differ, leaving out fields added to the config since
+  the old run was written (absent there) that the new one leaves at their default."""
+  defaults = base_config().to_dict()
+  return [k for k in _diff_keys(old, new)
+          if not (_lookup(old, k) is _MISSING and _lookup(new, k) == _lookup(defaults, k))]
+
+
 def _resumable(key: str) -> bool:
   return any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUMABLE_FIELDS)
 
@@ -71,7 +91,7 @@ def check_or_write_config(run_dir: Path, cfg_json: str, overwrite: bool) -> None
   the old run aside)."""
   path = run_dir / CONFIG
   if path.is_file():
-    diff = _diff_keys(json.loads(path.read_text()), json.loads(cfg_json))
+    diff = config_diff(json.loads(path.read_text()), json.loads(cfg_json))
     if diff and all(_resumable(k) for k in diff):
       stamp = time.strftime("%Y%m%d-%H%M%S")
       path.rename(run_dir / f"config.before-{stamp}.json")
@@ -97,7 +117,7 @@ def is_finished(run_dir: Path, cfg_json: str) -> bool:
   run_dir = Path(run_dir)
   if not (run_dir / SUMMARY).is_file() or not (run_dir / CONFIG).is_file():
     return False
-  return json.loads((run_dir / CONFIG).read_text()) == json.loads(cfg_json)
+  return not config_diff(json.loads((run_dir / CONFIG).read_text()), json.loads(cfg_json))
 
 
 # ---------------------------------------------------------------------------------------------

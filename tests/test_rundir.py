@@ -112,3 +112,17 @@ def test_runs_written_before_the_b_simple_name_still_read(tmp_path):
   assert rundir.read_metrics(tmp_path)[0]["b_simple_tokens"] == 123.0
   assert rundir.read_summary(tmp_path)["b_simple_tokens_final"] == 99.0
   assert rundir.loss_curve(tmp_path)["b_simple_tokens"][0] == 123.0
+
+
+def test_a_field_added_since_the_run_at_its_default_is_no_difference(tmp_path):
+  from scaling.defaults import base_config
+  new = base_config().to_dict()
+  old = json.loads(json.dumps(new))
+  del old["data"]["store"]                 # a run written before data.store existed
+  rundir.check_or_write_config(tmp_path, json.dumps(old), overwrite=False)
+  rundir.write_summary(tmp_path, {"steps": 1})
+  assert rundir.is_finished(tmp_path, json.dumps(new))
+  rundir.check_or_write_config(tmp_path, json.dumps(new), overwrite=False)   # accepted as is
+  new["data"]["store"] = "/somewhere/else"                                  # not the default
+  assert rundir.config_diff(old, new) == ["data.store"]
+  assert not rundir.is_finished(tmp_path, json.dumps(new))

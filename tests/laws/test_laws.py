@@ -334,3 +334,32 @@ def test_isoflop_on_unequal_budgets_and_envelope_from_a_csv_of_curves(tmp_path, 
   env = fit_command(str(curves), ["envelope"], 20, 0, 0, "kaplan", "final_eval_loss", None,
                     None)["fits"][0]
   assert env["params"]["a"] == pytest.approx(a_true, abs=0.06)
+
+
+def test_epoch_preset_is_unrounded_and_gives_their_allocation():
+  p = forms.EPOCH2024
+  assert (p["E"], p["A"], p["B"], p["alpha"], p["beta"]) == (1.81686, 482.006, 2085.434,
+                                                             0.34781, 0.36585)
+  # Hoffmann eq. 4 by hand: G = (αA/(βB))^(1/(α+β)), N_opt = G·(C/6)^(β/(α+β)).
+  g = (0.34781 * 482.006 / (0.36585 * 2085.434)) ** (1 / (0.34781 + 0.36585))
+  n_opt = g * (5.76e23 / 6) ** (0.36585 / (0.34781 + 0.36585))
+  a = allocation.chinchilla_allocation(p, 5.76e23)
+  assert a["N_opt"] == pytest.approx(n_opt, rel=1e-12)
+  assert (round(a["N_opt"], -9), round(a["D_opt"], -11), round(a["tokens_per_param"])) == \
+      (7.2e10, 1.3e12, 18)
+
+
+def test_held_out_check_gives_a_prediction_interval_even_without_bootstrap():
+  law = get_law("N")
+  rng = np.random.default_rng(0)
+  n = np.logspace(3, 7, 9)
+  scatter = 0.03
+  y = forms.loss_n(TRUTH["N"], n) * np.exp(scatter * rng.normal(size=n.size))
+  none = extrapolation_check(law, {"N": n}, y, "N", 1, n_boot=0)[0]
+  assert "residual scatter only" in none["interval_kind"]
+  lo, hi = none["interval"]
+  # The residual-only interval spans the fit's own log residuals around the prediction.
+  assert lo < none["predicted"] < hi and math.log(hi / lo) > scatter
+  boot = extrapolation_check(law, {"N": n}, y, "N", 1, n_boot=200)[0]
+  assert "parameters (bootstrap) and residual scatter" in boot["interval_kind"]
+  assert boot["interval"][1] - boot["interval"][0] >= 0.9 * (hi - lo)
