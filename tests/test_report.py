@@ -41,6 +41,10 @@ def test_fit_recovers_the_known_law_and_the_report_renders_it(tmp_path, capsys):
   md = (sweep / "report.md").read_text()
   assert f"α_N = {ALPHA_N:.4f}" in md or f"α_N = {ln['params']['alpha_N']:.4f}" in md
   assert "C_c (PF-days)" in md   # the frontier's C_c in Kaplan's unit, beside his 3.1e8
+  # The calculator takes the sweep's fits.json as a preset.
+  from scaling.laws.commands import predict_command
+  assert predict_command(str(sweep / "fits.json"), 1e7, None, None, None)["loss"] == \
+      pytest.approx((N_C / 1e7) ** ALPHA_N, rel=1e-3)
 
 
 def test_report_rerenders_without_fitting(tmp_path, monkeypatch):

@@ -82,8 +82,15 @@ def _load_preset(preset: str) -> tuple[str, dict, list]:
   path = Path(preset)
   if not path.is_file():
     raise UserError(f"--preset must be one of {', '.join(forms.PRESETS)} or a fit JSON file")
-  doc = json.loads(path.read_text())
-  fits = {f["law"]: f for f in doc.get("fits", []) if "params" in f}
+  try:
+    doc = json.loads(path.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f"cannot read the fit file {path}: {e}") from None
+  listed = doc.get("fits", []) if isinstance(doc, dict) else []
+  if isinstance(listed, dict):   # a sweep's fits.json (scaling/laws/sweepfit.py)
+    listed = [{**listed["L(N)"]["N"], "law": "N"}] + (
+        [{**listed["L(N,D)"], "law": "ND"}] if "L(N,D)" in listed else [])
+  fits = {f["law"]: f for f in listed if isinstance(f, dict) and "params" in f}
   for name in ("chinchilla", "chinchilla_huber"):
     if name in fits:
       return "chinchilla-fit", fits[name]["params"], fits[name].get("bootstrap_samples", [])
