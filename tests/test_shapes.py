@@ -4,7 +4,6 @@ recovers a known collapse and known loss increases from synthetic runs."""
 import json
 import math
 
-import numpy as np
 import pytest
 
 from scaling import config, report, report_text, shapes
@@ -133,9 +132,6 @@ def test_panels_measure_increase_over_the_best_shape(tmp_path):
     assert inc == pytest.approx(expected, abs=1e-9)
   assert set(pan["panels"]) == {"aspect", "heads", "ff"}
   # The report draws both figures from these rows.
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
   figures = {}
   result = sweepfit.shape_numbers(rows)
   report._figure_shape_factors(result["panels"], tmp_path, figures)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-
-import numpy as np
 
 from scaling.errors import UserError
 from scaling.laws import allocation, approaches, forms, io, planning

@@ -16,7 +16,6 @@ import numpy as np
 from scipy import optimize
 
 from scaling.errors import UserError
-from scaling.laws import forms
 
 
 def check_inputs(columns: dict[str, np.ndarray], y: np.ndarray, n_params: int,

@@ -4,7 +4,6 @@ written atomically."""
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import tempfile
