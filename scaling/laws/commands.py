@@ -51,7 +51,9 @@ def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int
                         "fits": results})
   out_path = Path(out) if out else (Path(path) / "fit.json" if Path(path).is_dir()
                                     else Path(path).with_suffix(".fit.json"))
-  out_path.write_text(json.dumps(doc, indent=1))
+  if not out_path.parent.is_dir():
+    raise UserError(f"--out {out_path}: the folder {out_path.parent} does not exist")
+  io.atomic_write_text(out_path, json.dumps(doc, indent=1))
   print(f"wrote {out_path}")
   return doc
 
