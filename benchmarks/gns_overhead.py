@@ -42,8 +42,9 @@ def main():
     trainer, _ = trainer_step(n_layer, d_model, heads, args.n_ctx, 2048, args.batch,
                               micro_batches=1, gns_on=on, num_devices=8)
     steps[on], states[on] = trainer.step_fn, trainer.state
+    lr = trainer.lr(0)
     t = time.perf_counter()
-    states[on], m = steps[on](states[on], batches[0])
+    states[on], m = steps[on](states[on], batches[0], lr)
     m["loss"].block_until_ready()
     print(f"gns {'on ' if on else 'off'}: compile + first step {time.perf_counter() - t:.2f} s")
   times = {True: [], False: []}
@@ -51,7 +52,7 @@ def main():
     for on in (True, False) if block % 2 == 0 else (False, True):
       for i in range(args.steps):
         t = time.perf_counter()
-        states[on], m = steps[on](states[on], batches[i % 8])
+        states[on], m = steps[on](states[on], batches[i % 8], lr)
         m["loss"].block_until_ready()
         times[on].append(time.perf_counter() - t)
   on, off = np.median(times[True]), np.median(times[False])

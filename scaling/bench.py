@@ -66,13 +66,14 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
              for _ in range(2)]
 
   t0 = time.perf_counter()
-  lowered = step_fn.lower(state, batches[0])        # tracing: Python, never cached
+  lr = trainer.lr(0)
+  lowered = step_fn.lower(state, batches[0], lr)    # tracing: Python, never cached
   trace_s = time.perf_counter() - t0
   t0 = time.perf_counter()
   compiled = lowered.compile()                      # XLA: read from the persistent cache if there
   compile_s = time.perf_counter() - t0
   for i in range(warmup):
-    state, metrics = compiled(state, batches[i % 2])
+    state, metrics = compiled(state, batches[i % 2], lr)
   jax.block_until_ready(metrics)
   if peak_flop_per_s is None:
     peak_flop_per_s, peak_size = matmul_peak(mcfg.compute_dtype, device=device)
@@ -83,7 +84,7 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
   times, mm_rates = [], [max(mm_rate() for _ in range(3))]
   for i in range(steps):
     t0 = time.perf_counter()
-    state, metrics = compiled(state, batches[i % 2])
+    state, metrics = compiled(state, batches[i % 2], lr)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t0)
     mm_rates.append(max(mm_rate() for _ in range(3)))
@@ -139,9 +140,9 @@ def loop_overhead(n_layer: int = 1, d_model: int = 24, n_heads: int = 1, n_ctx: 
   src = datalib.WindowBatches(store.train_T, n_ctx, batch, 2 * rounds * steps + 10, 0, 0, 1, 0)
   it = datalib.train_iterator(src, 0)
   b0 = steplib.global_batch(mesh, next(it))
-  compiled = step_fn.lower(state, b0).compile()
+  compiled = step_fn.lower(state, b0, trainer.lr(0)).compile()
   for _ in range(3):
-    state, metrics = compiled(state, steplib.global_batch(mesh, next(it)))
+    state, metrics = compiled(state, steplib.global_batch(mesh, next(it)), trainer.lr(0))
   jax.block_until_ready(metrics)
   # Short rounds alternate the two ways of running; the overhead is the median over rounds of
   # each round's pair (a shared machine's speed drifts, and a pair close in time shares it).
@@ -152,14 +153,14 @@ def loop_overhead(n_layer: int = 1, d_model: int = 24, n_heads: int = 1, n_ctx: 
       batch_g = steplib.global_batch(mesh, next(it))
       jax.block_until_ready(batch_g)
       t0 = time.perf_counter()
-      state, metrics = compiled(state, batch_g)
+      state, metrics = compiled(state, batch_g, trainer.lr(0))
       jax.block_until_ready((state, metrics))
       blocked += time.perf_counter() - t0
     blocked_rounds.append(blocked / steps)
     # The trainer's way: dispatch, then fetch the previous step's metrics while this one runs.
     t0, pending = time.perf_counter(), None
     for _ in range(steps):
-      state, metrics = compiled(state, steplib.global_batch(mesh, next(it)))
+      state, metrics = compiled(state, steplib.global_batch(mesh, next(it)), trainer.lr(0))
       if pending is not None:
         jax.device_get(pending)
       pending = metrics

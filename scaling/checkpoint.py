@@ -22,9 +22,51 @@ from scaling.errors import StorageError, UserError
 _FULL_DISK = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 
 
-def state_manager(ckpt_dir: Path, keep: int):
-  """The manager of the train-state checkpoints (the `keep` most recent are kept)."""
-  return ocp.CheckpointManager(ckpt_dir, options=manager_options("state", max_to_keep=keep))
+def state_manager(ckpt_dir: Path, keep: int, keep_steps=()):
+  """The manager of the train-state checkpoints: the `keep` most recent are kept, and those of
+  keep_steps (branch points) always."""
+  if not keep_steps:
+    return ocp.CheckpointManager(ckpt_dir, options=manager_options("state", max_to_keep=keep))
+  policies = ocp.checkpoint_managers
+  policy = policies.AnyPreservationPolicy([policies.LatestN(keep),
+                                           policies.CustomSteps(sorted(keep_steps))])
+  return ocp.CheckpointManager(ckpt_dir, options=manager_options("state",
+                                                                 preservation_policy=policy))
+
+
+def parse_steps(text: str) -> list[int]:
+  """checkpoint.keep_steps "100,250" → [100, 250]."""
+  try:
+    steps = sorted({int(x) for x in str(text).replace(" ", "").split(",") if x})
+  except ValueError:
+    raise UserError(f"checkpoint.keep_steps must be step numbers like '100,250', got "
+                    f"{text!r}") from None
+  if any(s <= 0 for s in steps):
+    raise UserError(f"checkpoint.keep_steps must be positive, got {text!r}")
+  return steps
+
+
+def restore_branch_point(source_run: Path, step: int, state):
+  """The train state saved at `step` in another run (the start of a branch); a missing or
+  unreadable checkpoint is a one-line error naming what exists."""
+  ckpt_dir = (Path(source_run) / "checkpoints").resolve()
+  if not ckpt_dir.is_dir():
+    raise UserError(f"train.init_from: {source_run} has no checkpoints; train it first")
+  manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    steps = manager.all_steps()
+    if step not in steps:
+      raise UserError(f"train.init_from: {source_run} has no checkpoint at step {step} (it has "
+                      f"{sorted(steps) or 'none'}); list the step in its checkpoint.keep_steps")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    try:
+      with stderr_to_file():
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # orbax/tensorstore raise many types for damaged files
+      raise StorageError(f"train.init_from: the checkpoint {ckpt_dir / str(step)} cannot be read "
+                         f"({' '.join(str(e).split())[:160]})") from None
+  finally:
+    manager.close()
 
 
 def best_manager(best_dir: Path):
@@ -65,7 +107,8 @@ def stderr_to_file():
         sys.stderr.write(f.read().decode(errors="replace"))
 
 
-def restore_latest_good(manager, ckpt_dir: Path, state, keep: int, is_main: bool):
+def restore_latest_good(manager, ckpt_dir: Path, state, keep: int, is_main: bool,
+                        keep_steps=()):
   """Restores the newest checkpoint that reads back; newer unreadable ones (truncated or corrupt)
   are moved to checkpoints-corrupt/ with a warning naming them. If none reads back, the run stops
   with an error: never a silent fresh start."""
@@ -94,7 +137,7 @@ def restore_latest_good(manager, ckpt_dir: Path, state, keep: int, is_main: bool
       if jax.process_count() > 1:
         multihost_utils.sync_global_devices("scaling-restore")
       manager.close()
-      manager = state_manager(ckpt_dir, keep)
+      manager = state_manager(ckpt_dir, keep, keep_steps)
     return step, restored, manager
   manager.close()
   raise StorageError(f"no checkpoint in {ckpt_dir} can be read (steps "

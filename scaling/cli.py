@@ -9,17 +9,17 @@ import sys
 import time
 from pathlib import Path
 
-from scaling import bench, hardware, rundir
+from scaling import bench, hardware, isoflop, rundir
 from scaling import store as storelib
 from scaling import train as trainlib
 from scaling.batchsweep import run_batch_sweep
 from scaling.config import apply_overrides, load_config_file
 from scaling.errors import StorageError, UserError
-from scaling.laws import io, sweepfit
+from scaling.laws import howbig, io, sweepfit
 from scaling.laws.commands import fit_command, plan_command, predict_command
 from scaling.report import make_report
 from scaling.spec import validate
-from scaling.sweep import run_sweep
+from scaling.sweep import run_points, run_sweep
 
 
 def _load(path: str, overrides: list[str]):
@@ -54,20 +54,48 @@ def _print_headline(h: dict) -> None:
           f"alpha_N there {t['alpha_N']:.4f}")
 
 
+def _print_any_headline(h: dict) -> None:
+  if h.get("kind") == "isoflop":
+    print("\n".join(howbig.answer_lines(h)))
+  else:
+    _print_headline(h)
+
+
+def _heldout(cfg, sweep: Path, n_boot: int, factor: float, target: float, overwrite: bool,
+             verbose: bool) -> dict:
+  """Fits the sweep, trains the predicted optimum and its neighbours at factor × the largest
+  budget (in <sweep>/heldout/), and fits again with their check; returns fits.json."""
+  doc = sweepfit.fit_isoflop_sweep(str(sweep), n_boot, check_factor=factor, target_flop=target)
+  pred = doc["headline"]["check_prediction"]
+  print(f"held-out budget C = {pred['C']:.3g} FLOP: training the predicted optimum N = "
+        f"{pred['N_opt']:.3g} and N/2, 2N (predicted loss {pred['loss']:.3f})", flush=True)
+  run_points(isoflop.heldout_runs(cfg, pred["C"], pred["N_opt"]), overwrite, verbose)
+  return sweepfit.fit_isoflop_sweep(str(sweep), n_boot, check_factor=factor, target_flop=target)
+
+
+def _cmd_heldout(args, overrides: list[str]) -> int:
+  cfg = _load(args.config, overrides)
+  doc = _heldout(cfg, rundir.path_of(cfg), args.bootstrap, args.factor, args.target or 0.0,
+                 args.overwrite, True)
+  _print_any_headline(doc["headline"])
+  return 0
+
+
 def _cmd_quickstart(args, overrides: list[str]) -> int:
-  """The stages in order: tokenize → sweep → fit → report, each handing the next its files."""
+  """The stages in order: tokenize → isoFLOP sweep → fit → held-out budget → fit → report, each
+  handing the next its files."""
   t0 = time.time()
   out = Path(args.out)
-  cfg = _load("ladder_cpu", overrides)
+  cfg = _load("isoflop_cpu", overrides)
   cfg.run_dir = str(out)
   store = storelib.build_store(validate(cfg).data, out=str(out / "store"), verbose=not args.quiet)
   cfg.data.store = str(store.folder)
   run_sweep(cfg, overwrite=args.overwrite, verbose=not args.quiet)
-  sweepfit.fit_sweep(str(out), n_boot=args.bootstrap)
+  _heldout(cfg, out, args.bootstrap, 3.0, args.budget or 0.0, args.overwrite, not args.quiet)
   result = make_report(str(out), n_boot=args.bootstrap)
   h = result["headline"]
-  print(f"\nquickstart finished in {(time.time() - t0) / 60:.1f} min: {h['n_runs']} models")
-  _print_headline(h)
+  print(f"\nquickstart finished in {(time.time() - t0) / 60:.1f} min: {h['n_runs']} runs")
+  _print_any_headline(h)
   print(f"  fits: {result['fits']}\n  report: {result['report']}")
   return 0
 
@@ -112,7 +140,7 @@ def _cmd_fit(args, overrides) -> int:
   path = Path(args.path)
   if path.is_dir() and not args.law and not rundir.is_run(path):
     doc = sweepfit.fit_sweep(str(path), args.bootstrap, args.holdout, args.seed)
-    _print_headline(doc["headline"])
+    _print_any_headline(doc["headline"])
     print(f"wrote {sweepfit.fits_path(path)} ({', '.join(doc['fits'])})")
     return 0
   fit_command(args.path, args.law or [], args.bootstrap, args.holdout, args.seed,
@@ -153,8 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--out", help="store folder (default: the cache directory, under its hash)")
   p.set_defaults(func=_cmd_tokenize)
 
-  p = sub.add_parser("quickstart", help="train a ladder, fit and report on the embedded corpus")
+  p = sub.add_parser("quickstart", help="how big, how long, what loss: an isoFLOP sweep, fits, "
+                                         "a held-out budget check and a report, on the "
+                                         "embedded corpus")
   p.add_argument("--out", default="runs/quickstart", help="results directory")
+  p.add_argument("--budget", type=float,
+                 help="FLOP budget to answer for (default: 10x the largest budget trained)")
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--bootstrap", type=int, default=1000)
   p.add_argument("--quiet", action="store_true", help="only the sweep's progress lines")
@@ -179,6 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--num-workers", type=int, default=1,
                  help="workers sharing the sweep: point j belongs to worker j mod num-workers")
   p.set_defaults(func=_cmd_sweep)
+
+  p = sub.add_parser("heldout", help="check an isoFLOP sweep's prediction at a larger budget",
+                     description="Fits the isoFLOP sweep of --config, trains the predicted "
+                                 "compute-optimal model and its neighbours N/2 and 2N at "
+                                 "--factor x the largest budget (in <sweep>/heldout/), and fits "
+                                 "again: measured against predicted loss.")
+  p.add_argument("--config", default="isoflop_cpu")
+  p.add_argument("--factor", type=float, default=3.0)
+  p.add_argument("--target", type=float, help="FLOP budget to answer for (default 10x largest)")
+  p.add_argument("--bootstrap", type=int, default=1000)
+  p.add_argument("--overwrite", action="store_true")
+  p.set_defaults(func=_cmd_heldout)
 
   p = sub.add_parser("bsweep", help="batch-size sweep: B_crit(L) beside the online B_simple",
                      description="Train one model at a ladder of batch sizes (finished ones are "

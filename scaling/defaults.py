@@ -41,7 +41,15 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.train.peak_lr = 0.0          # 0: Kaplan's LR(N) rule with N non-embedding
   cfg.train.warmup_frac = 0.05     # linear warm-up over this fraction of the steps …
   cfg.train.warmup_steps = 0       # … or this many steps when > 0
-  cfg.train.min_lr_ratio = 0.1     # cosine decay to this fraction of the peak
+  cfg.train.min_lr_ratio = 0.1     # decay to this fraction of the peak
+  cfg.train.schedule = "cosine"    # cosine: warm-up, cosine decay over the run | wsd: warm-up,
+                                   # stable, cooldown over the last decay_frac (scaling/optim.py)
+  cfg.train.decay_frac = 0.2       # wsd: the cooldown's share of the run
+  cfg.train.cooldown_shape = "1-sqrt"  # wsd cooldown: 1-sqrt | linear
+  cfg.train.init_from = ""         # "RUN_DIR@STEP": a branch starting from that run's checkpoint
+                                   # (its state, its metrics up to STEP), then this config's schedule
+  cfg.train.schedule_steps = 0     # the schedule's horizon if not the run's length (Kaplan's
+                                   # fixed-horizon runs stop before their schedule ends)
   cfg.train.weight_decay = 0.0     # AdamW decay on matrices only
   cfg.train.b1 = 0.9
   cfg.train.b2 = 0.95
@@ -63,6 +71,8 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.checkpoint = ml_collections.ConfigDict()
   cfg.checkpoint.every = 200       # steps between checkpoints (and at the end)
   cfg.checkpoint.keep = 2          # most recent checkpoints kept
+  cfg.checkpoint.keep_steps = ""   # "100,250": also saved at these steps and never deleted
+                                   # (the branch points of WSD cooldowns)
 
   cfg.gns = ml_collections.ConfigDict()
   cfg.gns.enabled = True           # gradient noise scale from per-device vs global gradients

@@ -1,7 +1,9 @@
 """`expand(cfg)`: a sweep config → the configs of its runs, one per run directory.
 
-Two kinds of sweep, told apart by their `sweep` section:
-  ladders and grids   sweep.models × sweep.max_train_tokens (scaling sweep, quickstart)
+Three kinds of sweep, told apart by their `sweep` section:
+  ladders and grids   sweep.models × sweep.max_train_tokens (scaling sweep)
+  isoFLOP sweeps      sweep.budgets_flop × sweep.models, tokens = budget / FLOPs per token
+                      (scaling/isoflop.py; scaling sweep, quickstart)
   batch sweeps        one model at each of sweep.batch_sizes (scaling bsweep)
 A run config is the sweep config without `sweep`, with its own name and run_dir under the sweep's
 directory; nothing else decides where a sweep's runs live.
@@ -23,6 +25,9 @@ def expand(cfg) -> list:
     raise UserError("the config has no 'sweep' section; `scaling train` runs a single config")
   if "batch_sizes" in cfg.sweep:
     return batch_sweep_runs(cfg)
+  if "budgets_flop" in cfg.sweep:
+    from scaling import isoflop  # isoflop builds on this module's helpers
+    return isoflop.isoflop_runs(cfg)
   return grid_runs(cfg)
 
 
@@ -44,26 +49,42 @@ def grid_runs(cfg) -> list:
   if not s.models:
     raise UserError("sweep.models is empty; list (n_layer, d_model, n_heads) shapes")
   out = []
-  for shape, limit in itertools.product(s.models, s.max_train_tokens):
-    if isinstance(shape, str) or not 3 <= len(shape) <= 5:
-      raise UserError(f"sweep.models entry {shape!r} must be (n_layer, d_model, n_heads"
-                      "[, d_ff[, group]])")
-    n_layer, d_model, n_heads = shape[:3]
-    d_ff = int(shape[3]) if len(shape) > 3 else 0
-    group = str(shape[4]) if len(shape) > 4 else ""
-    name = (f"L{n_layer}-D{d_model}-H{n_heads}" + (f"-F{d_ff}" if d_ff else "")
-            + (f"-T{limit}" if limit else ""))
-    rc = _run(cfg, name)
-    if group:
-      with rc.unlocked():
-        rc.group = group
-    rc.run_dir = str(rundir.path_of(cfg) / name)
-    rc.model.n_layer, rc.model.d_model, rc.model.n_heads = int(n_layer), int(d_model), int(n_heads)
-    if d_ff:
-      rc.model.d_ff = d_ff
+  for entry, limit in itertools.product(s.models, s.max_train_tokens):
+    shape = parse_shape(entry)
+    name = shape_name(shape) + (f"-T{limit}" if limit else "")
+    rc = run_of_shape(cfg, shape, name)
     rc.data.max_train_tokens = int(limit)
     out.append(rc)
   return out
+
+
+def parse_shape(entry) -> tuple:
+  """A sweep.models entry → (n_layer, d_model, n_heads, d_ff, group); d_ff 0 = 4·d_model."""
+  if isinstance(entry, str) or not 3 <= len(entry) <= 5:
+    raise UserError(f"sweep.models entry {entry!r} must be (n_layer, d_model, n_heads"
+                    "[, d_ff[, group]])")
+  d_ff = int(entry[3]) if len(entry) > 3 else 0
+  group = str(entry[4]) if len(entry) > 4 else ""
+  return int(entry[0]), int(entry[1]), int(entry[2]), d_ff, group
+
+
+def shape_name(shape: tuple) -> str:
+  n_layer, d_model, n_heads, d_ff, _ = shape
+  return f"L{n_layer}-D{d_model}-H{n_heads}" + (f"-F{d_ff}" if d_ff else "")
+
+
+def run_of_shape(cfg, shape: tuple, name: str):
+  """The run config of one model shape, named `name`, in its own directory under the sweep's."""
+  n_layer, d_model, n_heads, d_ff, group = shape
+  rc = _run(cfg, name)
+  if group:
+    with rc.unlocked():
+      rc.group = group
+  rc.run_dir = str(rundir.path_of(cfg) / name)
+  rc.model.n_layer, rc.model.d_model, rc.model.n_heads = n_layer, d_model, n_heads
+  if d_ff:
+    rc.model.d_ff = d_ff
+  return rc
 
 
 def sweep_lr(cfg_sweep, batch_seqs: int) -> float:

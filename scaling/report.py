@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import report_text, rundir, shapes
+from scaling import report_alloc, report_text, rundir, shapes
 from scaling.laws import forms, io, sweepfit
 
 
@@ -222,6 +222,15 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
     rows = [r for r in json.loads(bsweep.read_text())["targets"] if r.get("valid")]
     fits["batch_sweep"] = rows
   figures: dict = {}
+  if "allocation" in fits:   # an isoFLOP sweep: how big, how long, what loss
+    save = lambda fig, ax, path, key: _save(fig, ax, path, figures, key, 7)
+    report_alloc.figure_isoflop(fits["allocation"], out, _plt(), save)
+    report_alloc.figure_allocation(fits["allocation"], out, _plt(), save)
+    if fits.get("b_simple_points"):
+      _figure_b_simple(fits, out, figures)
+    io.atomic_write_text(out / "report.md", report_alloc.markdown(out, doc, figures))
+    return {"headline": doc["headline"], "figures": figures, "report": str(out / "report.md"),
+            "fits": str(sweepfit.fits_path(out))}
   _figure_ln(fits, out, figures)
   _figure_curves(doc, out, figures)
   _figure_b_simple(fits, out, figures)

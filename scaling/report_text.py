@@ -126,10 +126,12 @@ def markdown(out: Path, doc: dict, figures: dict) -> str:
            f"{fmt(h['b_simple_at_final_loss_tokens'])} tokens", "",
            "## Fitted constants beside the published ones", ""]
   lines += _constants_table(fits)
-  lines += ["", "## Compute-optimal allocation implied by the frontier", "",
-            f"N_opt ∝ C^{fr['a']:.3f}, D_opt ∝ C^{fr['b']:.3f} (Kaplan 2020: 0.73 / 0.27; "
-            "Chinchilla: ≈0.5 / 0.5). Over this short range of compute the frontier is made of "
-            "few models, so read the exponents with their intervals.", "",
+  lines += ["", "## Kaplan's frontier (a contrast, not an allocation)", "",
+            f"The envelope of these fixed-horizon learning curves gives N ∝ C^{fr['a']:.3f} "
+            f"(Kaplan 2020: 0.73). It is set by the ladder's design — every model trained on the "
+            "same tokens with a schedule for that horizon (Hoffmann 2022 §3.1, app. A) — not by "
+            "the data; for how big and how long, run an isoFLOP sweep (`scaling quickstart`, "
+            "configs/isoflop_cpu.py), whose report gives approaches 1–3 and a held-out check.", "",
             "## Extrapolation check", ""] + _extrapolation(fits)
   if "transfer" in fits:
     lines += _transfer(fits)

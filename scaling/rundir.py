@@ -172,6 +172,23 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
   os.replace(tmp, path)
 
 
+def copy_metrics(source_run: Path, run_dir: Path, last_step: int) -> None:
+  """A branch's metrics start as its source run's up to the branch point (one learning curve)."""
+  kept = [r for r in read_metrics(source_run) if r["step"] <= last_step]
+  path = Path(run_dir) / METRICS
+  tmp = path.with_suffix(".tmp")
+  tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+  os.replace(tmp, path)
+
+
+def parse_branch(text: str) -> tuple[Path, int]:
+  """train.init_from "RUN_DIR@STEP" → (run dir, step), or a one-line error."""
+  where, at, step = str(text).rpartition("@")
+  if not at or not where or not step.isdigit() or int(step) <= 0:
+    raise UserError(f"train.init_from must be RUN_DIR@STEP (a positive step), got {text!r}")
+  return Path(where), int(step)
+
+
 def last_record(run_dir: Path) -> dict:
   """The last logged step, with eval_loss the latest held-out loss logged up to it."""
   last, last_eval = {}, None

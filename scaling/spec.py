@@ -47,6 +47,11 @@ class TrainSpec:
   patience: int
   stop_loss: float
   stop_window_tokens: int
+  schedule: str = "cosine"      # cosine | wsd (scaling/optim.py)
+  decay_frac: float = 0.2       # wsd: the cooldown's share of the run
+  cooldown_shape: str = "1-sqrt"
+  init_from: str = ""           # "RUN_DIR@STEP": start from that run's checkpoint (a branch)
+  schedule_steps: int = 0       # the schedule's horizon when not the run's length (0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +74,7 @@ class EvalSpec:
 class CheckpointSpec:
   every: int
   keep: int
+  keep_steps: str = ""          # "100,250": also saved at these steps and never deleted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +89,8 @@ class RunSpec:
   seed: int
   compilation_cache: bool
   group: str
+  budget_flop: float        # the isoFLOP budget this run spends (0: not an isoFLOP point)
+  flop_convention: str      # the FLOP count of that budget (scaling/isoflop.py)
   model: dict               # the model section as given; model.ModelConfig validates it
   data: DataSpec
   train: TrainSpec
@@ -125,6 +133,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.patience": (_nonneg, "a non-negative integer (0: off)"),
     "train.stop_loss": (_finite_nonneg, "a finite non-negative number (0: off)"),
     "train.stop_window_tokens": (_nonneg, "a non-negative integer"),
+    "train.schedule_steps": (_nonneg, "a non-negative integer (0: the run's own steps)"),
+    "train.schedule": (lambda v: v in ("cosine", "wsd"), "cosine or wsd"),
+    "train.decay_frac": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "train.cooldown_shape": (lambda v: v in ("1-sqrt", "linear"), "1-sqrt or linear"),
     "gns.micro_batches": (_nonneg, "a non-negative integer (0: automatic)"),
     "gns.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "eval.every": (_nonneg, "a non-negative integer (0: at the end only)"),
@@ -169,7 +181,8 @@ def validate(cfg) -> RunSpec:
   """The typed, range-checked run spec of a config (UserError naming the first bad field)."""
   top = {k: _typed(k, cfg.get(k, d), t) for k, d, t in (
       ("name", "run", str), ("run_dir", "", str), ("seed", 0, int),
-      ("compilation_cache", True, bool), ("group", "", str))}
+      ("compilation_cache", True, bool), ("group", "", str), ("budget_flop", 0.0, float),
+      ("flop_convention", "palm", str))}
   if "model" not in cfg:
     raise UserError("the config has no 'model' section")
   return RunSpec(**top, model=dict(cfg.model.to_dict()),

@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 from scaling import gns
 from scaling.errors import UserError
 from scaling.model import ModelConfig, Transformer
-from scaling.optim import make_optimizer
+from scaling import optim
 from scaling.spec import GnsSpec, TrainSpec
 
 
@@ -150,8 +150,9 @@ def _device_grads(loss_fn, k: int):
   return per_device
 
 
-def make_train_step(loss_fn, tx, schedule, mesh, geom: BatchGeometry, gns_spec: GnsSpec):
-  """Builds the jitted step: (TrainState, batch rows (B, W)) → (TrainState, StepMetrics).
+def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec):
+  """Builds the jitted step: (TrainState, batch rows (B, W), learning rate) → (TrainState,
+  StepMetrics). tx is AdamW at unit rate (optim.make_optimizer); its update is scaled by lr.
 
   loss_fn(params, rows) must be the mean loss over its rows, so that the mean of per-device
   gradients is the gradient of the global batch.
@@ -162,7 +163,7 @@ def make_train_step(loss_fn, tx, schedule, mesh, geom: BatchGeometry, gns_spec: 
                                 in_specs=(P(), P("data")), out_specs=(P(), P(), P()))
   nan = jnp.float32(jnp.nan)
 
-  def step_fn(state: TrainState, tokens_BW):
+  def step_fn(state: TrainState, tokens_BW, lr):
     loss, grads, sq_small = sharded_grads(state.params, tokens_BW)
     sq_big = sq_norm(grads)
     g2 = gns.estimate_g2(sq_small, sq_big, b_small, b_big)
@@ -170,16 +171,17 @@ def make_train_step(loss_fn, tx, schedule, mesh, geom: BatchGeometry, gns_spec: 
     gns_state = gns.update(state.gns, g2, trace, gns_spec.ema_decay) if gns_on else state.gns
     b_simple = gns.b_simple(gns_state, gns_spec.ema_decay) if gns_on else nan
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
     metrics = StepMetrics.pack({
-        "loss": loss, "grad_norm": jnp.sqrt(sq_big), "lr": schedule(state.step),
+        "loss": loss, "grad_norm": jnp.sqrt(sq_big), "lr": lr,
         "b_simple_tokens": b_simple, "b_simple_seqs": b_simple / geom.n_ctx,
         "gns_g2": g2 if gns_on else nan, "gns_trace": trace if gns_on else nan,
     })
     return TrainState(params, opt_state, gns_state, state.step + 1), metrics
 
   replicated = NamedSharding(mesh, P())
-  return jax.jit(step_fn, in_shardings=(replicated, NamedSharding(mesh, P("data"))),
+  return jax.jit(step_fn, in_shardings=(replicated, NamedSharding(mesh, P("data")), replicated),
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
@@ -199,12 +201,16 @@ def global_batch(mesh, local_BW: np.ndarray) -> jax.Array:
 @dataclasses.dataclass(frozen=True)
 class Trainer:
   """Everything a loop needs to take steps: the jitted train and eval steps, the initial state
-  (replicated on the mesh), the schedule and the batch geometry."""
+  (replicated on the mesh), the learning-rate schedule and the batch geometry."""
+
+  def lr(self, step: int) -> np.float32:
+    """The learning rate to pass with the batch of `step` (0-based)."""
+    return np.float32(self.schedule.lr(step))
   step_fn: Any
   eval_fn: Any
   state: TrainState
   graphdef: Any
-  schedule: Any
+  schedule: optim.Schedule
   geom: BatchGeometry
   mesh: jax.sharding.Mesh
 
@@ -217,8 +223,8 @@ def build(mcfg: ModelConfig, train: TrainSpec, gns_spec: GnsSpec, mesh, peak_lr:
   geom = BatchGeometry(train.batch_size, mcfg.n_ctx, n_devices,
                        micro_batches(gns_spec, n_devices)).check()
   graphdef, params = nnx.split(Transformer(mcfg, rngs=nnx.Rngs(seed)), nnx.Param)
-  tx, schedule = make_optimizer(train, peak_lr, total_steps)
+  tx, schedule = optim.make_optimizer(train), optim.schedule(train, peak_lr, total_steps)
   state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
   state = jax.device_put(state, NamedSharding(mesh, P()))
-  step_fn = make_train_step(lm_loss(graphdef), tx, schedule, mesh, geom, gns_spec)
+  step_fn = make_train_step(lm_loss(graphdef), tx, mesh, geom, gns_spec)
   return Trainer(step_fn, make_eval_step(graphdef, mesh), state, graphdef, schedule, geom, mesh)

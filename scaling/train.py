@@ -11,6 +11,7 @@ Shape suffixes: B batch (sequences), W window positions (context + 1), n the fix
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import signal
 import time
@@ -55,6 +56,8 @@ class Setup:
   eval_nBW: np.ndarray
   extra_sets: dict
   d_train_tokens: int
+  keep_steps: tuple = ()         # checkpoints kept for branches (checkpoint.keep_steps)
+  branch: tuple | None = None    # (source run dir, step) of train.init_from
 
 
 def prepare(cfg, verbose: bool) -> Setup:
@@ -91,7 +94,31 @@ def prepare(cfg, verbose: bool) -> Setup:
       for name, source in datalib.parse_eval_sources(ev.extra_sources)}
   return Setup(spec, mesh, store, mcfg, counts, flop_per_token(mcfg), total_steps, peak_lr,
                batch_tokens, train_source, eval_nBW, extra_sets,
-               spec.data.max_train_tokens or store.meta["n_tokens_train"])
+               spec.data.max_train_tokens or store.meta["n_tokens_train"],
+               tuple(ckptlib.parse_steps(spec.checkpoint.keep_steps)),
+               _branch(spec, total_steps))
+
+
+def _branch(spec: RunSpec, total_steps: int) -> tuple | None:
+  """(source run, step) of train.init_from, checked against the source's config: a branch
+  continues the source's batches, so its batch and context must be the source's."""
+  if not spec.train.init_from:
+    return None
+  source, step = rundir.parse_branch(spec.train.init_from)
+  config = source / rundir.CONFIG
+  if not config.is_file():
+    raise UserError(f"train.init_from: {source} is not a run directory (no {rundir.CONFIG})")
+  theirs = json.loads(config.read_text())
+  pairs = {"train.batch_size": (spec.train.batch_size, theirs["train"]["batch_size"]),
+           "seed": (spec.seed, theirs.get("seed", 0)), "model": (spec.model, theirs["model"])}
+  for name, (mine, their) in pairs.items():
+    if mine != their:
+      raise UserError(f"train.init_from: {name} is {mine} here but {their} in {source}; a branch "
+                      "continues its source's model and batches")
+  if step >= total_steps:
+    raise UserError(f"train.init_from: step {step} is not before this run's last step "
+                    f"{total_steps}")
+  return source, step
 
 
 def _local_rows(batch_BW: np.ndarray) -> np.ndarray:
@@ -142,12 +169,19 @@ class _Loop:
     self.cfg, self.setup, self.trainer, self.run_dir = cfg, setup, trainer, run_dir
     self.is_main, self.say = is_main, say
     self.ckpt_dir = (run_dir / "checkpoints").resolve()
-    self.manager = ckptlib.state_manager(self.ckpt_dir, setup.spec.checkpoint.keep)
+    ck = setup.spec.checkpoint
+    self.manager = ckptlib.state_manager(self.ckpt_dir, ck.keep, setup.keep_steps)
     self.state, self.start = trainer.state, 0
     if self.manager.latest_step() is not None:
       self.start, self.state, self.manager = ckptlib.restore_latest_good(
-          self.manager, self.ckpt_dir, self.state, setup.spec.checkpoint.keep, is_main)
+          self.manager, self.ckpt_dir, self.state, ck.keep, is_main, setup.keep_steps)
       say(f"resumed from the checkpoint at step {self.start}")
+    elif setup.branch is not None:
+      source, self.start = setup.branch
+      self.state = ckptlib.restore_branch_point(source, self.start, self.state)
+      if is_main:
+        rundir.copy_metrics(source, run_dir, self.start)
+      say(f"branched from {source} at step {self.start}")
     if is_main:
       rundir.truncate_metrics(run_dir, self.start)
     self.best_manager = ckptlib.best_manager((run_dir / "best").resolve())
@@ -214,7 +248,8 @@ class _Loop:
     mesh, step_fn = self.trainer.mesh, self.trainer.step_fn
     pending = None
     for step in range(self.start, total):
-      self.state, metrics = step_fn(self.state, steplib.global_batch(mesh, next(batches)))
+      self.state, metrics = step_fn(self.state, steplib.global_batch(mesh, next(batches)),
+                                    self.trainer.lr(step))
       done = self.steps_done = step + 1
       # Fetching the previous step's metrics while this one runs keeps at most two steps in
       # flight: no per-step stall, and XLA's CPU collectives never queue up enough all-reduces to
@@ -230,7 +265,8 @@ class _Loop:
         pending = (done, metrics, evals)
         stop = self._early_stop(done, evals["eval_loss"], eval_every) or stop
         last = last or stop
-      save_now = done % spec.checkpoint.every == 0 or last or preempt["flag"]
+      save_now = (done % spec.checkpoint.every == 0 or done in s.keep_steps or last
+                  or preempt["flag"])
       if save_now or pending[2] is not None or done % print_every == 0:
         # A checkpoint is written only after this step's loss and gradient norm were checked.
         record = self.flush(pending)
@@ -304,7 +340,9 @@ def _summary(setup: Setup, loop: _Loop, run_dir: Path, is_main: bool) -> dict:
                   / loop.peak_flop_per_s,
       "shape": {"n_layer": mcfg.n_layer, "d_model": mcfg.d_model, "n_heads": mcfg.n_heads,
                 "d_head": mcfg.head_dim, "d_ff": mcfg.ff_dim},
-      "group": spec.group,
+      "group": spec.group, "budget_flop": spec.budget_flop or None,
+      "flop_convention": spec.flop_convention if spec.budget_flop else None,
+      "schedule": spec.train.schedule, "branched_from": spec.train.init_from or None,
   }
   summary["pf_days_kaplan"] = summary["flop_kaplan"] / PF_DAY_FLOP
   return summary

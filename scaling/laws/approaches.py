@@ -15,17 +15,24 @@ from scaling.laws.allocation import isoflop_vertex
 from scaling.laws.uncertainty import bootstrap, intervals
 
 
-def envelope(curves: list[dict], n_grid: int = 40) -> dict[str, np.ndarray]:
+def envelope(curves: list[dict], n_grid: int = 40, span: str = "common") -> dict[str, np.ndarray]:
   """Lower envelope of learning curves (Hoffmann 2022 §3.1; Kaplan 2020 §6.1 frontier).
 
   curves: one dict per run with 'N' and arrays 'C' (cumulative FLOP) and 'loss' (smoothed).
-  At each of n_grid log-spaced compute values inside the curves' common span, the run with the
-  lowest loss (interpolated in log C) wins; returns C, loss, N and D = C/(6N) of the winners.
+  At each of n_grid log-spaced compute values, the run with the lowest loss (interpolated in
+  log C) among those whose curve covers that C wins; returns C, loss, N and D = C/(6N) of the
+  winners. The grid starts where every curve has begun (span "common", learning curves from the
+  first step) or where at least two curves overlap (span "covered", end-point curves that start
+  at different budgets), and ends at the last C of any curve (common) or of the second-longest
+  (covered).
   """
   if len(curves) < 2:
     raise UserError(f"an envelope needs learning curves of at least 2 runs, got {len(curves)}")
-  lo = max(np.min(c["C"][c["C"] > 0]) for c in curves)
-  hi = max(np.max(c["C"]) for c in curves)
+  starts = sorted(np.min(c["C"][c["C"] > 0]) for c in curves)
+  ends = sorted(np.max(c["C"]) for c in curves)
+  lo, hi = (starts[-1], ends[-1]) if span == "common" else (starts[1], ends[-2])
+  if hi <= lo:
+    raise UserError("the curves do not overlap in compute; an envelope needs overlapping runs")
   grid = np.logspace(math.log10(lo), math.log10(hi), n_grid)
   best_loss = np.full(n_grid, np.inf)
   best_n = np.full(n_grid, np.nan)
@@ -121,8 +128,10 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
           "points_per_budget": [int((compute == c).sum()) for c in budgets]}
 
 
-def fit_bcrit(loss, b_crit_tokens, n_boot: int = 1000, seed: int = 0) -> dict:
-  """Kaplan 2020 eq. 1.4 in log space: log B_crit = log B* − (1/α_B)·log L."""
+def fit_bcrit(loss, b_crit_tokens, n_boot: int = 1000, seed: int = 0,
+              keep_samples: bool = False) -> dict:
+  """Kaplan 2020 eq. 1.4 in log space: log B_crit = log B* − (1/α_B)·log L (with the bootstrap
+  samples when keep_samples, for intervals of derived values)."""
   loss, b = np.asarray(loss, float), np.asarray(b_crit_tokens, float)
   fit.check_inputs({"B_crit": b}, loss, 2, ("B_crit",))
 
@@ -136,4 +145,5 @@ def fit_bcrit(loss, b_crit_tokens, n_boot: int = 1000, seed: int = 0) -> dict:
   # With 3 points every resample with 3 distinct points is the original set: no interval.
   samples = bootstrap(once, len(loss), n_boot, seed, min_unique=3) if len(loss) >= 4 else []
   ci = intervals(samples) if samples else {k: (math.nan, math.nan) for k in central}
-  return {"params": central, "intervals": ci, "n_boot": len(samples)}
+  out = {"params": central, "intervals": ci, "n_boot": len(samples)}
+  return {**out, "samples": samples} if keep_samples else out

@@ -17,11 +17,11 @@ import numpy as np
 
 from scaling import rundir, shapes
 from scaling.errors import UserError
-from scaling.laws import approaches, forms, io
+from scaling.laws import approaches, forms, howbig, io
 from scaling.laws import fit as fitlib
 from scaling.laws.registry import get_law
 from scaling.laws.results import fit_one
-from scaling.laws.uncertainty import bootstrap, intervals
+from scaling.laws.uncertainty import bootstrap, intervals, percentile_interval
 
 FITS = "fits.json"
 FORMAT = 2        # fits.json of another format is fitted again (its keys changed)
@@ -167,9 +167,65 @@ def _headline(fits_ln: dict, cols: dict, full: np.ndarray) -> dict:
           "final_loss_largest": summary.get("final_eval_loss"), "n_runs": int(full.sum())}
 
 
+def is_isoflop(sweep: Path) -> bool:
+  """True when the sweep's runs spend isoFLOP budgets (scaling/isoflop.py)."""
+  return any(rundir.read_summary(r).get("budget_flop") for r in rundir.find_runs(Path(sweep)))
+
+
+def _batch_fits(runs: list[Path], n_boot: int, seed: int) -> dict:
+  """The online B_simple points and, with enough of them, the B_simple(L) law (Kaplan eq. 1.4)."""
+  bn = b_simple_points(runs)
+  out = {"b_simple_points": bn}
+  if len(bn["bin_loss"]) >= 3:
+    out["b_simple_law"] = approaches.fit_bcrit(bn["bin_loss"], bn["bin_b_simple"],
+                                              min(n_boot, 300), seed, keep_samples=True)
+  return out
+
+
+def batch_at(law: dict | None, loss: float) -> dict | None:
+  """B_simple (tokens) of the fitted law at a loss, with the interval of its bootstrap samples."""
+  if not law:
+    return None
+  samples = [float(forms.b_crit(q, loss)) for q in law.get("samples", [])]
+  lo, hi = percentile_interval(samples) if samples else (math.nan, math.nan)
+  return {"loss": loss, "tokens": float(forms.b_crit(law["params"], loss)), "interval": [lo, hi]}
+
+
+def fit_isoflop_sweep(sweep: str, n_boot: int = 1000, seed: int = 0, check_factor: float = 3.0,
+                      target_flop: float = 0.0) -> dict:
+  """fits.json of an isoFLOP sweep: the allocation by approaches 1–3 (scaling/laws/howbig.py),
+  the online batch law, and the headline answers: at target_flop (default 10× the largest
+  budget) N_opt, D_opt, loss and batch, with intervals; the held-out budget check if trained."""
+  out = Path(sweep)
+  runs, held = howbig.sweep_runs(out)
+  convention = rundir.read_summary(runs[0]).get("flop_convention") or "palm"
+  alloc = howbig.fit_allocation(out, convention, min(n_boot, 200), seed, check_factor,
+                                target_flop)
+  fits = {"allocation": alloc, **_batch_fits(runs, n_boot, seed)}
+  target = alloc["target"]
+  headline = {"kind": "isoflop", "n_runs": len(runs), "convention": convention,
+              "a": {k: (alloc[k]["params"]["a"], alloc[k]["intervals"].get("a"))
+                    for k in ("approach1", "approach2", "approach3", "kaplan_contrast")
+                    if alloc.get(k)},
+              "target": target, "batch": batch_at(fits.get("b_simple_law"), target["loss"]),
+              "heldout": alloc["heldout"], "check_prediction": alloc["check_prediction"],
+              "warnings": alloc["warnings"]}
+  for law in fits.values():
+    if isinstance(law, dict):
+      law.pop("samples", None)
+  doc = io.to_jsonable({
+      "format": FORMAT, "sweep": str(out), "n_boot": n_boot, "seed": seed,
+      "runs": [{"name": r.name} for r in runs], "heldout_runs": [r.name for r in held],
+      "headline": headline, "fits": fits})
+  io.atomic_write_text(fits_path(out), json.dumps(doc, indent=1))
+  return doc
+
+
 def fit_sweep(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -> dict:
   """Fits every law of a sweep directory and writes fits.json into it; returns the document."""
   out = Path(sweep)
+  if is_isoflop(out):
+    return fit_isoflop_sweep(sweep, n_boot, seed)
   cols = io.load(str(out), "kaplan", "final_eval_loss", with_curves=True)
   full = cols["D_data"] == cols["D_data"].max()   # runs on the whole training split
   if len(np.unique(cols["N"][full])) < 3:
@@ -182,11 +238,9 @@ def fit_sweep(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -
   env = approaches.fit_envelope([c for c, f in zip(cols["curves"], full) if f],
                                 min(n_boot, 300), seed)
   fits["frontier"] = {k: env[k] for k in ("params", "intervals", "n_boot", "envelope")}
-  bn = b_simple_points(runs)
-  fits["b_simple_points"] = bn
-  if len(bn["bin_loss"]) >= 3:
-    fits["b_simple_law"] = approaches.fit_bcrit(bn["bin_loss"], bn["bin_b_simple"],
-                                               min(n_boot, 300), seed)
+  fits.update(_batch_fits(runs, n_boot, seed))
+  if "b_simple_law" in fits:
+    fits["b_simple_law"].pop("samples", None)
     ns = ns_points(full_runs, fits["b_simple_law"]["params"])
     if len(ns["loss"]) >= 8:
       fits["L(N,S)"] = _without_samples(fit_one("NS", ns, 0, 0, seed, None))

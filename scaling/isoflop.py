@@ -1,0 +1,244 @@
+"""IsoFLOP sweeps: FLOP budgets × model sizes → run configs that each spend their budget.
+
+A run of model N at budget C trains on D = C / (FLOPs per token of N) tokens (whole steps), with
+the FLOPs per token of the sweep's convention (sweep.flop_convention):
+  palm        6N + attention scores + unembedding (PaLM, arXiv 2204.02311, app. B): the FLOPs
+              the step really does; Porian et al. 2024 (arXiv 2406.19146, §3.1) show that
+              leaving the head out shifts the allocation exponent.
+  kaplan      6N, N non-embedding (Kaplan 2020, arXiv 2001.08361, §2.1).
+  chinchilla  6·N_total (Hoffmann 2022, arXiv 2203.15556, §3).
+A point is kept when it has at least sweep.min_steps steps and repeats the training split at most
+sweep.max_epochs times (Muennighoff et al. 2023, arXiv 2305.16264, §5: up to ~4 epochs cost
+almost nothing); the skipped ones are printed.
+
+Schedules (sweep.schedule):
+  cosine  one run per point, its cosine ending at its own horizon (sweep.horizon "matched"), or at
+          the longest horizon of its size ("longest": Kaplan's fixed-horizon runs, the contrast).
+  wsd     per size one warm-up–stable–decay run at its longest horizon, and for every shorter
+          budget a branch from that run's checkpoint at the start of its own cooldown (Hägele et
+          al. 2024, arXiv 2405.18392, §4): the same run as a full WSD run of that length, for the
+          price of its cooldown.
+Warm-up (sweep.warmup): "fixed" = sweep.warmup_steps steps for every run; "per_param" =
+sweep.warmup_tokens_per_param·N tokens (Porian et al. 2024, §3.3: warm-up ∝ N).
+Per-size learning-rate tuning: every point at each of sweep.lr_multipliers × Kaplan's LR(N); the
+fits keep the lowest loss of each (size, budget).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from pathlib import Path
+
+import ml_collections
+
+from scaling import optim, rundir
+from scaling import store as storelib
+from scaling.errors import UserError
+from scaling.expand import parse_shape, run_of_shape, shape_name
+from scaling.model import ModelConfig, flop_per_token, kaplan_learning_rate, param_count
+from scaling.spec import validate
+
+CONVENTIONS = {"palm": "palm_train", "kaplan": "kaplan_train", "chinchilla": "chinchilla_train"}
+N_KEY = {"palm": "n_kaplan", "kaplan": "n_kaplan", "chinchilla": "n_total"}  # N of each count
+HELDOUT = "heldout"      # the held-out budget's runs live in <sweep>/heldout/
+
+
+def convention_key(name: str) -> str:
+  if name not in CONVENTIONS:
+    raise UserError(f"sweep.flop_convention must be one of {', '.join(CONVENTIONS)}, got {name!r}")
+  return CONVENTIONS[name]
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """The isoFLOP fields of a sweep section, with their defaults."""
+  s = ml_collections.ConfigDict()
+  s.budgets_flop = []              # FLOP budgets (of the convention below)
+  s.models = []                    # (n_layer, d_model, n_heads[, d_ff]) sizes
+  s.budget_models = []             # optional, per budget: indices into models ([]: all that fit)
+  s.flop_convention = "palm"       # palm | kaplan | chinchilla
+  s.schedule = "wsd"               # wsd (branched cooldowns) | cosine
+  s.horizon = "matched"            # matched | longest (cosine only: Kaplan's fixed horizon)
+  s.warmup = "fixed"               # fixed | per_param
+  s.warmup_steps = 20
+  s.warmup_tokens_per_param = 1.0
+  s.lr_multipliers = [1.0]         # × Kaplan's LR(N); the best of each (size, budget) is kept
+  s.max_epochs = 4.0
+  s.min_steps = 40
+  return s
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+  shape: tuple
+  budget_flop: float
+  steps: int
+  n_kaplan: int
+  flop_per_token: float
+  epochs: float
+  lr_multiplier: float
+
+
+def _with_defaults(sweep) -> ml_collections.ConfigDict:
+  s = defaults()
+  for k in sweep:
+    if k not in s:
+      raise UserError(f"unknown isoFLOP sweep field sweep.{k}; known: {', '.join(s)}")
+    s[k] = sweep[k]
+  for k, allowed in (("schedule", ("wsd", "cosine")), ("horizon", ("matched", "longest")),
+                     ("warmup", ("fixed", "per_param"))):
+    if s[k] not in allowed:
+      raise UserError(f"sweep.{k} must be one of {', '.join(allowed)}, got {s[k]!r}")
+  if s.schedule == "wsd" and s.horizon == "longest":
+    raise UserError("sweep.horizon=longest is the fixed-horizon cosine contrast; use it with "
+                    "sweep.schedule=cosine")
+  if not s.budgets_flop or not s.models:
+    raise UserError("an isoFLOP sweep needs sweep.budgets_flop and sweep.models")
+  if any(not (b > 0 and math.isfinite(b)) for b in s.budgets_flop):
+    raise UserError(f"sweep.budgets_flop must be positive numbers, got {list(s.budgets_flop)}")
+  if s.budget_models and len(s.budget_models) != len(s.budgets_flop):
+    raise UserError("sweep.budget_models needs one list of model indices per budget")
+  return s
+
+
+def _model(cfg, shape: tuple, n_vocab: int) -> ModelConfig:
+  return ModelConfig.from_config(dict(cfg.model.to_dict(), n_layer=shape[0], d_model=shape[1],
+                                      n_heads=shape[2], d_ff=shape[3] or cfg.model.d_ff,
+                                      n_vocab=n_vocab, compute_dtype="float32"))
+
+
+def design(cfg) -> tuple[list[Point], list[str]]:
+  """The sweep's points, and a line for each (size, budget) left out and why."""
+  s = _with_defaults(cfg.sweep)
+  spec = validate(cfg)
+  store = storelib.store_for(spec.data, verbose=False)
+  d_train = spec.data.max_train_tokens or store.meta["n_tokens_train"]
+  batch_tokens = spec.train.batch_size * cfg.model.n_ctx
+  key = convention_key(s.flop_convention)
+  points, skipped = [], []
+  for i, budget in enumerate(s.budgets_flop):
+    indices = s.budget_models[i] if s.budget_models else range(len(s.models))
+    for j in indices:
+      if not 0 <= j < len(s.models):
+        raise UserError(f"sweep.budget_models[{i}] names model {j}; there are {len(s.models)}")
+      shape = parse_shape(s.models[j])
+      mcfg = _model(cfg, shape, store.n_vocab)
+      fpt = flop_per_token(mcfg)[key]
+      steps = int(round(budget / (fpt * batch_tokens)))
+      epochs = steps * batch_tokens / d_train
+      why = (f"{steps} steps < sweep.min_steps={s.min_steps}" if steps < s.min_steps else
+             f"{epochs:.1f} epochs > sweep.max_epochs={s.max_epochs}" if epochs > s.max_epochs
+             else "")
+      if why:
+        skipped.append(f"{shape_name(shape)} at C={budget:.3g}: {why}")
+        continue
+      for mult in s.lr_multipliers:
+        points.append(Point(shape, float(budget), steps, param_count(mcfg)["n_kaplan"], fpt,
+                            epochs, float(mult)))
+  return points, skipped
+
+
+def _name(p: Point) -> str:
+  lr = f"-lr{p.lr_multiplier:g}" if p.lr_multiplier != 1.0 else ""
+  return f"C{p.budget_flop:.2e}".replace("+", "") + f"-{shape_name(p.shape)}{lr}"
+
+
+def _warmup_steps(s, p: Point, batch_tokens: int) -> int:
+  if s.warmup == "fixed":
+    return int(s.warmup_steps)
+  return max(1, math.ceil(s.warmup_tokens_per_param * p.n_kaplan / batch_tokens))
+
+
+def isoflop_runs(cfg) -> list:
+  """Run configs of an isoFLOP sweep; with wsd, each size's longest run comes before its
+  branches (a branch starts from that run's checkpoint)."""
+  s = _with_defaults(cfg.sweep)
+  points, skipped = design(cfg)
+  for line in skipped:
+    print(f"[isoflop] left out {line}", flush=True)
+  if not points:
+    raise UserError("no (size, budget) point of the isoFLOP sweep fits sweep.min_steps and "
+                    "sweep.max_epochs; raise the budgets or use smaller models")
+  batch_tokens = cfg.train.batch_size * cfg.model.n_ctx
+  families: dict = {}
+  for p in points:
+    families.setdefault((p.shape, p.lr_multiplier), []).append(p)
+  runs = []
+  for family in families.values():
+    family.sort(key=lambda p: -p.steps)
+    longest = family[0]
+    runs += _family_runs(cfg, s, family, longest, batch_tokens)
+  return runs
+
+
+def _point_run(cfg, s, p: Point, batch_tokens: int):
+  """The run config of one point: its shape, budget, steps, schedule and warm-up."""
+  rc = run_of_shape(cfg, p.shape, _name(p))
+  with rc.unlocked():
+    rc.budget_flop, rc.flop_convention = p.budget_flop, s.flop_convention
+  t = rc.train
+  t.steps, t.tokens, t.schedule = p.steps, 0, s.schedule
+  t.warmup_steps = _warmup_steps(s, p, batch_tokens)
+  if p.lr_multiplier != 1.0:
+    t.peak_lr = p.lr_multiplier * kaplan_learning_rate(p.n_kaplan)
+  return rc
+
+
+def _family_runs(cfg, s, family: list[Point], longest: Point, batch_tokens: int) -> list:
+  out = []
+  for p in family:
+    rc = _point_run(cfg, s, p, batch_tokens)
+    if s.schedule == "cosine" and s.horizon == "longest":
+      rc.train.schedule_steps = longest.steps
+    if s.schedule == "wsd":
+      # A branch starts where its own cooldown does (optim.Schedule.decay_start).
+      start = lambda q: optim.schedule(validate(rc).train, 1.0, q.steps).decay_start
+      if p is longest:
+        rc.checkpoint.keep_steps = ",".join(str(x) for x in sorted({start(q) for q in family[1:]}))
+      else:
+        rc.train.init_from = f"{out[0].run_dir}@{start(p)}"
+    out.append(rc)
+  return out
+
+
+def shape_for(cfg, n_target: float, n_vocab: int, convention: str) -> tuple:
+  """The shape whose N (of the convention) is nearest n_target in log, among depths 1–8 and
+  widths in steps of 8, with the sweep's own width/depth ratio preferred (Kaplan 2020 §3.1: the
+  shape matters little at fixed N) and heads of at most 64 dimensions."""
+  shapes = [parse_shape(m) for m in cfg.sweep.models]
+  aspect = math.exp(sum(math.log(sh[1] / sh[0]) for sh in shapes) / len(shapes))
+  best, best_cost = None, math.inf
+  for n_layer in range(1, 9):
+    for d_model in range(16, 1025, 8):
+      shape = (n_layer, d_model, max(1, -(-d_model // 64)), 0, "")
+      if d_model % shape[2]:
+        continue
+      n = param_count(_model(cfg, shape, n_vocab))[N_KEY[convention]]
+      cost = abs(math.log(n / n_target)) + 0.1 * abs(math.log(d_model / n_layer / aspect))
+      if cost < best_cost:
+        best, best_cost = shape, cost
+  return best
+
+
+def heldout_runs(cfg, budget_flop: float, n_opt: float) -> list:
+  """Run configs at a budget left out of the fit: the predicted optimum N_opt and its neighbours
+  N_opt/2 and 2·N_opt, each spending the whole budget (full schedule, no branch), in
+  <sweep>/heldout/."""
+  s = _with_defaults(cfg.sweep)
+  spec = validate(cfg)
+  store = storelib.store_for(spec.data, verbose=False)
+  batch_tokens = spec.train.batch_size * cfg.model.n_ctx
+  held = copy.deepcopy(cfg)
+  held.run_dir = str(Path(rundir.path_of(cfg)) / HELDOUT)
+  runs = []
+  for factor in (0.5, 1.0, 2.0):
+    shape = shape_for(cfg, factor * n_opt, store.n_vocab, s.flop_convention)
+    mcfg = _model(cfg, shape, store.n_vocab)
+    fpt = flop_per_token(mcfg)[convention_key(s.flop_convention)]
+    steps = int(round(budget_flop / (fpt * batch_tokens)))
+    d_train = spec.data.max_train_tokens or store.meta["n_tokens_train"]
+    p = Point(shape, float(budget_flop), steps, param_count(mcfg)["n_kaplan"], fpt,
+              steps * batch_tokens / d_train, 1.0)
+    runs.append(_point_run(held, s, p, batch_tokens))
+  return runs

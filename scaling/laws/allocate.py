@@ -1,0 +1,193 @@
+"""How big, how long: the compute-optimal allocation of an isoFLOP sweep's runs, three ways.
+
+  Approach 1  the lower envelope of each size's end points (final losses of runs whose schedule
+              ended at their own budget), interpolated in log C (Hoffmann 2022, arXiv 2203.15556,
+              §3.1, with end points instead of learning-curve tails).
+  Approach 2  a parabola in log N per budget, its vertex N_opt(C) (§3.2).
+  Approach 3  L(N, D) = E + A/N^α + B/D^β fitted to every end point (§3.3, the robust default fit
+              of scaling/laws/fit.py), N_opt(C) = argmin_N L(N, C/F(N)).
+  Contrast    Kaplan's frontier: the envelope of learning curves whose schedules were set for
+              another horizon (Kaplan 2020, arXiv 2001.08361, §6.1) — labelled as such.
+Each gives N_opt ∝ C^a and D_opt ∝ C^b with 95 % bootstrap intervals (over runs; within budgets
+for approach 2; over sizes for approach 1).
+
+N and C follow the sweep's FLOP convention (scaling/isoflop.py): N non-embedding with the palm
+and kaplan counts, N_total with chinchilla; F(N) is the FLOPs per token of a model of N
+parameters, interpolated in log-log through the sweep's own shapes.
+Legend: N parameters, D tokens, C FLOP, L final held-out loss (nats/token).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from scipy import optimize
+
+from scaling import rundir
+from scaling.errors import UserError
+from scaling.isoflop import HELDOUT, N_KEY, convention_key
+from scaling.laws import approaches, fit, forms
+from scaling.laws.uncertainty import bootstrap, intervals
+
+
+
+def read_points(runs: list[Path], convention: str) -> dict:
+  """One point per (size, budget): the lowest final held-out loss over its learning rates.
+  Columns N, D (tokens), C (convention FLOP), F (FLOP/token), loss, budget, epochs, n_kaplan,
+  n_total, name, schedule."""
+  key, n_key = convention_key(convention), N_KEY[convention]
+  best: dict = {}
+  for run in runs:
+    s = rundir.read_summary(run)
+    loss = s.get("final_eval_loss")
+    if not s.get("budget_flop") or loss is None or not math.isfinite(loss):
+      continue
+    k = (s[n_key], s["budget_flop"])
+    if k not in best or loss < best[k]["final_eval_loss"]:
+      best[k] = {**s, "_run": run}
+  if not best:
+    raise UserError("no finished isoFLOP run (summary.json with budget_flop) found; run the "
+                    "sweep first")
+  rows = sorted(best.values(), key=lambda s: (s["budget_flop"], s[n_key]))
+  col = lambda f: np.asarray([f(s) for s in rows], float)
+  return {"N": col(lambda s: s[n_key]), "D": col(lambda s: s["tokens"]),
+          "F": col(lambda s: s["flop_per_token"][key]),
+          "C": col(lambda s: s["flop_per_token"][key] * s["tokens"]),
+          "loss": col(lambda s: s["final_eval_loss"]), "budget": col(lambda s: s["budget_flop"]),
+          "epochs": col(lambda s: s["epochs"]), "n_kaplan": col(lambda s: s["n_kaplan"]),
+          "n_total": col(lambda s: s["n_total"]),
+          "name": [Path(s["_run"]).name for s in rows],
+          "schedule": [s.get("schedule", "cosine") for s in rows]}
+
+
+def flop_map(n, f):
+  """F(N): FLOPs per token of an N-parameter model, linear in log-log through the sweep's sizes
+  (and extended along the end segments)."""
+  order = np.argsort(n)
+  ln, lf = np.log(np.asarray(n, float)[order]), np.log(np.asarray(f, float)[order])
+  ln, idx = np.unique(ln, return_index=True)
+  lf = lf[idx]
+  if len(ln) < 2:
+    raise UserError("the sweep has fewer than 2 model sizes")
+
+  def f_of(n_query):
+    x = np.log(np.asarray(n_query, float))
+    y = np.interp(x, ln, lf)
+    lo, hi = x < ln[0], x > ln[-1]
+    y = np.where(lo, lf[0] + (x - ln[0]) * (lf[1] - lf[0]) / (ln[1] - ln[0]), y)
+    y = np.where(hi, lf[-1] + (x - ln[-1]) * (lf[-1] - lf[-2]) / (ln[-1] - ln[-2]), y)
+    return np.exp(y)
+  return f_of
+
+
+def _exponents(cs, n_opts, f_of) -> dict:
+  cs, n_opts = np.asarray(cs, float), np.asarray(n_opts, float)
+  a, n_coef = fit.fit_loglinear(cs, n_opts)
+  b, d_coef = fit.fit_loglinear(cs, cs / f_of(n_opts))
+  return {"a": a, "N_coef": n_coef, "b": b, "D_coef": d_coef}
+
+
+def approach1(pts: dict, f_of, n_boot: int, seed: int) -> dict:
+  """Lower envelope of per-size end-point curves (loss against log C), on a grid of C spanning
+  the budgets where at least two sizes have end points."""
+  sizes = np.unique(pts["N"])
+  curves = []
+  for n in sizes:
+    sel = pts["N"] == n
+    if sel.sum() >= 2:
+      order = np.argsort(pts["C"][sel])
+      curves.append({"N": float(n), "C": pts["C"][sel][order], "loss": pts["loss"][sel][order]})
+  if len(curves) < 2:
+    raise UserError("approach 1 needs at least 2 sizes with end points at 2 or more budgets")
+
+  def once(idx):
+    env = approaches.envelope([curves[i] for i in idx], span="covered")
+    if len(np.unique(env["N"])) < 2:
+      raise ValueError("one size forms the whole envelope")
+    return _exponents(env["C"], env["N"], f_of)
+
+  central = once(np.arange(len(curves)))
+  samples = bootstrap(once, len(curves), n_boot, seed, min_unique=2)
+  env = approaches.envelope(curves, span="covered")
+  return {"params": central, "intervals": intervals(samples), "n_boot": len(samples),
+          "envelope": {"C": env["C"].tolist(), "N": env["N"].tolist(),
+                       "loss": env["loss"].tolist()}}
+
+
+def approach2(pts: dict, f_of, n_boot: int, seed: int) -> dict:
+  """Parabola vertices per budget (approaches.fit_isoflop), with warnings for vertices outside
+  their sampled range and for lopsided profiles (the vertex in the outer quarter of the sampled
+  log N range: Approach 2 is biased on asymmetric grids)."""
+  res = approaches.fit_isoflop(pts["budget"], pts["N"], pts["loss"], n_boot, seed)
+  warnings = []
+  for c, n_opt, inside in zip(res["budgets"], res["N_opt"], res["vertex_inside_range"]):
+    log_n = np.log(pts["N"][pts["budget"] == c])
+    x = (math.log(n_opt) - log_n.min()) / max(log_n.max() - log_n.min(), 1e-12)
+    if not inside:
+      warnings.append(f"C={c:.3g}: the vertex N={n_opt:.3g} lies outside the sampled sizes "
+                      f"({math.exp(log_n.min()):.3g}–{math.exp(log_n.max()):.3g}); add sizes "
+                      "on that side")
+    elif not 0.25 <= x <= 0.75:
+      warnings.append(f"C={c:.3g}: lopsided profile, the vertex N={n_opt:.3g} sits in the outer "
+                      "quarter of the sampled sizes; centre the sizes on it")
+  d = res["params"]
+  exps = _exponents(res["budgets"], res["N_opt"], f_of)
+  d.update(b=exps["b"], D_coef=exps["D_coef"])
+  return {**res, "warnings": warnings}
+
+
+def optimum(p: dict, c: float, f_of, n_range) -> tuple[float, float, float]:
+  """(N_opt, D_opt, L) of the law p at budget c: L(N, c/F(N)) minimised over log N."""
+  lo, hi = math.log(n_range[0]) - 7, math.log(n_range[1]) + 7
+  obj = lambda x: float(forms.loss_chinchilla(p, math.exp(x), c / float(f_of(math.exp(x)))))
+  res = optimize.minimize_scalar(obj, bounds=(lo, hi), method="bounded",
+                                 options={"xatol": 1e-6})
+  n_opt = math.exp(res.x)
+  return n_opt, c / float(f_of(n_opt)), float(res.fun)
+
+
+def fit_law(pts: dict, n_boot: int, seed: int) -> dict:
+  """The Chinchilla form fitted to every end point (fit.fit_chinchilla, the robust default), and
+  its bootstrap over runs (each resample refitted from the central constants)."""
+  n, d, y = pts["N"], pts["D"], pts["loss"]
+  p, ok, msg = fit.fit_chinchilla(n, d, y)
+  samples = bootstrap(lambda idx: fit.fit_chinchilla(n[idx], d[idx], y[idx], start=p)[0],
+                      len(y), n_boot, seed, min_unique=6)
+  resid = np.log(y) - np.log(forms.loss_chinchilla(p, n, d))
+  return {"params": p, "samples": samples, "converged": ok, "message": msg,
+          "rms_log_residual": float(np.sqrt(np.mean(resid ** 2))),
+          "n_range": (float(n.min()), float(n.max()))}
+
+
+def approach3(law: dict, f_of, budgets) -> dict:
+  """N_opt(C) of the fitted law at each budget, and a, b from those (for the law's central
+  constants and for each bootstrap sample)."""
+  def derive(q):
+    n_opts = [optimum(q, c, f_of, law["n_range"])[0] for c in budgets]
+    return {**q, **_exponents(budgets, n_opts, f_of)}
+
+  samples = [derive(q) for q in law["samples"]]
+  return {"params": derive(law["params"]), "intervals": intervals(samples),
+          "n_boot": len(samples), "converged": law["converged"], "message": law["message"],
+          "rms_log_residual": law["rms_log_residual"], "samples": samples}
+
+
+def kaplan_contrast(runs: list[Path], convention: str, n_boot: int, seed: int) -> dict:
+  """Kaplan's method on the same sweep: the envelope of the learning curves of each size's
+  longest run (its schedule set for that horizon, read at every earlier C)."""
+  key, n_key = convention_key(convention), N_KEY[convention]
+  longest: dict = {}
+  for run in runs:
+    s = rundir.read_summary(run)
+    if s.get("budget_flop") and (s[n_key] not in longest or
+                                 s["tokens"] > longest[s[n_key]][1]["tokens"]):
+      longest[s[n_key]] = (run, s)
+  curves = []
+  for run, s in longest.values():
+    c = rundir.loss_curve(run)
+    curves.append({"N": float(s[n_key]), "C": s["flop_per_token"][key] * c["tokens"],
+                   "loss": c["smoothed"]})
+  res = approaches.fit_envelope(curves, n_boot, seed)
+  return {k: res[k] for k in ("params", "intervals", "n_boot")}

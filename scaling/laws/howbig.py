@@ -1,0 +1,153 @@
+"""The answers of an isoFLOP sweep: approaches 1–3 side by side, how a depends on the FLOP
+convention, N_opt, D_opt and loss (with intervals) at a budget, and the held-out budget check.
+
+`fit_allocation(...)` returns the "allocation" section of fits.json (scaling/laws/sweepfit.py owns
+the file). Legend: N parameters, D tokens, C FLOP, L final held-out loss (nats/token).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from scaling import rundir
+from scaling.errors import UserError
+from scaling.isoflop import CONVENTIONS, HELDOUT, N_KEY
+from scaling.laws import allocate
+from scaling.laws.uncertainty import percentile_interval
+
+
+def at_budget(a3: dict, c: float, f_of, n_range) -> dict:
+  """N_opt, D_opt and L at budget c from approach 3, each with the 95 % interval of its bootstrap
+  samples (parameter uncertainty)."""
+  n_opt, d_opt, loss = allocate.optimum(a3["params"], c, f_of, n_range)
+  boot = (np.array([allocate.optimum(q, c, f_of, n_range) for q in a3["samples"]])
+          if a3["samples"] else np.full((1, 3), math.nan))
+  return {"C": c, "N_opt": n_opt, "D_opt": d_opt, "loss": loss,
+          "N_opt_interval": percentile_interval(boot[:, 0]),
+          "D_opt_interval": percentile_interval(boot[:, 1]),
+          "loss_interval": percentile_interval(boot[:, 2]),
+          "tokens_per_param": d_opt / n_opt}
+
+
+def _try(what: str, fn, warnings: list):
+  try:
+    return fn()
+  except UserError as e:
+    warnings.append(f"{what}: {e}")
+    return None
+
+
+def convention_table(runs: list[Path], law_of: dict, n_boot: int, seed: int, budgets) -> dict:
+  """Approach 3's a and b under each FLOP convention, from the same runs (their C recomputed;
+  the law refitted only where the convention counts N differently). law_of: fitted laws by
+  N column (N_KEY), filled in as needed."""
+  out = {}
+  for name in CONVENTIONS:
+    pts = allocate.read_points(runs, name)
+    key = N_KEY[name]
+    if key not in law_of:
+      law_of[key] = allocate.fit_law(pts, n_boot, seed)
+    f_of = allocate.flop_map(pts["N"], pts["F"])
+    # The design budgets in this convention: each budget's points' geometric-mean C.
+    cs = [float(np.exp(np.mean(np.log(pts["C"][pts["budget"] == b])))) for b in budgets]
+    a3 = allocate.approach3(law_of[key], f_of, cs)
+    out[name] = {"a": a3["params"]["a"], "a_interval": a3["intervals"].get("a"),
+                 "b": a3["params"]["b"], "b_interval": a3["intervals"].get("b")}
+  return out
+
+
+def heldout_check(runs: list[Path], prediction: dict, convention: str) -> dict | None:
+  """The runs trained at the held-out budget against the prediction made without them."""
+  if not runs:
+    return None
+  pts = allocate.read_points(runs, convention)
+  order = np.argsort(pts["N"])
+  rows = [{"name": pts["name"][i], "N": float(pts["N"][i]), "D": float(pts["D"][i]),
+           "C": float(pts["C"][i]), "loss": float(pts["loss"][i])} for i in order]
+  n_pred = prediction["N_opt"]
+  nearest = min(rows, key=lambda r: abs(math.log(r["N"] / n_pred)))
+  best = min(rows, key=lambda r: r["loss"])
+  return {"budget": prediction["C"], "runs": rows, "predicted": prediction,
+          "optimum_run": nearest["name"], "measured_loss": nearest["loss"],
+          "rel_error": nearest["loss"] / prediction["loss"] - 1,
+          "best_run": best["name"], "optimum_is_best": best is nearest,
+          "gap_to_best": nearest["loss"] - best["loss"]}
+
+
+def sweep_runs(sweep: Path) -> tuple[list[Path], list[Path]]:
+  """(the sweep's isoFLOP runs, the held-out budget's runs under <sweep>/heldout/)."""
+  runs = rundir.find_runs(sweep)
+  held = [r for r in runs if HELDOUT in r.relative_to(sweep).parts]
+  return [r for r in runs if r not in held], held
+
+
+def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
+                   check_factor: float = 3.0, target_flop: float = 0.0) -> dict:
+  """Approaches 1–3 and the contrast, the conventions table, the prediction at the held-out
+  budget (check_factor × the largest) and at target_flop (default 10× the largest), and the
+  held-out check when its runs exist."""
+  runs, held = sweep_runs(Path(sweep))
+  pts = allocate.read_points(runs, convention)
+  budgets = sorted(set(pts["budget"].tolist()))
+  f_of = allocate.flop_map(pts["N"], pts["F"])
+  n_range = (pts["N"].min(), pts["N"].max())
+  warnings: list[str] = []
+  out = {"convention": convention, "budgets": budgets,
+         "points": {k: v for k, v in pts.items()}, "n_sizes": int(len(np.unique(pts["N"]))),
+         "max_epochs": float(pts["epochs"].max())}
+  out["approach1"] = _try("approach 1", lambda: allocate.approach1(pts, f_of, n_boot, seed),
+                          warnings)
+  out["approach2"] = _try("approach 2", lambda: allocate.approach2(pts, f_of, n_boot, seed),
+                          warnings)
+  if out["approach2"]:
+    warnings += out["approach2"]["warnings"]
+  law_of = {N_KEY[convention]: allocate.fit_law(pts, n_boot, seed)}
+  a3 = allocate.approach3(law_of[N_KEY[convention]], f_of, budgets)
+  out["kaplan_contrast"] = _try("Kaplan's envelope", lambda: allocate.kaplan_contrast(
+      runs, convention, n_boot, seed), warnings)
+  out["conventions"] = convention_table(runs, law_of, n_boot, seed, budgets)
+  largest = max(budgets)
+  out["check_prediction"] = at_budget(a3, check_factor * largest, f_of, n_range)
+  out["target"] = at_budget(a3, target_flop or 10 * largest, f_of, n_range)
+  out["approach3"] = {k: v for k, v in a3.items() if k != "samples"}
+  out["heldout"] = heldout_check(held, out["check_prediction"], convention)
+  out["warnings"] = warnings
+  return out
+
+
+def _iv(pair, fmt: str = ".3g") -> str:
+  if not pair or pair[0] is None or pair[1] is None or not all(map(math.isfinite, pair)):
+    return "[—]"
+  return f"[{pair[0]:{fmt}}, {pair[1]:{fmt}}]"
+
+
+def answer_lines(h: dict) -> list[str]:
+  """The answers of an isoFLOP sweep's headline (fits.json), one line each."""
+  t = h["target"]
+  lines = [f"for a budget of C = {t['C']:.3g} FLOP ({h['convention']} count):",
+           f"  N_opt = {t['N_opt']:.3g} parameters {_iv(t['N_opt_interval'])}",
+           f"  D_opt = {t['D_opt']:.3g} tokens {_iv(t['D_opt_interval'])} "
+           f"({t['tokens_per_param']:.1f} tokens per parameter)",
+           f"  predicted loss = {t['loss']:.3f} nats/token {_iv(t['loss_interval'], '.3f')}"]
+  if h.get("batch"):
+    b = h["batch"]
+    lines.append(f"  batch ≈ B_simple at that loss = {b['tokens']:.3g} tokens "
+                 f"{_iv(b['interval'])} (online noise scale law)")
+  lines.append("allocation exponent a (N_opt ∝ C^a), 95% intervals:")
+  labels = {"approach1": "approach 1 (end-point envelope)", "approach2": "approach 2 (IsoFLOP "
+            "parabolas)", "approach3": "approach 3 (parametric fit)",
+            "kaplan_contrast": "Kaplan's fixed-horizon envelope (contrast)"}
+  for k, (a, iv) in h["a"].items():
+    lines.append(f"  {labels[k]}: {a:.3f} {_iv(iv)}")
+  held = h.get("heldout")
+  if held:
+    lines.append(f"held-out budget C = {held['budget']:.3g}: predicted optimum N = "
+                 f"{held['predicted']['N_opt']:.3g}, loss {held['predicted']['loss']:.3f}; "
+                 f"measured {held['measured_loss']:.3f} ({100 * held['rel_error']:+.2f}%); "
+                 + ("the predicted optimum is the best of the three" if held["optimum_is_best"]
+                    else f"best: {held['best_run']} ({held['gap_to_best']:+.3f} nats)"))
+  lines += [f"warning: {w}" for w in h.get("warnings", [])]
+  return lines

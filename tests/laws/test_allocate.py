@@ -1,0 +1,76 @@
+"""Approaches 1, 2 and 3 recover the allocation of a known L(N, D) from synthetic isoFLOP runs."""
+
+import math
+
+import numpy as np
+import pytest
+
+from scaling.laws import allocate, forms
+from scaling.laws.allocation import chinchilla_allocation
+
+# A Chinchilla-form law, a = β/(α+β) = 0.6 under C = 6ND (Hoffmann 2022 eq. 4).
+TRUE = {"E": 1.7, "A": 400.0, "B": 1.1e4, "alpha": 0.3, "beta": 0.45}
+
+
+def synthetic_points(noise: float = 0.0, seed: int = 0) -> dict:
+  """Every size of a common grid at every budget (end points of matched-horizon runs)."""
+  rng = np.random.default_rng(seed)
+  budgets = np.logspace(15, 18, 7)
+  sizes = np.logspace(3, 9, 49)
+  rows = []
+  for c in budgets:
+    n_opt = chinchilla_allocation(TRUE, c)["N_opt"]
+    for n in sizes[np.abs(np.log(sizes / n_opt)) < math.log(12)]:
+      d = c / (6 * n)
+      loss = forms.loss_chinchilla(TRUE, n, d) * math.exp(noise * rng.normal())
+      rows.append((n, d, 6 * n * d, loss, c))
+  n, d, c, loss, budget = (np.array(v) for v in zip(*rows))
+  return {"N": n, "D": d, "C": c, "F": 6 * n, "loss": loss, "budget": budget}
+
+
+def f_6n(n):
+  """FLOPs per token of an N-parameter model, C = 6ND."""
+  return 6.0 * np.asarray(n, float)
+
+
+def test_flop_map_is_exact_on_a_power_law_and_extends_it():
+  n = np.array([1e4, 1e5, 1e6])
+  f_of = allocate.flop_map(n, 6 * n ** 0.9)
+  for q in (3e4, 5e6, 2e3):
+    assert f_of(q) == pytest.approx(6 * q ** 0.9, rel=1e-9)
+
+
+def test_approach3_optimum_matches_the_closed_form():
+  for c in (1e16, 1e19):
+    n_opt, d_opt, loss = allocate.optimum(TRUE, c, f_6n, (1e4, 1e8))
+    ref = chinchilla_allocation(TRUE, c)
+    assert n_opt == pytest.approx(ref["N_opt"], rel=1e-4)
+    assert d_opt == pytest.approx(ref["D_opt"], rel=1e-4)
+    assert loss == pytest.approx(ref["loss"], rel=1e-9)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.005])
+def test_three_approaches_recover_the_known_allocation(noise):
+  pts = synthetic_points(noise)
+  true_a = TRUE["beta"] / (TRUE["alpha"] + TRUE["beta"])
+  budgets = sorted(set(pts["budget"].tolist()))
+  a1 = allocate.approach1(pts, f_6n, 50, 0)
+  a2 = allocate.approach2(pts, f_6n, 50, 0)
+  a3 = allocate.approach3(allocate.fit_law(pts, 30, 0), f_6n, budgets)
+  assert a3["params"]["a"] == pytest.approx(true_a, abs=0.02)
+  assert a3["params"]["b"] == pytest.approx(1 - true_a, abs=0.02)
+  assert a2["params"]["a"] == pytest.approx(true_a, abs=0.03)
+  # The envelope picks among discrete sizes (a factor 1.33 apart): a coarser estimate.
+  assert a1["params"]["a"] == pytest.approx(true_a, abs=0.06)
+  lo, hi = a3["intervals"]["a"]
+  assert lo <= true_a + 0.02 and hi >= true_a - 0.02
+  assert not a2["warnings"]
+
+
+def test_approach2_warns_when_the_vertex_is_outside_the_sizes():
+  pts = synthetic_points()
+  c = max(pts["budget"])
+  n_opt = chinchilla_allocation(TRUE, c)["N_opt"]
+  keep = (pts["budget"] != c) | (pts["N"] < n_opt / 1.5)   # only sizes below the optimum
+  res = allocate.approach2({k: v[keep] for k, v in pts.items()}, f_6n, 0, 0)
+  assert any(f"C={c:.3g}" in w and ("outside" in w or "lopsided" in w) for w in res["warnings"])
