@@ -32,6 +32,7 @@ import math
 from pathlib import Path
 
 import ml_collections
+import numpy as np
 
 from scaling import optim, rundir
 from scaling import store as storelib
@@ -203,21 +204,24 @@ def _family_runs(cfg, s, family: list[Point], longest: Point, batch_tokens: int)
 
 
 def shape_for(cfg, n_target: float, n_vocab: int, convention: str) -> tuple:
-  """The shape whose N (of the convention) is nearest n_target in log, among depths 1–8 and
-  widths in steps of 8, with the sweep's own width/depth ratio preferred (Kaplan 2020 §3.1: the
-  shape matters little at fixed N) and heads of at most 64 dimensions."""
+  """A shape of the sweep's own family with N (of the convention) nearest n_target: the depth
+  interpolated in log N between the sweep's shapes (held at the end depths beyond them), the
+  width a multiple of 8, heads of at most 64 dimensions. At these sizes the attention and
+  unembedding FLOPs per parameter depend on the shape, so a shape outside the family would not
+  cost what F(N) (fitted on the family) says."""
   shapes = [parse_shape(m) for m in cfg.sweep.models]
-  aspect = math.exp(sum(math.log(sh[1] / sh[0]) for sh in shapes) / len(shapes))
+  sized = sorted((param_count(_model(cfg, sh, n_vocab))[N_KEY[convention]], sh[0])
+                 for sh in shapes)
+  depth = int(round(float(np.interp(math.log(n_target), [math.log(n) for n, _ in sized],
+                                    [d for _, d in sized]))))
   best, best_cost = None, math.inf
-  for n_layer in range(1, 9):
-    for d_model in range(16, 1025, 8):
-      shape = (n_layer, d_model, max(1, -(-d_model // 64)), 0, "")
-      if d_model % shape[2]:
-        continue
-      n = param_count(_model(cfg, shape, n_vocab))[N_KEY[convention]]
-      cost = abs(math.log(n / n_target)) + 0.1 * abs(math.log(d_model / n_layer / aspect))
-      if cost < best_cost:
-        best, best_cost = shape, cost
+  for d_model in range(8, 2049, 8):
+    shape = (depth, d_model, max(1, -(-d_model // 64)), 0, "")
+    if d_model % shape[2]:
+      continue
+    cost = abs(math.log(param_count(_model(cfg, shape, n_vocab))[N_KEY[convention]] / n_target))
+    if cost < best_cost:
+      best, best_cost = shape, cost
   return best
 
 

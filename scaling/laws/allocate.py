@@ -117,10 +117,11 @@ def approach1(pts: dict, f_of, n_boot: int, seed: int) -> dict:
 
 
 def approach2(pts: dict, f_of, n_boot: int, seed: int) -> dict:
-  """Parabola vertices per budget (approaches.fit_isoflop), with warnings for vertices outside
-  their sampled range and for lopsided profiles (the vertex in the outer quarter of the sampled
+  """Parabola vertices per budget (approaches.fit_isoflop, residual bootstrap: the sizes are the
+  design's), with warnings for vertices outside their sampled range and for lopsided profiles (the vertex in the outer quarter of the sampled
   log N range: Approach 2 is biased on asymmetric grids)."""
-  res = approaches.fit_isoflop(pts["budget"], pts["N"], pts["loss"], n_boot, seed)
+  res = approaches.fit_isoflop(pts["budget"], pts["N"], pts["loss"], n_boot, seed,
+                               resample="residuals", flop_per_token=f_of)
   warnings = []
   for c, n_opt, inside in zip(res["budgets"], res["N_opt"], res["vertex_inside_range"]):
     log_n = np.log(pts["N"][pts["budget"] == c])
@@ -132,9 +133,6 @@ def approach2(pts: dict, f_of, n_boot: int, seed: int) -> dict:
     elif not 0.25 <= x <= 0.75:
       warnings.append(f"C={c:.3g}: lopsided profile, the vertex N={n_opt:.3g} sits in the outer "
                       "quarter of the sampled sizes; centre the sizes on it")
-  d = res["params"]
-  exps = _exponents(res["budgets"], res["N_opt"], f_of)
-  d.update(b=exps["b"], D_coef=exps["D_coef"])
   return {**res, "warnings": warnings}
 
 

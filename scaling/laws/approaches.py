@@ -87,12 +87,18 @@ def bin_budgets(compute, tolerance: float) -> np.ndarray:
 
 
 def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
-                tolerance: float = 0.0) -> dict:
+                tolerance: float = 0.0, resample: str = "cases", flop_per_token=None) -> dict:
   """Approach 2 (Hoffmann 2022 §3.2): a parabola in log N per budget, its vertex N_opt(C), then
-  N_opt ∝ C^a and D_opt = C/(6·N_opt) ∝ C^b. Bootstrap resamples within each budget. Budgets are
-  the points' C, binned within ±tolerance when it is above 0 (bin_budgets)."""
+  N_opt ∝ C^a and D_opt = C/F(N_opt) ∝ C^b, F(N) = 6N unless flop_per_token is given (a FLOP
+  count with attention and unembedding). Budgets are the points' C, binned within
+  ±tolerance when it is above 0 (bin_budgets). The bootstrap resamples within each budget either
+  the points ("cases": points gathered from elsewhere) or the residuals of each budget's parabola
+  added back to it at the same sizes ("residuals": a designed sweep, whose sizes are fixed by
+  the design; case resampling of 5–7 designed sizes leaves many resamples with 3–4 distinct
+  sizes, whose parabola says more about the resampling than about the data)."""
   compute, n, loss = (np.asarray(v, float) for v in (compute, n, loss))
   fit.check_inputs({"C": compute, "N": n}, loss, 0, ())
+  flop_per_token = flop_per_token or (lambda n_params: 6.0 * n_params)
   compute = bin_budgets(compute, tolerance)
   budgets = np.unique(compute)
   if len(budgets) < 2:
@@ -103,29 +109,57 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
                       + ("" if tolerance else " (points of unequal C: bin them with "
                          "--budget-tolerance, e.g. 0.25)"))
 
-  def once(idx):
+  def once(idx, y=loss):
     cs, n_opts, inside = [], [], []
     for c in budgets:
       sel = idx[compute[idx] == c]
       if len(np.unique(n[sel])) < 3:
         raise ValueError("too few sizes in a resampled budget")
-      v, ok = isoflop_vertex(np.log(n[sel]), loss[sel])
+      v, ok = isoflop_vertex(np.log(n[sel]), y[sel])
       if not math.isfinite(v):
         raise ValueError("profile without a minimum")
       cs.append(c)
       n_opts.append(math.exp(v))
       inside.append(ok)
     a, n_coef = fit.fit_loglinear(cs, n_opts)
-    d_opts = np.asarray(cs) / (6 * np.asarray(n_opts))
+    d_opts = np.asarray(cs) / flop_per_token(np.asarray(n_opts))
     b, d_coef = fit.fit_loglinear(cs, d_opts)
     return {"a": a, "N_coef": n_coef, "b": b, "D_coef": d_coef}, n_opts, inside
 
   central, n_opts, inside = once(np.arange(len(loss)))
-  samples = bootstrap(lambda idx: once(idx)[0], len(loss), n_boot, seed, groups=compute)
+  if resample == "residuals":
+    samples = _residual_bootstrap(compute, np.log(n), loss, budgets, n_boot, seed,
+                                  lambda y: once(np.arange(len(y)), y)[0])
+  else:
+    samples = bootstrap(lambda idx: once(idx)[0], len(loss), n_boot, seed, groups=compute)
   return {"params": central, "intervals": intervals(samples), "n_boot": len(samples),
           "budgets": budgets.tolist(), "N_opt": n_opts, "vertex_inside_range": inside,
           "budget_tolerance": tolerance,
           "points_per_budget": [int((compute == c).sum()) for c in budgets]}
+
+
+def _residual_bootstrap(compute, log_n, loss, budgets, n_boot: int, seed: int, fit_y) -> list:
+  """Residual bootstrap within budgets: each budget's parabola plus its own residuals drawn with
+  replacement (rescaled by √(n/(n−3)) for the three fitted constants), refitted by fit_y."""
+  rng = np.random.default_rng(seed)
+  fitted, resid = np.empty_like(loss), np.empty_like(loss)
+  for c in budgets:
+    sel = compute == c
+    coef = np.polyfit(log_n[sel], loss[sel], 2)
+    fitted[sel] = np.polyval(coef, log_n[sel])
+    k = int(sel.sum())
+    resid[sel] = (loss[sel] - fitted[sel]) * math.sqrt(k / max(k - 3, 1))
+  samples = []
+  for _ in range(n_boot):
+    y = fitted.copy()
+    for c in budgets:
+      idx = np.flatnonzero(compute == c)
+      y[idx] += rng.choice(resid[idx], idx.size)
+    try:
+      samples.append(fit_y(y))
+    except (UserError, ValueError, FloatingPointError, np.linalg.LinAlgError):
+      continue
+  return samples
 
 
 def fit_bcrit(loss, b_crit_tokens, n_boot: int = 1000, seed: int = 0,
