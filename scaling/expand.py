@@ -11,12 +11,12 @@ directory; nothing else decides where a sweep's runs live.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 
-from scaling import rundir
+from scaling import isoflop, rundir
 from scaling.errors import UserError
+from scaling.runcfg import parse_shape, run_of_shape, shape_name, sub_run
 
 
 def expand(cfg) -> list:
@@ -26,17 +26,8 @@ def expand(cfg) -> list:
   if "batch_sizes" in cfg.sweep:
     return batch_sweep_runs(cfg)
   if "budgets_flop" in cfg.sweep:
-    from scaling import isoflop  # isoflop builds on this module's helpers
     return isoflop.isoflop_runs(cfg)
   return grid_runs(cfg)
-
-
-def _run(cfg, suffix: str):
-  rc = copy.deepcopy(cfg)
-  with rc.unlocked():
-    del rc["sweep"]
-  rc.name = f"{cfg.name}-{suffix}"
-  return rc
 
 
 def grid_runs(cfg) -> list:
@@ -58,35 +49,6 @@ def grid_runs(cfg) -> list:
   return out
 
 
-def parse_shape(entry) -> tuple:
-  """A sweep.models entry → (n_layer, d_model, n_heads, d_ff, group); d_ff 0 = 4·d_model."""
-  if isinstance(entry, str) or not 3 <= len(entry) <= 5:
-    raise UserError(f"sweep.models entry {entry!r} must be (n_layer, d_model, n_heads"
-                    "[, d_ff[, group]])")
-  d_ff = int(entry[3]) if len(entry) > 3 else 0
-  group = str(entry[4]) if len(entry) > 4 else ""
-  return int(entry[0]), int(entry[1]), int(entry[2]), d_ff, group
-
-
-def shape_name(shape: tuple) -> str:
-  n_layer, d_model, n_heads, d_ff, _ = shape
-  return f"L{n_layer}-D{d_model}-H{n_heads}" + (f"-F{d_ff}" if d_ff else "")
-
-
-def run_of_shape(cfg, shape: tuple, name: str):
-  """The run config of one model shape, named `name`, in its own directory under the sweep's."""
-  n_layer, d_model, n_heads, d_ff, group = shape
-  rc = _run(cfg, name)
-  if group:
-    with rc.unlocked():
-      rc.group = group
-  rc.run_dir = str(rundir.path_of(cfg) / name)
-  rc.model.n_layer, rc.model.d_model, rc.model.n_heads = n_layer, d_model, n_heads
-  if d_ff:
-    rc.model.d_ff = d_ff
-  return rc
-
-
 def sweep_lr(cfg_sweep, batch_seqs: int) -> float:
   """Learning rate for a batch size: lr_ref·(B/B_ref)^lr_exponent, capped at lr_max (the optimal
   rate rises with B; McCandlish et al. 2018, arXiv 1812.06162, §2.2)."""
@@ -102,7 +64,7 @@ def batch_sweep_runs(cfg) -> list:
     raise UserError("sweep.targets and sweep.batch_sizes must not be empty")
   runs = []
   for b in s.batch_sizes:
-    rc = _run(cfg, f"bs{b}")
+    rc = sub_run(cfg, f"bs{b}")
     rc.run_dir = str(rundir.path_of(cfg) / f"bs{b:05d}")
     rc.train.batch_size = int(b)
     rc.train.peak_lr = sweep_lr(s, b)

@@ -37,7 +37,7 @@ import numpy as np
 from scaling import optim, rundir
 from scaling import store as storelib
 from scaling.errors import UserError
-from scaling.expand import parse_shape, run_of_shape, shape_name
+from scaling.runcfg import parse_shape, run_of_shape, shape_name
 from scaling.model import ModelConfig, flop_per_token, kaplan_learning_rate, param_count
 from scaling.spec import validate
 

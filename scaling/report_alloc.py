@@ -145,6 +145,11 @@ def markdown(out: Path, doc: dict, figures: dict) -> str:
             + ("" if a3["converged"] else f" (fit: {a3['message']})") + "."]
   if alloc.get("heldout"):
     lines += ["", "## The held-out budget", ""] + _heldout_rows(alloc["heldout"])
+  lines += ["", "## Runs", "", "| run | N | D (tokens) | C (FLOP) | epochs | final held-out loss |",
+            "|---|---|---|---|---|---|"]
+  pts = alloc["points"]
+  lines += [f"| {pts['name'][i]} | {pts['N'][i]:.3g} | {pts['D'][i]:.3g} | {pts['C'][i]:.3g} | "
+            f"{pts['epochs'][i]:.2f} | {pts['loss'][i]:.4f} |" for i in range(len(pts["name"]))]
   if alloc.get("warnings"):
     lines += ["", "## Warnings", ""] + [f"- {w}" for w in alloc["warnings"]]
   lines += ["", "## Figures", ""] + [f"![{k}]({v})" for k, v in figures.items()]

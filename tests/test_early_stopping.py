@@ -1,8 +1,6 @@
 """Early stopping: a model large for a small data subset overfits; the best checkpoint is kept."""
 
-import json
 
-import jax
 import numpy as np
 import pytest
 from flax import nnx

@@ -2,7 +2,6 @@
 
 import math
 
-import ml_collections
 import pytest
 
 from scaling import isoflop, optim

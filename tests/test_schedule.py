@@ -1,6 +1,5 @@
 """Learning-rate schedules (hand computations and optax's cosine) and WSD branches."""
 
-import math
 
 import numpy as np
 import optax
