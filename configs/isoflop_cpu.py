@@ -1,4 +1,4 @@
-"""IsoFLOP sweep for this machine (2 CPU cores), the design `scaling quickstart` runs: three FLOP
+"""IsoFLOP sweep for this machine (2 CPU cores), the design `scaling quickstart` runs: five FLOP
 budgets (PaLM count: 6N + attention + unembedding) from 1.5e11 to 6e11, sizes N ≈ 3e3 … 1.5e5
 (non-embedding), a 512-token BPE (the unembedding would otherwise be most of a tiny model's
 FLOPs), warm-up–stable–decay schedules with each shorter budget's cooldown branched from the
@@ -50,7 +50,9 @@ def get_config(arg: str = ""):
   cfg.eval.batches = 16
   cfg.checkpoint.every = 1000
   cfg.sweep = defaults()
-  cfg.sweep.budgets_flop = [1.5e11, 3e11, 6e11]
+  # Five budgets a factor √2 apart: with WSD, a budget between two others costs only the
+  # cooldown branch of each size (20 % of its length).
+  cfg.sweep.budgets_flop = [1.5e11, 2.1e11, 3e11, 4.2e11, 6e11]
   # (n_layer, d_model, n_heads): N = 12·n_layer·d_model² = 3.1e3, 6.9e3, 1.4e4, 2.5e4, 5.5e4, 1.5e5
   cfg.sweep.models = [(1, 16, 1), (1, 24, 1), (2, 24, 1), (2, 32, 1), (2, 48, 1), (3, 64, 1)]
   cfg.sweep.schedule = "wsd"

@@ -81,6 +81,19 @@ def _cmd_heldout(args, overrides: list[str]) -> int:
   return 0
 
 
+def _cmd_compare(args, overrides: list[str]) -> int:
+  """a under each combination of switches: one row per isoFLOP sweep (fitted if needed)."""
+  for sweep in args.sweeps:
+    if not sweepfit.is_current(Path(sweep)):
+      sweepfit.fit_sweep(sweep, args.bootstrap)
+  text = "\n".join(howbig.switch_table([Path(s) for s in args.sweeps])) + "\n"
+  print(text)
+  if args.out:
+    io.atomic_write_text(Path(args.out), text)
+    print(f"wrote {args.out}")
+  return 0
+
+
 def _cmd_quickstart(args, overrides: list[str]) -> int:
   """The stages in order: tokenize → isoFLOP sweep → fit → held-out budget → fit → report, each
   handing the next its files."""
@@ -223,6 +236,16 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--bootstrap", type=int, default=1000)
   p.add_argument("--overwrite", action="store_true")
   p.set_defaults(func=_cmd_heldout)
+
+  p = sub.add_parser("compare", help="allocation exponent a of isoFLOP sweeps run with "
+                                      "different switches, side by side",
+                     description="One row per sweep directory: its FLOP count, warm-up rule, "
+                                 "decay horizon, schedule and LR tuning (read from its runs) and "
+                                 "a from approaches 3 and 2 with 95%% intervals.")
+  p.add_argument("sweeps", nargs="+")
+  p.add_argument("--out", help="also write the Markdown table here")
+  p.add_argument("--bootstrap", type=int, default=1000)
+  p.set_defaults(func=_cmd_compare)
 
   p = sub.add_parser("bsweep", help="batch-size sweep: B_crit(L) beside the online B_simple",
                      description="Train one model at a ladder of batch sizes (finished ones are "

@@ -244,5 +244,8 @@ def heldout_runs(cfg, budget_flop: float, n_opt: float) -> list:
     d_train = spec.data.max_train_tokens or store.meta["n_tokens_train"]
     p = Point(shape, float(budget_flop), steps, param_count(mcfg)["n_kaplan"], fpt,
               steps * batch_tokens / d_train, 1.0)
+    if p.epochs > s.max_epochs:
+      print(f"[isoflop] note: the held-out run {shape_name(shape)} repeats the training split "
+            f"{p.epochs:.1f} times (> sweep.max_epochs={s.max_epochs})", flush=True)
     runs.append(_point_run(held, s, p, batch_tokens))
   return runs

@@ -7,6 +7,7 @@ the file). Legend: N parameters, D tokens, C FLOP, L final held-out loss (nats/t
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -151,3 +152,35 @@ def answer_lines(h: dict) -> list[str]:
                     else f"best: {held['best_run']} ({held['gap_to_best']:+.3f} nats)"))
   lines += [f"warning: {w}" for w in h.get("warnings", [])]
   return lines
+
+
+def _switches(runs: list[Path]) -> dict:
+  """The Kaplan–Chinchilla switches a sweep was run with, read from its run configs."""
+  cfgs = [json.loads((r / rundir.CONFIG).read_text()) for r in runs]
+  trains = [c["train"] for c in cfgs]
+  warmups = {t.get("warmup_steps") for t in trains}
+  points = {(c["model"]["n_layer"], c["model"]["d_model"], c.get("budget_flop")) for c in cfgs}
+  return {"FLOP count": cfgs[0].get("flop_convention", "palm"),
+          "warm-up": f"{warmups.pop()} steps" if len(warmups) == 1 else "∝ N",
+          "horizon": "fixed (longest)" if any(t.get("schedule_steps") for t in trains)
+          else "matched",
+          "schedule": trains[0].get("schedule", "cosine"),
+          "LR per size": "best of several" if len(cfgs) > len(points) else "Kaplan LR(N)"}
+
+
+def switch_table(sweeps: list[Path]) -> list[str]:
+  """Markdown: a (approaches 2 and 3) of sweeps that differ in the switches, from each one's
+  fits.json, with the switches read from its runs (as Porian et al. 2024, arXiv 2406.19146, go
+  from Kaplan's settings to Hoffmann's one switch at a time)."""
+  keys = ("FLOP count", "warm-up", "horizon", "schedule", "LR per size")
+  rows = ["| sweep | " + " | ".join(keys) + " | a (approach 3) | a (approach 2) |",
+          "|---" * (len(keys) + 3) + "|"]
+  for sweep in map(Path, sweeps):
+    alloc = json.loads((sweep / "fits.json").read_text())["fits"]["allocation"]
+    sw = _switches(sweep_runs(sweep)[0])
+    a3, a2 = alloc["approach3"], alloc.get("approach2")
+    cells = [sweep.name] + [sw[k] for k in keys]
+    cells.append(f"{a3['params']['a']:.3f} {_iv(a3['intervals'].get('a'))}")
+    cells.append(f"{a2['params']['a']:.3f} {_iv(a2['intervals'].get('a'))}" if a2 else "—")
+    rows.append("| " + " | ".join(cells) + " |")
+  return rows
