@@ -107,9 +107,9 @@ def _heldout_rows(held: dict) -> list[str]:
   rows = [f"Predicted from the fitted budgets only: at C = {held['budget']:.3g} FLOP, "
           f"N_opt = {pred['N_opt']:.3g} {howbig._iv(pred['N_opt_interval'])}, loss "
           f"{pred['loss']:.3f} {howbig._iv(pred['loss_interval'], '.3f')}.", "",
-          "| run | N | D (tokens) | measured loss |", "|---|---|---|---|"]
-  rows += [f"| {r['name']} | {r['N']:.3g} | {r['D']:.3g} | {r['loss']:.4f} |"
-           for r in held["runs"]]
+          "| run | N | D (tokens) | epochs | measured loss |", "|---|---|---|---|---|"]
+  rows += [f"| {r['name']} | {r['N']:.3g} | {r['D']:.3g} | {r.get('epochs', math.nan):.2f} | "
+           f"{r['loss']:.4f} |" for r in held["runs"]]
   rows += ["", f"The predicted optimum ({held['optimum_run']}) measured {held['measured_loss']:.4f}"
            f": {100 * held['rel_error']:+.2f}% from the prediction; "
            + ("it is the best of the three." if held["optimum_is_best"] else

@@ -67,7 +67,8 @@ def heldout_check(runs: list[Path], prediction: dict, convention: str) -> dict |
   pts = allocate.read_points(runs, convention)
   order = np.argsort(pts["N"])
   rows = [{"name": pts["name"][i], "N": float(pts["N"][i]), "D": float(pts["D"][i]),
-           "C": float(pts["C"][i]), "loss": float(pts["loss"][i])} for i in order]
+           "C": float(pts["C"][i]), "loss": float(pts["loss"][i]),
+           "epochs": float(pts["epochs"][i])} for i in order]
   n_pred = prediction["N_opt"]
   nearest = min(rows, key=lambda r: abs(math.log(r["N"] / n_pred)))
   best = min(rows, key=lambda r: r["loss"])
@@ -116,6 +117,15 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
   out["approach3"] = {k: v for k, v in a3.items() if k != "samples"}
   out["heldout"] = heldout_check(held, out["check_prediction"], convention)
   out["warnings"] = warnings
+  # The choices that change the answer, recorded with it (Li et al. 2025, arXiv 2502.18969).
+  out["choices"] = {
+      "loss": "final held-out loss of each run; the lowest over learning rates per (N, budget)",
+      "N": N_KEY[convention], "C": f"{convention} FLOPs per token x tokens",
+      "approach3_fit": "Huber (delta 1e-3) on log residuals, variable projection + polish "
+                       "(scaling/laws/fit.py fit_chinchilla)",
+      "bootstrap": f"{n_boot} resamples: runs (approach 3), residuals within budgets "
+                   "(approach 2), sizes (approach 1 and the contrast); 95% percentile intervals",
+      "schedules": sorted(set(pts["schedule"])), "check_factor": check_factor}
   return out
 
 
