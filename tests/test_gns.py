@@ -64,7 +64,7 @@ def test_online_b_simple_matches_closed_form_linear_regression(n_devices, micro)
   decay = 0.998
   cfg = GnsSpec(enabled=True, micro_batches=micro, ema_decay=decay)
   tx = optax.sgd(0.0)  # parameters stay at w, where the exact value holds
-  step = make_train_step(loss_fn, tx, lambda s: 0.0, mesh, geom, cfg)
+  step = make_train_step(loss_fn, tx, mesh, geom, cfg)
   params = {"w": jnp.asarray(w_star + delta, jnp.float32)}
   state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
@@ -72,7 +72,7 @@ def test_online_b_simple_matches_closed_form_linear_regression(n_devices, micro)
     x = rng.normal(size=(batch, d))
     y = x @ w_star + sigma * rng.normal(size=batch)
     rows = jax.device_put(np.concatenate([x, y[:, None]], 1).astype(np.float32), sharding)
-    state, metrics = step(state, rows)
+    state, metrics = step(state, rows, np.float32(0.0))
     # Bound the steps in flight, as the trainer does by fetching metrics one step behind: with
     # hundreds of queued all-reduces, XLA's CPU collectives on forced devices can starve a
     # participant of a thread and abort after their 40 s rendezvous timeout.
