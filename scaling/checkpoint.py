@@ -52,7 +52,16 @@ def restore_branch_point(source_run: Path, step: int, state):
   ckpt_dir = (Path(source_run) / "checkpoints").resolve()
   if not ckpt_dir.is_dir():
     raise UserError(f"train.init_from: {source_run} has no checkpoints; train it first")
-  manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(read_only=True))
+  # Read-only: never writes into the source run. Orbax warns that it is read-only (absl
+  # WARNING lines); that is the point here, so those lines are not shown.
+  absl_log = logging.getLogger("absl")
+  level = absl_log.level
+  absl_log.setLevel(logging.ERROR)
+  try:
+    manager = ocp.CheckpointManager(ckpt_dir, options=ocp.CheckpointManagerOptions(
+        read_only=True, create=False, save_interval_steps=0))
+  finally:
+    absl_log.setLevel(level)
   try:
     steps = manager.all_steps()
     if step not in steps:

@@ -112,7 +112,10 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
       runs, convention, n_boot, seed), warnings)
   out["conventions"] = convention_table(runs, law_of, n_boot, seed, budgets)
   largest = max(budgets)
-  out["check_prediction"] = at_budget(a3, check_factor * largest, f_of, n_range)
+  # Held-out runs already trained fix the check budget (whatever factor they were trained at).
+  held_budgets = {rundir.read_summary(r).get("budget_flop") for r in held}
+  check_flop = held_budgets.pop() if len(held_budgets) == 1 else check_factor * largest
+  out["check_prediction"] = at_budget(a3, check_flop, f_of, n_range)
   out["target"] = at_budget(a3, target_flop or 10 * largest, f_of, n_range)
   out["approach3"] = {k: v for k, v in a3.items() if k != "samples"}
   out["heldout"] = heldout_check(held, out["check_prediction"], convention)
@@ -125,7 +128,7 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
                        "(scaling/laws/fit.py fit_chinchilla)",
       "bootstrap": f"{n_boot} resamples: runs (approach 3), residuals within budgets "
                    "(approach 2), sizes (approach 1 and the contrast); 95% percentile intervals",
-      "schedules": sorted(set(pts["schedule"])), "check_factor": check_factor}
+      "schedules": sorted(set(pts["schedule"])), "check_factor": check_flop / largest}
   return out
 
 
