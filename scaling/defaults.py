@@ -78,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.gns.enabled = True           # gradient noise scale from per-device vs global gradients
   cfg.gns.micro_batches = 0        # micro-batches per device; 0: 1 on several devices, 2 on one
   cfg.gns.ema_decay = 0.95
+  cfg.gns.preconditioned = True    # also |G|² and tr(Σ) weighted by Adam's P = 1/(√v̂ + ε) (and P²)
 
   cfg.mesh = ml_collections.ConfigDict()
   cfg.mesh.num_devices = 0         # data-parallel devices; 0: all

@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class GnsState(NamedTuple):
@@ -51,3 +52,20 @@ def b_simple(state: GnsState, decay: float) -> jax.Array:
   g2 = state.ema_g2 / jnp.maximum(correction, 1e-30)
   trace = state.ema_trace / jnp.maximum(correction, 1e-30)
   return jnp.where((g2 > 0) & (state.count > 0), trace / jnp.where(g2 > 0, g2, 1.0), jnp.nan)
+
+
+def windowed_ratio(tokens_S: np.ndarray, trace_S: np.ndarray, g2_S: np.ndarray,
+                   window_tokens: float) -> np.ndarray:
+  """At each logged step, Σ tr(Σ) / Σ |G|² over the steps within ±window_tokens/2 tokens of it
+  (centred, so no lag; a ratio of sums, as McCandlish 2018 app. A.1 averages before dividing).
+  Steps without an estimate (NaN) are left out of the sums; NaN where the window's Σ|G|² ≤ 0.
+  S indexes the logged steps; tokens_S is increasing."""
+  tokens_S = np.asarray(tokens_S, float)
+  ok = np.isfinite(trace_S) & np.isfinite(g2_S)
+  c_trace = np.concatenate([[0.0], np.cumsum(np.where(ok, trace_S, 0.0))])
+  c_g2 = np.concatenate([[0.0], np.cumsum(np.where(ok, g2_S, 0.0))])
+  lo = np.searchsorted(tokens_S, tokens_S - window_tokens / 2, side="left")
+  hi = np.searchsorted(tokens_S, tokens_S + window_tokens / 2, side="right")
+  g2 = c_g2[hi] - c_g2[lo]
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.where(g2 > 0, (c_trace[hi] - c_trace[lo]) / np.where(g2 > 0, g2, 1.0), np.nan)

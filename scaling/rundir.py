@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling import gns
 from scaling.defaults import base_config
 from scaling.errors import UserError
 
@@ -294,8 +295,13 @@ def loss_curve(run_dir: Path, window_tokens: float = 0) -> dict[str, np.ndarray]
   if not window_tokens:
     batch_tokens = tokens[0] / step[0] if len(step) else 1.0
     window_tokens = SMOOTH_STEPS * batch_tokens
-  b_simple = np.array([np.nan if r.get("b_simple_tokens") is None else r["b_simple_tokens"]
-                      for r in recs], float)
-  return {"step": step, "tokens": tokens, "loss": loss,
-          "smoothed": smoothed(tokens, loss, window_tokens) if len(loss) else loss,
-          "b_simple_tokens": b_simple, "window_tokens": float(window_tokens)}
+  col = lambda key: np.array([np.nan if r.get(key) is None else r[key] for r in recs], float)
+  out = {"step": step, "tokens": tokens, "loss": loss,
+         "smoothed": smoothed(tokens, loss, window_tokens) if len(loss) else loss,
+         "b_simple_tokens": col("b_simple_tokens"), "window_tokens": float(window_tokens)}
+  # The noise scale over the same centred window as the loss (gns.windowed_ratio), raw and
+  # Adam-preconditioned (P), from the per-step estimates.
+  for name, suffix in (("b_simple_window_tokens", ""), ("b_precond_window_tokens", "_p")):
+    out[name] = gns.windowed_ratio(tokens, col("gns_trace" + suffix), col("gns_g2" + suffix),
+                                   window_tokens) if len(loss) else loss
+  return out

@@ -59,6 +59,7 @@ class GnsSpec:
   enabled: bool
   micro_batches: int
   ema_decay: float
+  preconditioned: bool = True   # also the Adam-preconditioned estimates (scaling/step.py)
 
 
 @dataclasses.dataclass(frozen=True)

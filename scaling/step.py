@@ -85,6 +85,28 @@ def sq_norm(tree) -> jax.Array:
   return sum(jnp.vdot(x, x).real for x in jax.tree.leaves(tree)).astype(jnp.float32)
 
 
+def weighted_sq_norms(tree, weights: tuple) -> tuple:
+  """(Σ w·g² over every leaf) for each weight tree w (same structure as tree)."""
+  return tuple(sum(jnp.sum(wx * x * x) for wx, x in zip(jax.tree.leaves(w),
+                                                       jax.tree.leaves(tree))).astype(jnp.float32)
+               for w in weights)
+
+
+def adam_preconditioners(opt_state, step, b2: float, eps: float = 1e-8) -> tuple:
+  """(P, P²) with P = diag(1/(√v̂ + ε)), v̂ = ν/(1 − β2^t) Adam's bias-corrected second moment
+  before this step's update (Kingma & Ba 2015, arXiv 1412.6980, Algorithm 1). In coordinates
+  where Adam's update is plain SGD (θ' = P^(−1/2)θ), B_simple' = tr(PΣ)/(GᵀPG): McCandlish's
+  B_simple (arXiv 1812.06162, app. A) with the Hessian taken ∝ P⁻¹ (P ≈ H⁻¹). The alternative,
+  H ∝ I in the original coordinates, weights by P²: tr(P²Σ)/(GᵀP²G). () when the optimizer has
+  no second moment."""
+  nu = optax.tree_utils.tree_get(opt_state, "nu")
+  if nu is None:       # not Adam (e.g. SGD in tests): no preconditioner
+    return ()
+  correction = 1.0 - b2 ** jnp.maximum(step, 1).astype(jnp.float32)
+  p = jax.tree.map(lambda v: 1.0 / (jnp.sqrt(v / correction) + eps), nu)
+  return p, jax.tree.map(jnp.square, p)
+
+
 @dataclasses.dataclass(frozen=True)
 class BatchGeometry:
   """Batch sizes of one step; B_small/B_big in tokens as McCandlish 2018 app. A.1 uses them."""
@@ -121,14 +143,16 @@ def lm_loss(graphdef):
 
 
 def _device_grads(loss_fn, k: int):
-  """Per device: (mean loss, mean gradient, mean |G_small|²) over its k micro-batches."""
-  def per_device(params, tokens_bW):
+  """Per device: (mean loss, mean gradient, mean |G_small|² plain and under each weight tree)
+  over its k micro-batches; the weights (preconditioners) come in replicated."""
+  def per_device(params, tokens_bW, weights):
     # Params become device-varying so the gradient below is this device's own, not all-reduced.
     params = jax.tree.map(lambda x: jax.lax.pcast(x, "data", to="varying"), params)
     grad_fn = jax.value_and_grad(loss_fn)
+    norms = lambda g: jnp.stack((sq_norm(g),) + weighted_sq_norms(g, weights))
     if k == 1:
       loss, grads = grad_fn(params, tokens_bW)
-      sq_small = sq_norm(grads)
+      sq_small = norms(grads)
     else:
       tokens_kmW = tokens_bW.reshape(k, -1, *tokens_bW.shape[1:])
 
@@ -136,12 +160,12 @@ def _device_grads(loss_fn, k: int):
         loss_acc, grads_acc, sq_acc = carry
         loss, grads = grad_fn(params, tokens_mW)
         return (loss_acc + loss, jax.tree.map(jnp.add, grads_acc, grads),
-                sq_acc + sq_norm(grads)), None
+                sq_acc + norms(grads)), None
 
       zeros = jax.tree.map(jnp.zeros_like, params)
-      varying_zero = jax.lax.pcast(jnp.zeros((), jnp.float32), "data", to="varying")
-      (loss, grads, sq_small), _ = jax.lax.scan(body, (varying_zero, zeros, varying_zero),
-                                                tokens_kmW)
+      varying = lambda shape: jax.lax.pcast(jnp.zeros(shape, jnp.float32), "data", to="varying")
+      (loss, grads, sq_small), _ = jax.lax.scan(
+          body, (varying(()), zeros, varying((1 + len(weights),))), tokens_kmW)
       loss, sq_small = loss / k, sq_small / k
       grads = jax.tree.map(lambda g: g / k, grads)
     # The explicit all-reduce: mean over devices of the loss, the gradient and |G_small|².
@@ -150,7 +174,7 @@ def _device_grads(loss_fn, k: int):
   return per_device
 
 
-def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec):
+def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b2: float = 0.95):
   """Builds the jitted step: (TrainState, batch rows (B, W), learning rate) → (TrainState,
   StepMetrics). tx is AdamW at unit rate (optim.make_optimizer); its update is scaled by lr.
 
@@ -159,15 +183,18 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec):
   """
   gns_on = gns_spec.enabled and geom.b_small_tokens < geom.b_big_tokens
   b_small, b_big = float(geom.b_small_tokens), float(geom.b_big_tokens)
+  precond = gns_on and gns_spec.preconditioned
   sharded_grads = jax.shard_map(_device_grads(loss_fn, geom.micro_batches), mesh=mesh,
-                                in_specs=(P(), P("data")), out_specs=(P(), P(), P()))
+                                in_specs=(P(), P("data"), P()), out_specs=(P(), P(), P()))
   nan = jnp.float32(jnp.nan)
 
   def step_fn(state: TrainState, tokens_BW, lr):
-    loss, grads, sq_small = sharded_grads(state.params, tokens_BW)
-    sq_big = sq_norm(grads)
-    g2 = gns.estimate_g2(sq_small, sq_big, b_small, b_big)
-    trace = gns.estimate_trace(sq_small, sq_big, b_small, b_big)
+    weights = adam_preconditioners(state.opt_state, state.step, b2) if precond else ()
+    loss, grads, sq_small_all = sharded_grads(state.params, tokens_BW, weights)
+    sq_big_all = jnp.stack((sq_norm(grads),) + weighted_sq_norms(grads, weights))
+    g2_all = gns.estimate_g2(sq_small_all, sq_big_all, b_small, b_big)
+    trace_all = gns.estimate_trace(sq_small_all, sq_big_all, b_small, b_big)
+    sq_big, g2, trace = sq_big_all[0], g2_all[0], trace_all[0]
     gns_state = gns.update(state.gns, g2, trace, gns_spec.ema_decay) if gns_on else state.gns
     b_simple = gns.b_simple(gns_state, gns_spec.ema_decay) if gns_on else nan
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -177,6 +204,9 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec):
         "loss": loss, "grad_norm": jnp.sqrt(sq_big), "lr": lr,
         "b_simple_tokens": b_simple, "b_simple_seqs": b_simple / geom.n_ctx,
         "gns_g2": g2 if gns_on else nan, "gns_trace": trace if gns_on else nan,
+        # Adam-preconditioned estimates (P and P² weights); none before Adam's first update.
+        **{f"gns_{q}_{w}": (jnp.where(state.step > 0, v[i + 1], nan) if weights else nan)
+           for i, w in enumerate(("p", "p2")) for q, v in (("g2", g2_all), ("trace", trace_all))},
     })
     return TrainState(params, opt_state, gns_state, state.step + 1), metrics
 
@@ -202,10 +232,6 @@ def global_batch(mesh, local_BW: np.ndarray) -> jax.Array:
 class Trainer:
   """Everything a loop needs to take steps: the jitted train and eval steps, the initial state
   (replicated on the mesh), the learning-rate schedule and the batch geometry."""
-
-  def lr(self, step: int) -> np.float32:
-    """The learning rate to pass with the batch of `step` (0-based)."""
-    return np.float32(self.schedule.lr(step))
   step_fn: Any
   eval_fn: Any
   state: TrainState
@@ -213,6 +239,10 @@ class Trainer:
   schedule: optim.Schedule
   geom: BatchGeometry
   mesh: jax.sharding.Mesh
+
+  def lr(self, step: int) -> np.float32:
+    """The learning rate to pass with the batch of `step` (0-based)."""
+    return np.float32(self.schedule.lr(step))
 
 
 def build(mcfg: ModelConfig, train: TrainSpec, gns_spec: GnsSpec, mesh, peak_lr: float,
@@ -226,5 +256,5 @@ def build(mcfg: ModelConfig, train: TrainSpec, gns_spec: GnsSpec, mesh, peak_lr:
   tx, schedule = optim.make_optimizer(train), optim.schedule(train, peak_lr, total_steps)
   state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
   state = jax.device_put(state, NamedSharding(mesh, P()))
-  step_fn = make_train_step(lm_loss(graphdef), tx, mesh, geom, gns_spec)
+  step_fn = make_train_step(lm_loss(graphdef), tx, mesh, geom, gns_spec, train.b2)
   return Trainer(step_fn, make_eval_step(graphdef, mesh), state, graphdef, schedule, geom, mesh)

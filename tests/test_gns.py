@@ -68,6 +68,7 @@ def test_online_b_simple_matches_closed_form_linear_regression(n_devices, micro)
   params = {"w": jnp.asarray(w_star + delta, jnp.float32)}
   state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  raw = []
   for _ in range(1500):
     x = rng.normal(size=(batch, d))
     y = x @ w_star + sigma * rng.normal(size=batch)
@@ -77,6 +78,70 @@ def test_online_b_simple_matches_closed_form_linear_regression(n_devices, micro)
     # hundreds of queued all-reduces, XLA's CPU collectives on forced devices can starve a
     # participant of a thread and abort after their 40 s rendezvous timeout.
     metrics["loss"].block_until_ready()
+    raw.append((float(metrics["gns_trace"]), float(metrics["gns_g2"])))
   measured = float(metrics["b_simple_tokens"])
   print(f"B_simple measured {measured:.3f}, exact {exact:.3f}")
   assert measured == pytest.approx(exact, rel=0.10), (measured, exact)
+  # The windowed estimator (ratio of sums over a centred window) from the same per-step values:
+  # over a window of 500 steps at the middle, and over the whole run.
+  trace, g2 = np.array(raw).T
+  tokens = batch * np.arange(1, len(raw) + 1.0)
+  for window in (500 * batch, 2 * len(raw) * batch):
+    windowed = gns.windowed_ratio(tokens, trace, g2, window)[len(raw) // 2]
+    assert windowed == pytest.approx(exact, rel=0.10), (window, windowed, exact)
+
+
+def test_preconditioned_noise_scale_on_a_known_diagonal_preconditioner():
+  # The linear regression above with Adam's second moment held at ν = 1/p² (so P = diag(p)):
+  # tr(PΣ) = (|δ|² + σ²)·Σp + δᵀPδ and GᵀPG = δᵀPδ, so B_P = tr(PΣ)/(GᵀPG) exactly; with P² the
+  # same with p². The per-step estimates are summed over the steps before dividing.
+  d, sigma, batch, steps = 16, 0.5, 64, 1500
+  rng = np.random.default_rng(2)
+  w_star = rng.normal(size=d)
+  p = rng.uniform(0.3, 3.0, size=d)
+  delta = 1.0 / p                     # the gradient leans on the coordinates P shrinks
+  delta /= np.linalg.norm(delta)
+  exact = {w: ((1 + sigma ** 2) * q.sum() + delta @ (q * delta)) / (delta @ (q * delta))
+           for w, q in (("p", p), ("p2", p ** 2))}
+
+  def loss_fn(params, rows_BX):
+    x, y = rows_BX[:, :d], rows_BX[:, d]
+    return 0.5 * jnp.mean((x @ params["w"] - y) ** 2)
+
+  mesh = make_mesh(8)
+  geom = BatchGeometry(batch, 1, 8, 1)
+  tx = optax.adamw(lambda count: 1.0, b1=0.9, b2=0.95)
+  step = make_train_step(loss_fn, tx, mesh, geom, GnsSpec(True, 1, 0.99), b2=0.95)
+  params = {"w": jnp.asarray(w_star + delta, jnp.float32)}
+  opt_state = optax.tree_utils.tree_set(tx.init(params),
+                                        nu={"w": jnp.asarray(1.0 / p ** 2, jnp.float32)})
+  sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  sums = {k: 0.0 for k in ("gns_g2_p", "gns_trace_p", "gns_g2_p2", "gns_trace_p2")}
+  for _ in range(steps):
+    # Adam's state held fixed (and its step count large: no bias correction), lr 0: P is known.
+    # (Fresh copies: the step donates its input state.)
+    state = TrainState(*jax.tree.map(jnp.copy, (params, opt_state)), gns.init_state(),
+                       jnp.asarray(10 ** 6, jnp.int32))
+    x = rng.normal(size=(batch, d))
+    y = x @ w_star + sigma * rng.normal(size=batch)
+    rows = jax.device_put(np.concatenate([x, y[:, None]], 1).astype(np.float32), sharding)
+    _, metrics = step(state, rows, np.float32(0.0))
+    for k in sums:
+      sums[k] += float(metrics[k])
+  for w in ("p", "p2"):
+    measured = sums[f"gns_trace_{w}"] / sums[f"gns_g2_{w}"]
+    print(f"B_{w}: measured {measured:.2f}, exact {exact[w]:.2f}")
+    assert measured == pytest.approx(exact[w], rel=0.10)
+  # The two weightings differ here, so the check tells them apart.
+  assert abs(exact["p"] / exact["p2"] - 1) > 0.2
+
+
+def test_windowed_ratio_by_hand():
+  tokens = np.array([10.0, 20.0, 30.0, 40.0])
+  trace = np.array([1.0, 2.0, 3.0, np.nan])
+  g2 = np.array([1.0, 1.0, -1.0, 5.0])
+  r = gns.windowed_ratio(tokens, trace, g2, 20.0)   # ±10 tokens: the step and its neighbours
+  assert r[0] == pytest.approx((1 + 2) / (1 + 1))
+  assert r[1] == pytest.approx((1 + 2 + 3) / (1 + 1 - 1))
+  assert np.isnan(r[2])                              # Σ|G|² = 1 − 1 = 0 (the NaN step left out)
+  assert np.isnan(r[3])
