@@ -27,7 +27,7 @@ _SWITCHES = {"conv": ("flop_convention", ("palm", "kaplan", "chinchilla")),
 
 
 def _apply(sweep, arg: str) -> None:
-  for item in filter(None, (a.strip() for a in arg.replace("kaplan,", "").split(","))):
+  for item in filter(None, (a.strip() for a in arg.split(","))):
     if item == "kaplan":
       continue
     key, _, value = item.partition("=")
