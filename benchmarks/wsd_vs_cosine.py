@@ -20,6 +20,7 @@ import numpy as np
 from scaling import optim, rundir
 from scaling import train as trainlib
 from scaling.config import apply_overrides, load_config_file, to_json
+from scaling.model import kaplan_learning_rate
 from scaling.spec import validate
 
 
@@ -31,6 +32,7 @@ def _cfg(out: Path, name: str, seed: int, steps: int, args, **fields):
                         f"model.d_model={args.shape[1]}", f"model.n_heads={args.shape[2]}",
                         f"train.steps={steps}", "train.tokens=0", "train.warmup_steps=20",
                         "eval.batches=32", "checkpoint.every=100000"]
+                  + ([f"train.peak_lr={args.peak_lr}"] if args.peak_lr else [])
                   + [f"{k}={v}" for k, v in fields.items()])
   return cfg
 
@@ -42,8 +44,14 @@ def main():
   ap.add_argument("--seeds", type=int, default=3)
   ap.add_argument("--vocab", type=int, default=512)
   ap.add_argument("--shape", default="2,32,1")
+  ap.add_argument("--lr-mult", type=float, default=1.0,
+                  help="peak learning rate as a multiple of Kaplan's LR(N) (the control)")
   args = ap.parse_args()
   args.shape = [int(x) for x in args.shape.split(",")]
+  args.peak_lr = 0.0
+  if args.lr_mult != 1.0:
+    n = 12 * args.shape[0] * args.shape[1] ** 2          # Kaplan's N for d_ff = 4·d_model
+    args.peak_lr = args.lr_mult * kaplan_learning_rate(n)
   out = Path(args.out)
   rows = []
   for seed in range(args.seeds):
@@ -63,11 +71,11 @@ def main():
   cos = np.array([r["cosine"] for r in rows])
   diff = np.array([r["branch_minus_cosine"] for r in rows])
   noise = float(np.std(cos, ddof=1)) if len(cos) > 1 else float("nan")
-  result = {"steps": args.steps, "shape": args.shape, "rows": rows,
+  result = {"steps": args.steps, "shape": args.shape, "lr_mult": args.lr_mult, "rows": rows,
             "cosine_seed_std": noise, "mean_branch_minus_cosine": float(diff.mean()),
             "within_noise": bool(abs(diff.mean()) <= noise)}
   (out / "wsd_vs_cosine.json").write_text(json.dumps(result, indent=1))
-  print(f"{args.steps} steps, shape {args.shape}: branch − cosine = {diff.mean():+.4f} nats "
+  print(f"{args.steps} steps, shape {args.shape}, LR {args.lr_mult:g}× Kaplan's: branch − cosine = {diff.mean():+.4f} nats "
         f"(per seed {', '.join(f'{d:+.4f}' for d in diff)}); run-to-run std of cosine "
         f"{noise:.4f} → {'within' if result['within_noise'] else 'outside'} the noise")
 

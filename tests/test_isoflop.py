@@ -91,3 +91,14 @@ def test_heldout_shapes_bracket_the_predicted_optimum(tmp_path):
   assert ns[0] < ns[1] < ns[2]
   for n, factor in zip(ns, (0.5, 1.0, 2.0)):
     assert abs(math.log(n / (factor * 3e4))) < math.log(1.35)
+
+
+def test_isoflop_cpu_switches():
+  cfg = load_config_file(str(REPO / "configs" / "isoflop_cpu.py") + ":kaplan")
+  s = cfg.sweep
+  assert (s.flop_convention, s.warmup, s.horizon, s.schedule) == ("kaplan", "fixed", "longest",
+                                                                  "cosine")
+  s = load_config_file(str(REPO / "configs" / "isoflop_cpu.py") + ":warmup=per_param,lr=tuned").sweep
+  assert s.warmup == "per_param" and list(s.lr_multipliers) == [0.5, 1.0, 2.0]
+  with pytest.raises(UserError, match="unknown switch"):
+    load_config_file(str(REPO / "configs" / "isoflop_cpu.py") + ":conv=bytes")
