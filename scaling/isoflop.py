@@ -20,8 +20,9 @@ Schedules (sweep.schedule):
           price of its cooldown.
 Warm-up (sweep.warmup): "fixed" = sweep.warmup_steps steps for every run; "per_param" =
 sweep.warmup_tokens_per_param·N tokens (Porian et al. 2024, §3.3: warm-up ∝ N).
-Per-size learning-rate tuning: every point at each of sweep.lr_multipliers × Kaplan's LR(N); the
-fits keep the lowest loss of each (size, budget).
+Learning rate: sweep.lr_scale × Kaplan's LR(N) (eq. D.1 of Kaplan 2020, fitted on models of 1e6+
+parameters; far below the best rate of the tiny models of a CPU sweep). Per-size tuning: every
+point at each of sweep.lr_multipliers × that; the fits keep the lowest loss of each (size, budget).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def defaults() -> ml_collections.ConfigDict:
   s.warmup = "fixed"               # fixed | per_param
   s.warmup_steps = 20
   s.warmup_tokens_per_param = 1.0
-  s.lr_multipliers = [1.0]         # × Kaplan's LR(N); the best of each (size, budget) is kept
+  s.lr_scale = 1.0                 # every run's peak LR = lr_scale × Kaplan's LR(N) …
+  s.lr_multipliers = [1.0]         # … × each of these; the best of each (size, budget) is kept
   s.max_epochs = 4.0
   s.min_steps = 40
   return s
@@ -181,8 +183,8 @@ def _point_run(cfg, s, p: Point, batch_tokens: int):
   t = rc.train
   t.steps, t.tokens, t.schedule = p.steps, 0, s.schedule
   t.warmup_steps = _warmup_steps(s, p, batch_tokens)
-  if p.lr_multiplier != 1.0:
-    t.peak_lr = p.lr_multiplier * kaplan_learning_rate(p.n_kaplan)
+  if p.lr_multiplier * s.lr_scale != 1.0:
+    t.peak_lr = s.lr_scale * p.lr_multiplier * kaplan_learning_rate(p.n_kaplan)
   return rc
 
 
