@@ -8,6 +8,7 @@ from scaling import bench, hardware
 from scaling.cli import main as cli_main
 
 
+@pytest.mark.slow   # 38 s; `scaling bench` end to end (benchmarks/bench.py runs it too)
 def test_bench_row_against_hand_counts_and_its_own_invariants(tmp_path, capsys):
   out = tmp_path / "b.json"
   assert cli_main(["bench", "--shapes", "1,32,2", "--vocab", "300", "--ctx", "32", "--batch", "8",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO, read_metrics
 
@@ -25,6 +26,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow   # 45 s; two processes over gloo
 def test_two_processes_match_one_and_read_half_each(tmp_path):
   common = [f"--config.train.steps={STEPS}", "--config.eval.every=10",
             "--config.checkpoint.every=10", "--config.train.batch_size=16"]

@@ -37,6 +37,7 @@ def _outputs(nb):
   return "\n".join(text), images
 
 
+@pytest.mark.slow   # 52 s; the Colab notebook end to end
 def test_quickstart_notebook(tmp_path):
   t0 = time.time()
   nb = _execute("quickstart", tmp_path)

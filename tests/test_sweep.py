@@ -22,6 +22,7 @@ def _cmd(out):
           str(REPO / "configs/test_ladder.py"), f"--config.run_dir={out}"]
 
 
+@pytest.mark.slow   # 25 s; tests/faults covers a killed run resuming
 def test_killed_sweep_finishes_only_what_was_missing(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(REPO))
   out = tmp_path / "sw"
@@ -67,6 +68,7 @@ def test_points_of_a_grid():
   assert (pts[4].model.n_layer, pts[4].model.d_model, pts[4].model.n_heads) == (2, 48, 3)
 
 
+@pytest.mark.slow   # 43 s; tests/test_report.py renders reports from fixture runs
 def test_report_from_a_tiny_sweep(tmp_path):
   from scaling.report import make_report
   cfg = load_config_file("configs/test_ladder.py")

@@ -181,6 +181,7 @@ def _capped(cmd, limit_kib=20):
   return ["bash", "-c", f'ulimit -f {limit_kib} && exec "$@"', "bash", *cmd]
 
 
+@pytest.mark.slow   # 47 s
 def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, reference):
   run = tmp_path / "run"
   _preempt(run)
@@ -201,6 +202,7 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, 
   _assert_same_curve(run, reference)
 
 
+@pytest.mark.slow   # tests/test_sweep.py splits a sweep between two workers
 def test_two_sweep_runners_on_one_directory_run_each_point_once(tmp_path):
   out = tmp_path / "sw"
   cmd = [sys.executable, "-m", "scaling.cli", "sweep", "--config",

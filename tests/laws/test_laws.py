@@ -57,7 +57,9 @@ def test_exponents_within_5_percent_at_low_noise(name):
 
 
 @pytest.mark.parametrize("name, n_boot, n_seeds", [
-    ("N", 300, 10), ("D", 300, 10), ("N+E", 200, 4), ("ND", 60, 4), ("NS", 60, 4),
+    ("N", 300, 10), ("D", 300, 10), ("N+E", 200, 4),
+    pytest.param("ND", 60, 4, marks=pytest.mark.slow),    # 20 s each: the 5-constant forms
+    pytest.param("NS", 60, 4, marks=pytest.mark.slow),
     ("chinchilla", 120, 4)])
 def test_bootstrap_intervals_cover_truth_in_most_seeds(name, n_boot, n_seeds):
   seeds = range(n_seeds)
