@@ -1,5 +1,5 @@
 """IsoFLOP sweep for this machine (2 CPU cores), the design `scaling quickstart` runs: five FLOP
-budgets (PaLM count: 6N + attention + unembedding) from 1.5e11 to 6e11, sizes N ≈ 3e3 … 1.5e5
+budgets (PaLM count: 6N + attention + unembedding) from 1e11 to 4.2e11, sizes N ≈ 3e3 … 5.5e4
 (non-embedding), a 512-token BPE (the unembedding would otherwise be most of a tiny model's
 FLOPs), warm-up–stable–decay schedules with each shorter budget's cooldown branched from the
 size's longest run. Runs stay within 4 epochs of the embedded corpus.
@@ -46,15 +46,15 @@ def get_config(arg: str = ""):
   cfg.data.vocab_size = 512
   cfg.train.batch_size = 16
   cfg.train.decay_frac = 0.2
-  cfg.eval.every = 100
+  cfg.eval.every = 250
   cfg.eval.batches = 16
   cfg.checkpoint.every = 1000
   cfg.sweep = defaults()
   # Five budgets a factor √2 apart: with WSD, a budget between two others costs only the
   # cooldown branch of each size (20 % of its length).
-  cfg.sweep.budgets_flop = [1.5e11, 2.1e11, 3e11, 4.2e11, 6e11]
-  # (n_layer, d_model, n_heads): N = 12·n_layer·d_model² = 3.1e3, 6.9e3, 1.4e4, 2.5e4, 5.5e4, 1.5e5
-  cfg.sweep.models = [(1, 16, 1), (1, 24, 1), (2, 24, 1), (2, 32, 1), (2, 48, 1), (3, 64, 1)]
+  cfg.sweep.budgets_flop = [1e11, 1.5e11, 2.1e11, 3e11, 4.2e11]
+  # (n_layer, d_model, n_heads): N = 12·n_layer·d_model² = 3.1e3, 6.9e3, 1.4e4, 2.5e4, 5.5e4
+  cfg.sweep.models = [(1, 16, 1), (1, 24, 1), (2, 24, 1), (2, 32, 1), (2, 48, 1)]
   # 8 × Kaplan's LR(N): measured on this corpus (benchmarks/lr_scan.py, 600-step WSD runs of
   # (1,16,1) and (2,48,1)), the held-out loss falls from 1× to 8× (3.78 → 3.53 and 3.32 → 3.02)
   # and is flat or worse beyond (16×: 3.52 and 3.34; 32×: 3.56 and 4.69).

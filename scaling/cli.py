@@ -65,7 +65,9 @@ def _heldout(cfg, sweep: Path, n_boot: int, factor: float, target: float, overwr
              verbose: bool) -> dict:
   """Fits the sweep, trains the predicted optimum and its neighbours at factor × the largest
   budget (in <sweep>/heldout/), and fits again with their check; returns fits.json."""
-  doc = sweepfit.fit_isoflop_sweep(str(sweep), n_boot, check_factor=factor, target_flop=target)
+  # The prediction needs the central fit only; the intervals come with the second fit.
+  doc = sweepfit.fit_isoflop_sweep(str(sweep), min(n_boot, 20), check_factor=factor,
+                                   target_flop=target)
   pred = doc["headline"]["check_prediction"]
   print(f"held-out budget C = {pred['C']:.3g} FLOP: training the predicted optimum N = "
         f"{pred['N_opt']:.3g} and N/2, 2N (predicted loss {pred['loss']:.3f})", flush=True)
