@@ -97,15 +97,19 @@ def approach1(pts: dict, f_of, n_boot: int, seed: int) -> dict:
   for n in sizes:
     sel = pts["N"] == n
     if sel.sum() >= 2:
-      order = np.argsort(pts["C"][sel])
-      curves.append({"N": float(n), "C": pts["C"][sel][order], "loss": pts["loss"][sel][order]})
+      # At its design budget (whole steps move a run's C by up to a few tenths of a percent, which
+      # would leave the best size just short of covering a budget's edge of the grid).
+      order = np.argsort(pts["budget"][sel])
+      curves.append({"N": float(n), "C": pts["budget"][sel][order],
+                     "loss": pts["loss"][sel][order]})
   if len(curves) < 2:
     raise UserError("approach 1 needs at least 2 sizes with end points at 2 or more budgets")
 
   def once(idx):
     env = approaches.envelope([curves[i] for i in idx], span="covered")
     if len(np.unique(env["N"])) < 2:
-      raise ValueError("one size forms the whole envelope")
+      raise ValueError("one size has the lowest loss at every budget (the envelope is one "
+                       "size); add sizes between the budgets' optima")
     return _exponents(env["C"], env["N"], f_of)
 
   central = once(np.arange(len(curves)))

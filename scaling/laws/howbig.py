@@ -34,10 +34,12 @@ def at_budget(a3: dict, c: float, f_of, n_range) -> dict:
 
 
 def _try(what: str, fn, warnings: list):
+  """fn(), or None with a warning saying why that approach gave no answer on these runs (e.g.
+  one size lowest at every budget, a profile without a minimum)."""
   try:
     return fn()
-  except UserError as e:
-    warnings.append(f"{what}: {e}")
+  except (UserError, ValueError, np.linalg.LinAlgError) as e:
+    warnings.append(f"{what} gives no answer on these runs: {e}")
     return None
 
 

@@ -74,3 +74,17 @@ def test_approach2_warns_when_the_vertex_is_outside_the_sizes():
   keep = (pts["budget"] != c) | (pts["N"] < n_opt / 1.5)   # only sizes below the optimum
   res = allocate.approach2({k: v[keep] for k, v in pts.items()}, f_6n, 0, 0)
   assert any(f"C={c:.3g}" in w and ("outside" in w or "lopsided" in w) for w in res["warnings"])
+
+
+def test_an_approach_without_an_answer_is_a_warning(tmp_path):
+  from conftest import fake_run
+  from scaling.laws import howbig
+  # One size is best at every budget: approach 1 has no envelope to read, and says so.
+  for c in (1e12, 2e12, 4e12):
+    for n, loss in ((1e4, 3.0), (3e4, 3.2), (1e5, 3.5)):
+      fake_run(tmp_path / f"C{c:.0e}-N{n:.0e}", n, loss - 0.1 * np.log2(c / 1e12),
+               steps=int(c / (6 * n) / 2048), budget_flop=c, flop_convention="kaplan",
+               epochs=1.0)
+  out = howbig.fit_allocation(tmp_path, "kaplan", 10, 0)
+  assert out["approach1"] is None
+  assert any("approach 1 gives no answer" in w for w in out["warnings"])
