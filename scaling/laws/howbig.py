@@ -180,7 +180,15 @@ def _switches(runs: list[Path]) -> dict:
           "horizon": "fixed (longest)" if any(t.get("schedule_steps") for t in trains)
           else "matched",
           "schedule": trains[0].get("schedule", "cosine"),
-          "LR per size": "best of several" if len(cfgs) > len(points) else "Kaplan LR(N)"}
+          "LR per size": ("best of several" if len(cfgs) > len(points) else
+                          f"{_lr_scale(runs):.3g} × Kaplan LR(N)")}
+
+
+def _lr_scale(runs: list[Path]) -> float:
+  """The runs' peak learning rate over Kaplan's LR(N) (their median)."""
+  from scaling.model import kaplan_learning_rate
+  return float(np.median([s["peak_lr"] / kaplan_learning_rate(s["n_kaplan"])
+                          for s in map(rundir.read_summary, runs)]))
 
 
 def switch_table(sweeps: list[Path]) -> list[str]:
