@@ -65,6 +65,10 @@ def _heldout(cfg, sweep: Path, n_boot: int, factor: float, target: float, overwr
              verbose: bool) -> dict:
   """Fits the sweep, trains the predicted optimum and its neighbours at factor × the largest
   budget (in <sweep>/heldout/), and fits again with their check; returns fits.json."""
+  if not factor > 1:
+    raise UserError(f"--factor must be above 1 (a budget beyond the fitted ones), got {factor}")
+  if target < 0:
+    raise UserError(f"the budget to answer for must be a positive number of FLOP, got {target}")
   # The prediction needs the central fit only; the intervals come with the second fit.
   doc = sweepfit.fit_isoflop_sweep(str(sweep), min(n_boot, 20), check_factor=factor,
                                    target_flop=target)
