@@ -59,7 +59,8 @@ class GnsSpec:
   enabled: bool
   micro_batches: int
   ema_decay: float
-  preconditioned: bool = True   # also the Adam-preconditioned estimates (scaling/step.py)
+  preconditioned: bool = False  # also the Adam-preconditioned estimates (scaling/step.py)
+  preconditioned_p2: bool = False  # and the P²-weighted ones (the H ∝ I alternative)
 
 
 @dataclasses.dataclass(frozen=True)

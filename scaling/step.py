@@ -92,8 +92,9 @@ def weighted_sq_norms(tree, weights: tuple) -> tuple:
                for w in weights)
 
 
-def adam_preconditioners(opt_state, step, b2: float, eps: float = 1e-8) -> tuple:
-  """(P, P²) with P = diag(1/(√v̂ + ε)), v̂ = ν/(1 − β2^t) Adam's bias-corrected second moment
+def adam_preconditioners(opt_state, step, b2: float, eps: float = 1e-8,
+                         with_p2: bool = False) -> tuple:
+  """(P,) or (P, P²) with P = diag(1/(√v̂ + ε)), v̂ = ν/(1 − β2^t) Adam's bias-corrected second moment
   before this step's update (Kingma & Ba 2015, arXiv 1412.6980, Algorithm 1). In coordinates
   where Adam's update is plain SGD (θ' = P^(−1/2)θ), B_simple' = tr(PΣ)/(GᵀPG): McCandlish's
   B_simple (arXiv 1812.06162, app. A) with the Hessian taken ∝ P⁻¹ (P ≈ H⁻¹). The alternative,
@@ -104,7 +105,7 @@ def adam_preconditioners(opt_state, step, b2: float, eps: float = 1e-8) -> tuple
     return ()
   correction = 1.0 - b2 ** jnp.maximum(step, 1).astype(jnp.float32)
   p = jax.tree.map(lambda v: 1.0 / (jnp.sqrt(v / correction) + eps), nu)
-  return p, jax.tree.map(jnp.square, p)
+  return (p, jax.tree.map(jnp.square, p)) if with_p2 else (p,)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +190,8 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
   nan = jnp.float32(jnp.nan)
 
   def step_fn(state: TrainState, tokens_BW, lr):
-    weights = adam_preconditioners(state.opt_state, state.step, b2) if precond else ()
+    weights = (adam_preconditioners(state.opt_state, state.step, b2,
+                                    with_p2=gns_spec.preconditioned_p2) if precond else ())
     loss, grads, sq_small_all = sharded_grads(state.params, tokens_BW, weights)
     sq_big_all = jnp.stack((sq_norm(grads),) + weighted_sq_norms(grads, weights))
     g2_all = gns.estimate_g2(sq_small_all, sq_big_all, b_small, b_big)
@@ -205,7 +207,8 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
         "b_simple_tokens": b_simple, "b_simple_seqs": b_simple / geom.n_ctx,
         "gns_g2": g2 if gns_on else nan, "gns_trace": trace if gns_on else nan,
         # Adam-preconditioned estimates (P and P² weights); none before Adam's first update.
-        **{f"gns_{q}_{w}": (jnp.where(state.step > 0, v[i + 1], nan) if weights else nan)
+        **{f"gns_{q}_{w}": (jnp.where(state.step > 0, v[i + 1], nan) if i < len(weights)
+                            else nan)
            for i, w in enumerate(("p", "p2")) for q, v in (("g2", g2_all), ("trace", trace_all))},
     })
     return TrainState(params, opt_state, gns_state, state.step + 1), metrics

@@ -111,7 +111,7 @@ def test_preconditioned_noise_scale_on_a_known_diagonal_preconditioner():
   mesh = make_mesh(8)
   geom = BatchGeometry(batch, 1, 8, 1)
   tx = optax.adamw(lambda count: 1.0, b1=0.9, b2=0.95)
-  step = make_train_step(loss_fn, tx, mesh, geom, GnsSpec(True, 1, 0.99), b2=0.95)
+  step = make_train_step(loss_fn, tx, mesh, geom, GnsSpec(True, 1, 0.99, True, True), b2=0.95)
   params = {"w": jnp.asarray(w_star + delta, jnp.float32)}
   opt_state = optax.tree_utils.tree_set(tx.init(params),
                                         nu={"w": jnp.asarray(1.0 / p ** 2, jnp.float32)})
