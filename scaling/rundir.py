@@ -164,17 +164,13 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 def truncate_metrics(run_dir: Path, last_step: int) -> None:
   """Drops metric lines past the restored checkpoint, so the curve has no duplicate steps."""
-  path = Path(run_dir) / METRICS
-  if not path.is_file():
-    return
-  kept = [r for r in read_metrics(run_dir) if r["step"] <= last_step]
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-  os.replace(tmp, path)
+  if (Path(run_dir) / METRICS).is_file():
+    copy_metrics(run_dir, run_dir, last_step)
 
 
 def copy_metrics(source_run: Path, run_dir: Path, last_step: int) -> None:
-  """A branch's metrics start as its source run's up to the branch point (one learning curve)."""
+  """run_dir's metrics become source_run's up to last_step, written through a temporary file (a
+  branch starts from its source's curve; with source_run = run_dir, a truncation)."""
   kept = [r for r in read_metrics(source_run) if r["step"] <= last_step]
   path = Path(run_dir) / METRICS
   tmp = path.with_suffix(".tmp")

@@ -206,10 +206,11 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
         "loss": loss, "grad_norm": jnp.sqrt(sq_big), "lr": lr,
         "b_simple_tokens": b_simple, "b_simple_seqs": b_simple / geom.n_ctx,
         "gns_g2": g2 if gns_on else nan, "gns_trace": trace if gns_on else nan,
-        # Adam-preconditioned estimates (P and P² weights); none before Adam's first update.
-        **{f"gns_{q}_{w}": (jnp.where(state.step > 0, v[i + 1], nan) if i < len(weights)
-                            else nan)
-           for i, w in enumerate(("p", "p2")) for q, v in (("g2", g2_all), ("trace", trace_all))},
+        # Adam-preconditioned estimates (P, and P² when asked), only when computed; none before
+        # Adam's first update.
+        **{f"gns_{q}_{w}": jnp.where(state.step > 0, v[i + 1], nan)
+           for i, w in enumerate(("p", "p2")[:len(weights)])
+           for q, v in (("g2", g2_all), ("trace", trace_all))},
     })
     return TrainState(params, opt_state, gns_state, state.step + 1), metrics
 

@@ -18,6 +18,7 @@ from scaling.errors import UserError
 from scaling.isoflop import CONVENTIONS, HELDOUT, N_KEY
 from scaling.laws import allocate
 from scaling.laws.uncertainty import percentile_interval
+from scaling.model import kaplan_learning_rate
 
 
 def at_budget(a3: dict, c: float, f_of, n_range) -> dict:
@@ -43,13 +44,15 @@ def _try(what: str, fn, warnings: list):
     return None
 
 
-def convention_table(runs: list[Path], law_of: dict, n_boot: int, seed: int, budgets) -> dict:
+def convention_table(runs: list[Path], law_of: dict, n_boot: int, seed: int, budgets,
+                     read: dict | None = None) -> dict:
   """Approach 3's a and b under each FLOP convention, from the same runs (their C recomputed;
   the law refitted only where the convention counts N differently). law_of: fitted laws by
   N column (N_KEY), filled in as needed."""
   out = {}
+  read = read or {}
   for name in CONVENTIONS:
-    pts = allocate.read_points(runs, name)
+    pts = read.get(name) or allocate.read_points(runs, name)
     key = N_KEY[name]
     if key not in law_of:
       law_of[key] = allocate.fit_law(pts, n_boot, seed)
@@ -112,7 +115,7 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
   a3 = allocate.approach3(law_of[N_KEY[convention]], f_of, budgets)
   out["kaplan_contrast"] = _try("Kaplan's envelope", lambda: allocate.kaplan_contrast(
       runs, convention, n_boot, seed), warnings)
-  out["conventions"] = convention_table(runs, law_of, n_boot, seed, budgets)
+  out["conventions"] = convention_table(runs, law_of, n_boot, seed, budgets, {convention: pts})
   largest = max(budgets)
   # Held-out runs already trained fix the check budget (whatever factor they were trained at).
   held_budgets = {rundir.read_summary(r).get("budget_flop") for r in held}
@@ -186,7 +189,6 @@ def _switches(runs: list[Path]) -> dict:
 
 def _lr_scale(runs: list[Path]) -> float:
   """The runs' peak learning rate over Kaplan's LR(N) (their median)."""
-  from scaling.model import kaplan_learning_rate
   return float(np.median([s["peak_lr"] / kaplan_learning_rate(s["n_kaplan"])
                           for s in map(rundir.read_summary, runs)]))
 
