@@ -1,4 +1,5 @@
-"""Batch-size sweep of one tiny model on the embedded corpus: B_crit(L) from S and E per batch.
+"""Batch-size sweep of one tiny model on the embedded corpus: B_crit(L) from S and E per batch, at
+the best of a small LR grid per batch.
 
 Run: scaling bsweep --config configs/batch_sweep.py   (about 20–30 minutes on 2 CPU cores)
 """
@@ -16,11 +17,11 @@ def get_config():
   cfg.model.n_heads = 1
   cfg.model.n_ctx = 64
   cfg.data.vocab_size = 2048
-  cfg.train.warmup_steps = 20
   cfg.eval.every = 1_000_000        # only at the end: the sweep reads the training loss
   cfg.eval.batches = 4
   cfg.checkpoint.every = 2000
-  cfg.gns.ema_decay = 0.98
+  cfg.gns.ema_tokens = 32_768       # the EMA's horizon in tokens (the same at every batch)
+  cfg.gns.preconditioned = True     # B_P beside B_simple
 
   cfg.sweep = ml_collections.ConfigDict()
   cfg.sweep.batch_sizes = [2, 4, 8, 16, 32, 64, 128, 256]   # sequences of n_ctx tokens
@@ -28,7 +29,11 @@ def get_config():
   cfg.sweep.lr_ref = 3e-3           # learning rate at batch_ref sequences …
   cfg.sweep.batch_ref = 16
   cfg.sweep.lr_exponent = 0.25      # … scaled by (B / batch_ref)^lr_exponent …
-  cfg.sweep.lr_max = 1e-2           # … and capped here
+  cfg.sweep.lr_max = 1e-2           # … and capped here; each batch is run at these multiples
+  cfg.sweep.lr_multipliers = [0.5, 1.0, 2.0]   # of the rule, the best kept per target …
+  cfg.sweep.lr_extend = 2           # … and widened by ×½ or ×2 (this many rounds) where the best
+                                    # sits at the grid's edge
+  cfg.sweep.warmup_tokens = 20_480  # linear warm-up, the same tokens at every batch
   cfg.sweep.max_tokens = 6_000_000  # per run, unless it reaches the lowest target first
   cfg.sweep.max_steps = 20_000
   cfg.sweep.stop_margin = 0.05      # run on until the smoothed loss is this far below the last target

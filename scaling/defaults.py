@@ -77,7 +77,9 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.gns = ml_collections.ConfigDict()
   cfg.gns.enabled = True           # gradient noise scale from per-device vs global gradients
   cfg.gns.micro_batches = 0        # micro-batches per device; 0: 1 on several devices, 2 on one
-  cfg.gns.ema_decay = 0.95
+  cfg.gns.ema_decay = 0.95          # per step, unless …
+  cfg.gns.ema_tokens = 0           # … this is > 0: the EMA's horizon in tokens, the same at every
+                                   # batch size (decay exp(−batch tokens / ema_tokens) per step)
   cfg.gns.preconditioned = False   # also |G|² and tr(Σ) weighted by Adam's P = 1/(√v̂ + ε)
                                    # (+12.5 % step time on 8 CPU devices, benchmarks/gns_overhead.py)
   cfg.gns.preconditioned_p2 = False  # and by P² (H ∝ I in the original coordinates)

@@ -56,22 +56,54 @@ def sweep_lr(cfg_sweep, batch_seqs: int) -> float:
   return min(cfg_sweep.lr_max, cfg_sweep.lr_ref * scale)
 
 
-def batch_sweep_runs(cfg) -> list:
-  """One training config per batch size, each in its own run directory under the sweep's:
-  constant LR after warm-up, ended once past the lowest target loss."""
+def lr_grid(cfg_sweep) -> dict:
+  """The first round of a batch sweep's learning rates: batch (sequences) → multipliers of the
+  sweep's LR rule (sweep.lr_multipliers, default just the rule)."""
+  mults = sorted(float(m) for m in cfg_sweep.get("lr_multipliers", [1.0]))
+  if not mults or min(mults) <= 0:
+    raise UserError(f"sweep.lr_multipliers={mults} must be positive numbers")
+  return {int(b): mults for b in cfg_sweep.batch_sizes}
+
+
+def bsweep_run_name(batch_seqs: int, lr_multiplier: float) -> str:
+  """bs00016 at the rule's LR, bs00016-x0.5 at half of it."""
+  return f"bs{batch_seqs:05d}" + ("" if lr_multiplier == 1 else f"-x{lr_multiplier:g}")
+
+
+def parse_bsweep_name(name: str) -> tuple[int, float] | None:
+  """(batch in sequences, LR multiplier) of a batch-sweep run directory name, None if not one."""
+  head, _, mult = name.partition("-x")
+  if not (head.startswith("bs") and head[2:].isdigit()):
+    return None
+  try:
+    return int(head[2:]), float(mult) if mult else 1.0
+  except ValueError:
+    return None
+
+
+def batch_sweep_runs(cfg, grid: dict | None = None) -> list:
+  """One training config per (batch size, LR multiplier) of `grid` (default lr_grid), each in its
+  own run directory under the sweep's: constant LR after a warm-up of sweep.warmup_tokens (so a
+  small batch is not given a longer warm-up in tokens than a large one), ended once past the lowest
+  target loss."""
   s = cfg.sweep
   if not s.targets or not s.batch_sizes:
     raise UserError("sweep.targets and sweep.batch_sizes must not be empty")
   runs = []
-  for b in s.batch_sizes:
-    rc = sub_run(cfg, f"bs{b}")
-    rc.run_dir = str(rundir.path_of(cfg) / f"bs{b:05d}")
-    rc.train.batch_size = int(b)
-    rc.train.peak_lr = sweep_lr(s, b)
-    rc.train.tokens = 0
-    rc.train.steps = int(min(s.max_steps, math.ceil(s.max_tokens / (b * cfg.model.n_ctx))))
-    rc.train.min_lr_ratio = 1.0                    # constant after warm-up
-    rc.train.stop_loss = min(s.targets) - s.stop_margin
-    rc.train.stop_window_tokens = s.smooth_tokens
-    runs.append(rc)
+  for b, mults in sorted((grid or lr_grid(s)).items()):
+    batch_tokens = b * cfg.model.n_ctx
+    for m in mults:
+      name = bsweep_run_name(b, m)
+      rc = sub_run(cfg, name)
+      rc.run_dir = str(rundir.path_of(cfg) / name)
+      rc.train.batch_size = int(b)
+      rc.train.peak_lr = sweep_lr(s, b) * m
+      rc.train.tokens = 0
+      rc.train.steps = int(min(s.max_steps, math.ceil(s.max_tokens / batch_tokens)))
+      if s.get("warmup_tokens", 0):
+        rc.train.warmup_steps = max(1, math.ceil(s.warmup_tokens / batch_tokens))
+      rc.train.min_lr_ratio = 1.0                    # constant after warm-up
+      rc.train.stop_loss = min(s.targets) - s.stop_margin
+      rc.train.stop_window_tokens = s.smooth_tokens
+      runs.append(rc)
   return runs

@@ -38,6 +38,12 @@ def estimate_trace(sq_small, sq_big, b_small, b_big):
   return (sq_small - sq_big) / (1.0 / b_small - 1.0 / b_big)
 
 
+def ema_decay_per_step(decay: float, horizon_tokens: float, batch_tokens: float) -> float:
+  """The per-step EMA decay: `decay` as given, or, with a horizon in tokens, exp(−B/horizon), so
+  that every batch size averages over about the same number of tokens (mean age ≈ horizon)."""
+  return float(np.exp(-batch_tokens / horizon_tokens)) if horizon_tokens > 0 else float(decay)
+
+
 def update(state: GnsState, g2, trace, decay: float) -> GnsState:
   """One EMA step of each raw estimate; the estimates are never clipped (clipping a negative |G|²
   estimate would bias the ratio; McCandlish 2018 app. A.1 averages before dividing)."""

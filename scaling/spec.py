@@ -59,6 +59,7 @@ class GnsSpec:
   enabled: bool
   micro_batches: int
   ema_decay: float
+  ema_tokens: int = 0           # > 0: the EMA's horizon in tokens (decay exp(−B/ema_tokens))
   preconditioned: bool = False  # also the Adam-preconditioned estimates (scaling/step.py)
   preconditioned_p2: bool = False  # and the P²-weighted ones (the H ∝ I alternative)
 
@@ -141,6 +142,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.cooldown_shape": (lambda v: v in ("1-sqrt", "linear"), "1-sqrt or linear"),
     "gns.micro_batches": (_nonneg, "a non-negative integer (0: automatic)"),
     "gns.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "gns.ema_tokens": (_nonneg, "a non-negative integer (0: gns.ema_decay per step)"),
     "eval.every": (_nonneg, "a non-negative integer (0: at the end only)"),
     "eval.batches": (_positive, "a positive integer"),
     "eval.batch_size": (_positive, "a positive integer"),

@@ -188,6 +188,7 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
   sharded_grads = jax.shard_map(_device_grads(loss_fn, geom.micro_batches), mesh=mesh,
                                 in_specs=(P(), P("data"), P()), out_specs=(P(), P(), P()))
   nan = jnp.float32(jnp.nan)
+  decay = gns.ema_decay_per_step(gns_spec.ema_decay, gns_spec.ema_tokens, b_big)
 
   def step_fn(state: TrainState, tokens_BW, lr):
     weights = (adam_preconditioners(state.opt_state, state.step, b2,
@@ -197,8 +198,8 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
     g2_all = gns.estimate_g2(sq_small_all, sq_big_all, b_small, b_big)
     trace_all = gns.estimate_trace(sq_small_all, sq_big_all, b_small, b_big)
     sq_big, g2, trace = sq_big_all[0], g2_all[0], trace_all[0]
-    gns_state = gns.update(state.gns, g2, trace, gns_spec.ema_decay) if gns_on else state.gns
-    b_simple = gns.b_simple(gns_state, gns_spec.ema_decay) if gns_on else nan
+    gns_state = gns.update(state.gns, g2, trace, decay) if gns_on else state.gns
+    b_simple = gns.b_simple(gns_state, decay) if gns_on else nan
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
     params = optax.apply_updates(state.params, updates)
