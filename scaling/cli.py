@@ -13,6 +13,7 @@ from scaling import bench, hardware, isoflop, rundir
 from scaling import store as storelib
 from scaling import train as trainlib
 from scaling.batchsweep import run_batch_sweep
+from scaling.cbs import run_cbs
 from scaling.config import apply_overrides, load_config_file
 from scaling.errors import StorageError, UserError
 from scaling.laws import howbig, io, sweepfit
@@ -155,6 +156,11 @@ def _cmd_bsweep(args, overrides) -> int:
   return 0
 
 
+def _cmd_cbs(args, overrides) -> int:
+  run_cbs(_load(args.config, overrides), args.overwrite, args.bootstrap, args.sweep)
+  return 0
+
+
 def _cmd_fit(args, overrides) -> int:
   path = Path(args.path)
   if path.is_dir() and not args.law and not rundir.is_run(path):
@@ -261,6 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--bootstrap", type=int, default=1000)
   p.set_defaults(func=_cmd_bsweep)
+
+  p = sub.add_parser("cbs", help="critical batch by branched training along a run",
+                     description="Per model size: a source run keeping its state at branch "
+                                 "points, forks at several batch sizes and seeds from each "
+                                 "(finished ones are skipped); B_crit per point, against the "
+                                 "online estimates, and B_crit(L) vs B_crit(D) across sizes.")
+  p.add_argument("--config", default="cbs_branch")
+  p.add_argument("--sweep", default="", help="a batch sweep's directory: compare where the "
+                                             "losses overlap")
+  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--bootstrap", type=int, default=200)
+  p.set_defaults(func=_cmd_cbs)
 
   p = sub.add_parser("bench", help="tokens/s, MFU, compile time, memory and loader speed",
                      description="Times the trainer's own step for each shape; MFU against the "

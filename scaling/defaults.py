@@ -48,6 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.train.cooldown_shape = "1-sqrt"  # wsd cooldown: 1-sqrt | linear
   cfg.train.init_from = ""         # "RUN_DIR@STEP": a branch starting from that run's checkpoint
                                    # (its state, its metrics up to STEP), then this config's schedule
+  cfg.train.init_mode = "continue"  # continue: the source's steps, batches and metrics up to STEP |
+                                   # fork: its parameters and optimizer state only, then a new run
+                                   # from step 0 at any batch size and seed (branched CBS)
   cfg.train.schedule_steps = 0     # the schedule's horizon if not the run's length (Kaplan's
                                    # fixed-horizon runs stop before their schedule ends)
   cfg.train.weight_decay = 0.0     # AdamW decay on matrices only

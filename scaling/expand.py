@@ -16,13 +16,16 @@ import math
 
 from scaling import isoflop, rundir
 from scaling.errors import UserError
-from scaling.runcfg import parse_shape, run_of_shape, shape_name, sub_run
+from scaling.runcfg import parse_shape, run_of_shape, shape_name, sub_run, sweep_lr
 
 
 def expand(cfg) -> list:
   """One run config per point of cfg.sweep (ladder/grid or batch sweep)."""
   if "sweep" not in cfg:
     raise UserError("the config has no 'sweep' section; `scaling train` runs a single config")
+  if "branch_tokens" in cfg.sweep:
+    raise UserError("this is a branched critical-batch config: run it with `scaling cbs --config "
+                    "...` (sources first, then their forks)")
   if "batch_sizes" in cfg.sweep:
     return batch_sweep_runs(cfg)
   if "budgets_flop" in cfg.sweep:
@@ -47,13 +50,6 @@ def grid_runs(cfg) -> list:
     rc.data.max_train_tokens = int(limit)
     out.append(rc)
   return out
-
-
-def sweep_lr(cfg_sweep, batch_seqs: int) -> float:
-  """Learning rate for a batch size: lr_ref·(B/B_ref)^lr_exponent, capped at lr_max (the optimal
-  rate rises with B; McCandlish et al. 2018, arXiv 1812.06162, §2.2)."""
-  scale = (batch_seqs / cfg_sweep.batch_ref) ** cfg_sweep.lr_exponent
-  return min(cfg_sweep.lr_max, cfg_sweep.lr_ref * scale)
 
 
 def lr_grid(cfg_sweep) -> dict:

@@ -46,3 +46,10 @@ def run_of_shape(cfg, shape: tuple, name: str):
   if d_ff:
     rc.model.d_ff = d_ff
   return rc
+
+
+def sweep_lr(cfg_sweep, batch_seqs: int) -> float:
+  """Learning rate for a batch size: lr_ref·(B/B_ref)^lr_exponent, capped at lr_max (the optimal
+  rate rises with B; McCandlish et al. 2018, arXiv 1812.06162, §2.2)."""
+  scale = (batch_seqs / cfg_sweep.batch_ref) ** cfg_sweep.lr_exponent
+  return min(cfg_sweep.lr_max, cfg_sweep.lr_ref * scale)

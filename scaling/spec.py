@@ -51,6 +51,7 @@ class TrainSpec:
   decay_frac: float = 0.2       # wsd: the cooldown's share of the run
   cooldown_shape: str = "1-sqrt"
   init_from: str = ""           # "RUN_DIR@STEP": start from that run's checkpoint (a branch)
+  init_mode: str = "continue"   # continue: its steps, batches and metrics | fork: a new run
   schedule_steps: int = 0       # the schedule's horizon when not the run's length (0)
 
 
@@ -138,6 +139,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.stop_window_tokens": (_nonneg, "a non-negative integer"),
     "train.schedule_steps": (_nonneg, "a non-negative integer (0: the run's own steps)"),
     "train.schedule": (lambda v: v in ("cosine", "wsd"), "cosine or wsd"),
+    "train.init_mode": (lambda v: v in ("continue", "fork"), "continue or fork"),
     "train.decay_frac": (lambda v: 0 < v <= 1, "in (0, 1]"),
     "train.cooldown_shape": (lambda v: v in ("1-sqrt", "linear"), "1-sqrt or linear"),
     "gns.micro_batches": (_nonneg, "a non-negative integer (0: automatic)"),

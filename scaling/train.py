@@ -100,8 +100,9 @@ def prepare(cfg, verbose: bool) -> Setup:
 
 
 def _branch(spec: RunSpec, total_steps: int) -> tuple | None:
-  """(source run, step) of train.init_from, checked against the source's config: a branch
-  continues the source's batches, so its batch and context must be the source's."""
+  """(source run, step, fork?) of train.init_from, checked against the source's config: a
+  continuing branch resumes the source's batches, so its batch, seed and model must be the
+  source's; a fork (train.init_mode = fork) only takes the state, so only the model must match."""
   if not spec.train.init_from:
     return None
   source, step = rundir.parse_branch(spec.train.init_from)
@@ -109,16 +110,21 @@ def _branch(spec: RunSpec, total_steps: int) -> tuple | None:
   if not config.is_file():
     raise UserError(f"train.init_from: {source} is not a run directory (no {rundir.CONFIG})")
   theirs = json.loads(config.read_text())
-  pairs = {"train.batch_size": (spec.train.batch_size, theirs["train"]["batch_size"]),
-           "seed": (spec.seed, theirs.get("seed", 0)), "model": (spec.model, theirs["model"])}
+  fork = spec.train.init_mode == "fork"
+  pairs = {"model": (spec.model, theirs["model"])}
+  if not fork:
+    pairs.update({"train.batch_size": (spec.train.batch_size, theirs["train"]["batch_size"]),
+                  "seed": (spec.seed, theirs.get("seed", 0))})
   for name, (mine, their) in pairs.items():
     if mine != their:
-      raise UserError(f"train.init_from: {name} is {mine} here but {their} in {source}; a branch "
-                      "continues its source's model and batches")
-  if step >= total_steps:
+      raise UserError(f"train.init_from: {name} is {mine} here but {their} in {source}; a "
+                      + ("fork" if fork else "branch that continues its source (not "
+                         "train.init_mode=fork)") + " keeps its source's "
+                      + ("model" if fork else "model, batches and seed"))
+  if not fork and step >= total_steps:
     raise UserError(f"train.init_from: step {step} is not before this run's last step "
                     f"{total_steps}")
-  return source, step
+  return source, step, fork
 
 
 def _local_rows(batch_BW: np.ndarray) -> np.ndarray:
@@ -177,11 +183,13 @@ class _Loop:
           self.manager, self.ckpt_dir, self.state, ck.keep, is_main, setup.keep_steps)
       say(f"resumed from the checkpoint at step {self.start}")
     elif setup.branch is not None:
-      source, self.start = setup.branch
-      self.state = ckptlib.restore_branch_point(source, self.start, self.state)
-      if is_main:
-        rundir.copy_metrics(source, run_dir, self.start)
-      say(f"branched from {source} at step {self.start}")
+      source, at, fork = setup.branch
+      self.state = ckptlib.restore_branch_point(source, at, self.state)
+      if not fork:                   # a fork counts its own steps from 0 (Adam's count goes on)
+        self.start = at
+        if is_main:
+          rundir.copy_metrics(source, run_dir, at)
+      say(f"{'forked' if fork else 'branched'} from {source} at step {at}")
     if is_main:
       rundir.truncate_metrics(run_dir, self.start)
     self.best_manager = ckptlib.best_manager((run_dir / "best").resolve())
@@ -343,6 +351,7 @@ def _summary(setup: Setup, loop: _Loop, run_dir: Path, is_main: bool) -> dict:
       "group": spec.group, "budget_flop": spec.budget_flop or None,
       "flop_convention": spec.flop_convention if spec.budget_flop else None,
       "schedule": spec.train.schedule, "branched_from": spec.train.init_from or None,
+      "init_mode": spec.train.init_mode if spec.train.init_from else None,
   }
   summary["pf_days_kaplan"] = summary["flop_kaplan"] / PF_DAY_FLOP
   return summary

@@ -1,0 +1,40 @@
+"""Critical batch size by branched training (scaling/cbs.py) on the embedded corpus: per size one
+source run at 16 sequences, forks at 7 batch sizes × 2 seeds from 5 points along it.
+
+Run: scaling cbs --config configs/cbs_branch.py [--sweep runs/batch_sweep]   (the batch sweep's
+B_crit(L) is then compared where the losses overlap). Sizes: the batch sweep's 2×64 model and, for
+the B_crit(L) vs B_crit(D) comparison across sizes, 2×32 and 2×128.
+"""
+
+import ml_collections
+
+from scaling.defaults import base_config
+
+
+def get_config():
+  cfg = base_config()
+  cfg.name = "cbs_branch"
+  cfg.model.n_ctx = 64
+  cfg.data.vocab_size = 2048         # the batch sweep's corpus and tokenizer
+  cfg.eval.batches = 8               # every fork is judged on the same 8 × 16 held-out sequences
+  cfg.checkpoint.every = 100_000     # sources keep their branch points (keep_steps) and the end
+  cfg.gns.ema_tokens = 32_768
+  cfg.gns.preconditioned = True      # B_P of the source beside B_simple
+
+  cfg.sweep = ml_collections.ConfigDict()
+  cfg.sweep.models = [(2, 64, 1), (2, 32, 1), (2, 128, 2)]
+  cfg.sweep.source_batch = 16        # sequences; the source's LR from the rule below
+  cfg.sweep.warmup_tokens = 20_480   # the source's warm-up
+  cfg.sweep.points_steps = [250, 500, 1000, 2000, 4000]   # branch points (source steps)
+  cfg.sweep.batch_sizes = [4, 8, 16, 32, 64, 128, 256]    # the forks' batches (sequences) …
+  cfg.sweep.branch_tokens = 262_144  # … each training this many tokens from the point
+  cfg.sweep.seeds = [1, 2]           # data orders per fork (the bootstrap resamples them)
+  cfg.sweep.evals_per_branch = 8     # held-out evaluations along each fork
+  cfg.sweep.tolerance = 0.02         # nats: Merrill et al.'s "within tolerance of the smallest"
+  cfg.sweep.smooth_tokens = 32_768   # the source's training loss and online estimates: centred
+                                     # window in tokens
+  cfg.sweep.lr_ref = 3e-3            # LR at batch_ref sequences, ×(B/batch_ref)^lr_exponent
+  cfg.sweep.batch_ref = 16
+  cfg.sweep.lr_exponent = 0.5        # √B (set from the batch sweep's best-LR exponent)
+  cfg.sweep.lr_max = 2e-2
+  return cfg
