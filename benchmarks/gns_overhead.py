@@ -1,8 +1,9 @@
-"""Benchmark (not a test): step time with the gradient-noise-scale estimator on vs off.
+"""Benchmark (not a test): step time with the gradient-noise-scale estimator off, raw, and raw +
+Adam-preconditioned.
 
 Runs the real sharded train step of a (n_layer, d_model, heads) model on 8 forced CPU devices
-(one micro-batch per device, as the trainer uses on several devices), alternating on/off blocks so
-drift in machine speed affects both alike, and prints the median step times and the overhead.
+(one micro-batch per device, as the trainer uses on several devices), in rotating blocks so drift
+in machine speed affects all alike, and prints the median step times and the overheads.
 
   python benchmarks/gns_overhead.py [--steps 60] [--shape 2,128,2]
 """
@@ -29,6 +30,8 @@ def main():
   ap.add_argument("--shape", default="2,128,2")
   ap.add_argument("--batch", type=int, default=16)
   ap.add_argument("--n_ctx", type=int, default=128)
+  ap.add_argument("--precond-every", type=int, default=4,
+                  help="gns.precond_every of the raw + preconditioned variant")
   args = ap.parse_args()
   n_layer, d_model, heads = map(int, args.shape.split(","))
   data = jax.sharding.NamedSharding(jax.sharding.Mesh(np.asarray(jax.devices()[:8]), ("data",)),
@@ -36,29 +39,42 @@ def main():
   rng = np.random.default_rng(0)
   batches = [jax.device_put(rng.integers(0, 2048, (args.batch, args.n_ctx + 1), dtype=np.int32),
                             data) for _ in range(8)]
+  variants = {"off": (False, False), "raw": (True, False), "raw+P": (True, True)}
   steps, states = {}, {}
-  for on in (True, False):
+  for name, (on, precond) in variants.items():
     # The trainer's own step (step.build), one micro-batch per device as on several devices.
     trainer, _ = trainer_step(n_layer, d_model, heads, args.n_ctx, 2048, args.batch,
-                              micro_batches=1, gns_on=on, num_devices=8)
-    steps[on], states[on] = trainer.step_fn, trainer.state
+                              micro_batches=1, gns_on=on, num_devices=8,
+                              preconditioned=precond, precond_every=args.precond_every)
+    steps[name], states[name] = trainer.step_fn, trainer.state
     lr = trainer.lr(0)
     t = time.perf_counter()
-    states[on], m = steps[on](states[on], batches[0], lr)
+    for i in range(3):      # compile, then past Adam's first step (P exists from step 1)
+      states[name], m = steps[name](states[name], batches[i], lr)
     m["loss"].block_until_ready()
-    print(f"gns {'on ' if on else 'off'}: compile + first step {time.perf_counter() - t:.2f} s")
-  times = {True: [], False: []}
+    print(f"{name:6s}: compile + 3 steps {time.perf_counter() - t:.2f} s")
+  times = {name: [] for name in variants}
+  order = list(variants)
   for block in range(args.blocks):
-    for on in (True, False) if block % 2 == 0 else (False, True):
-      for i in range(args.steps):
+    for name in order[block % 3:] + order[:block % 3]:   # rotate: drift hits all alike
+      for i in range(args.steps + 2):
         t = time.perf_counter()
-        states[on], m = steps[on](states[on], batches[i % 8], lr)
+        states[name], m = steps[name](states[name], batches[i % 8], lr)
         m["loss"].block_until_ready()
-        times[on].append(time.perf_counter() - t)
-  on, off = np.median(times[True]), np.median(times[False])
-  print(f"shape {args.shape}, batch {args.batch} x {args.n_ctx}, 8 CPU devices: "
-        f"median step {1e3 * on:.2f} ms with the estimator, {1e3 * off:.2f} ms without: "
-        f"overhead {100 * (on / off - 1):+.1f}%")
+        if i >= 2:
+          times[name].append(time.perf_counter() - t)
+  # The mean, not the median: with precond_every > 1 the steps are of two kinds, and the mean is
+  # what a run pays. Each block's first steps are left out (they wait for the other variant's
+  # last dispatched work).
+  med = {name: float(np.median(v)) for name, v in times.items()}
+  mean = {name: float(np.mean(v)) for name, v in times.items()}
+  print(f"shape {args.shape}, batch {args.batch} x {args.n_ctx}, 8 CPU devices, step (median / "
+        "mean): " + ", ".join(f"{name} {1e3 * med[name]:.2f} / {1e3 * mean[name]:.2f} ms"
+                              for name in times))
+  over = lambda name, of: 100 * (of[name] / of["off"] - 1)
+  print(f"overhead against off (mean): raw {over('raw', mean):+.1f}%, raw + preconditioned every "
+        f"{args.precond_every} steps {over('raw+P', mean):+.1f}% (median: {over('raw', med):+.1f}%, "
+        f"{over('raw+P', med):+.1f}%)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Critical batch size by branched training (scaling/cbs.py) on the embedded corpus: per size one
-source run at 16 sequences, forks at 7 batch sizes × 2 seeds from 5 points along it.
+source run at 16 sequences, forks at 7 batch sizes × 2 seeds from 6 points along it (the first
+three inside the batch sweep's target losses 5.0–4.0, so the two measurements overlap).
 
 Run: scaling cbs --config configs/cbs_branch.py [--sweep runs/batch_sweep]   (the batch sweep's
 B_crit(L) is then compared where the losses overlap). Sizes: the batch sweep's 2×64 model and, for
@@ -25,9 +26,9 @@ def get_config():
   cfg.sweep.models = [(2, 64, 1), (2, 32, 1), (2, 128, 2)]
   cfg.sweep.source_batch = 16        # sequences; the source's LR from the rule below
   cfg.sweep.warmup_tokens = 20_480   # the source's warm-up
-  cfg.sweep.points_steps = [250, 500, 1000, 2000, 4000]   # branch points (source steps)
+  cfg.sweep.points_steps = [100, 200, 400, 800, 1600, 3200]   # branch points (source steps)
   cfg.sweep.batch_sizes = [4, 8, 16, 32, 64, 128, 256]    # the forks' batches (sequences) …
-  cfg.sweep.branch_tokens = 262_144  # … each training this many tokens from the point
+  cfg.sweep.branch_tokens = 131_072  # … each training this many tokens from the point
   cfg.sweep.seeds = [1, 2]           # data orders per fork (the bootstrap resamples them)
   cfg.sweep.evals_per_branch = 8     # held-out evaluations along each fork
   cfg.sweep.tolerance = 0.02         # nats: Merrill et al.'s "within tolerance of the smallest"

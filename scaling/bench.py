@@ -27,8 +27,9 @@ from scaling.spec import data_spec, validate
 
 def trainer_step(n_layer: int, d_model: int, n_heads: int, n_ctx: int, n_vocab: int, batch: int,
                  compute_dtype: str = "auto", micro_batches: int = 0, gns_on: bool = True,
-                 num_devices: int = 0,
-                 total_steps: int = 1000) -> tuple[steplib.Trainer, ModelConfig]:
+                 num_devices: int = 0, total_steps: int = 1000,
+                 preconditioned: bool = False,
+                 precond_every: int = 1) -> tuple[steplib.Trainer, ModelConfig]:
   """The trainer's own step (step.build, default config otherwise) for a shape, and its model
   config."""
   mesh = steplib.make_mesh(num_devices)
@@ -37,6 +38,7 @@ def trainer_step(n_layer: int, d_model: int, n_heads: int, n_ctx: int, n_vocab: 
   cfg = base_config()
   cfg.train.batch_size = batch
   cfg.gns.enabled, cfg.gns.micro_batches = gns_on, micro_batches
+  cfg.gns.preconditioned, cfg.gns.precond_every = preconditioned, precond_every
   spec = validate(cfg)
   mcfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx,
                      n_vocab=n_vocab, compute_dtype=resolve_dtype(compute_dtype)).validate()

@@ -100,8 +100,9 @@ def eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tokens_to_reach(tokens_E, loss_E, target: float, start_loss: float) -> float | None:
-  """The tokens at which a fork's held-out loss first reaches `target`, interpolated linearly
-  between evaluations (the fork starts at (0, start_loss)); None if it never does."""
+  """The tokens at which a fork's held-out loss first reaches `target`, interpolated between
+  evaluations linearly in log tokens (loss curves are close to straight there; linearly from the
+  fork's start at (0, start_loss)); None if it never does."""
   t = np.concatenate([[0.0], tokens_E])
   l = np.concatenate([[start_loss], loss_E])
   hit = np.flatnonzero(l <= target)
@@ -111,7 +112,9 @@ def tokens_to_reach(tokens_E, loss_E, target: float, start_loss: float) -> float
   if i == 0:
     return 0.0
   frac = (l[i - 1] - target) / (l[i - 1] - l[i])
-  return float(t[i - 1] + frac * (t[i] - t[i - 1]))
+  if i == 1:
+    return float(frac * t[1])
+  return float(t[i - 1] * (t[i] / t[i - 1]) ** frac)
 
 
 def point_cbs(curves: dict, start_loss: float, tolerance: float) -> dict:
@@ -180,6 +183,9 @@ def analyze_size(size_dir: Path, tolerance: float, smooth_tokens: float, n_boot:
       continue
     row = _source_at(source, int(point_dir.name[1:]), smooth_tokens)
     row.update(point_cbs(curves, row["eval_loss"], tolerance))
+    # The forks measure B_crit between the point's loss and their target: the middle of that
+    # interval, on the training-loss scale of the batch sweep's targets.
+    row["mid_train_loss"] = row["train_loss"] + (row["target_loss"] - row["eval_loss"]) / 2
     row.update(bootstrap_point(curves, row["eval_loss"], tolerance, n_boot))
     row["seeds"] = {str(b): len(c) for b, c in curves.items()}
     for name in ("window", "precond"):
@@ -201,13 +207,15 @@ def sweep_law_at(bsweep: dict | None, loss: float) -> float | None:
 
 def analyze(out: Path, tolerance: float, smooth_tokens: float, n_boot: int = 200,
             bsweep: dict | None = None) -> dict:
-  """Every size under the sweep directory, the law comparison, and the batch sweep where it
-  overlaps (same training loss)."""
+  """Every size under the sweep directory, the law comparison, and the batch sweep's B_crit(L)
+  where it overlaps, at the middle of each point's loss interval. The sweep's B_crit(L) is a
+  cumulative average of the noise scale from the start of training down to L (McCandlish 2018
+  §2.3: S and E integrate over the path), the forks' a local one; expect branch/sweep ≥ 1."""
   sizes = {}
   for size_dir in sorted(p for p in Path(out).iterdir() if (p / SOURCE).is_dir()):
     rows = analyze_size(size_dir, tolerance, smooth_tokens, n_boot)
     for row in rows:
-      sweep = sweep_law_at(bsweep, row["train_loss"])
+      sweep = sweep_law_at(bsweep, row["mid_train_loss"])
       row["sweep_B_crit"] = sweep
       row["ratio_over_sweep"] = row["B_crit"] / sweep if sweep and row["B_crit"] else None
     if rows:
@@ -224,13 +232,14 @@ def format_table(result: dict) -> str:
            "(E = E_min(1 + B/B_crit)); CBS tol: the largest batch within "
            f"{result['tolerance_nats']} nats of the smallest (Merrill et al. 2025; '≥' where it "
            "is the largest batch tried). Online estimates over the centred window at the point.",
-           "", "| size | step | tokens D | train loss | B_crit (tokens) | 95 % | CBS tol | 95 % | "
-           "B_simple | B_crit/B_simple | B_P | B_crit/B_P | sweep B_crit(L) | branch/sweep |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "", "| size | step | tokens D | train loss | mid loss | B_crit (tokens) | 95 % | CBS tol | "
+           "95 % | B_simple | B_crit/B_simple | B_P | B_crit/B_P | sweep B_crit(L) | branch/sweep |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
   for size, rows in result["sizes"].items():
     for r in rows:
       lines.append(
           f"| {size} | {r['step']} | {r['tokens']:.3g} | {r['train_loss']:.3f} | "
+          f"{r['mid_train_loss']:.3f} | "
           f"{f(r['B_crit'])} | {ci(r['B_crit_ci'])} | "
           f"{'≥' if r['cbs_tolerance_censored'] else ''}{r['cbs_tolerance']:.4g} | "
           f"{ci(r['cbs_tolerance_ci'])} | {f(r['online_window_tokens'])} | "
@@ -266,15 +275,15 @@ def plot(result: dict, path: Path) -> None:
              color=line.get_color(), label=f"{size}: B_simple online")
     ax1.plot(d, [r["online_precond_tokens"] or np.nan for r in rows], "^--", mfc="none",
              color=line.get_color(), label=f"{size}: B_P online")
-    ax2.plot([r["train_loss"] for r in rows], [r["B_crit"] or np.nan for r in rows], "o",
+    ax2.plot([r["mid_train_loss"] for r in rows], [r["B_crit"] or np.nan for r in rows], "o",
              color=line.get_color(), label=f"{size}: branched")
     sweep = [r for r in rows if r["sweep_B_crit"]]
     if sweep:
-      ax2.plot([r["train_loss"] for r in sweep], [r["sweep_B_crit"] for r in sweep], "k--",
+      ax2.plot([r["mid_train_loss"] for r in sweep], [r["sweep_B_crit"] for r in sweep], "k--",
                label="batch sweep B_crit(L)" if size == next(iter(result["sizes"])) else None)
   ax1.set(xscale="log", yscale="log", xlabel="tokens trained D at the branch point",
           ylabel="batch (tokens)", title="Critical batch along training (branched forks)")
-  ax2.set(xscale="log", yscale="log", xlabel="training loss at the point (nats/token)",
+  ax2.set(xscale="log", yscale="log", xlabel="training loss, middle of the forks' interval",
           ylabel="B_crit (tokens)", title="Branched B_crit against loss")
   ax1.legend(fontsize=7)
   ax2.legend(fontsize=7)

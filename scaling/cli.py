@@ -175,13 +175,13 @@ def _cmd_fit(args, overrides) -> int:
 
 
 def _cmd_predict(args, overrides) -> int:
-  predict_command(args.preset, args.N, args.D, args.C, args.loss)
+  predict_command(args.preset, args.N, args.D, args.C, args.loss, args.batch_law)
   return 0
 
 
 def _cmd_plan(args, overrides) -> int:
   plan_command(args.preset, args.N, args.D, args.penalty, args.batch, args.steps, args.compare,
-               args.C)
+               args.C, args.batch_law)
   return 0
 
 
@@ -335,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--D", type=float, help="tokens")
   p.add_argument("--C", type=float, help="compute budget in FLOP")
   p.add_argument("--loss", type=float, help="target loss (nats/token)")
+  p.add_argument("--batch-law", help="your measured B_crit(L): a bsweep.json or cbs.json (or "
+                                     "their folder), instead of Kaplan's")
   p.set_defaults(func=_cmd_predict)
 
   p = sub.add_parser("plan", help="planning: overfitting, when to stop, allocation, model tables")
@@ -346,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--batch", type=float, help="batch size in tokens of a run in progress")
   p.add_argument("--steps", type=float, help="steps taken so far: should I stop?")
   p.add_argument("--C", type=float, help="compute budget in FLOP: compute-efficient N, B, S, D")
+  p.add_argument("--batch-law", help="your measured B_crit(L): a bsweep.json or cbs.json (or "
+                                     "their folder), instead of Kaplan's")
   p.add_argument("--compare", nargs="?", const="",
                  help="table of named models (default GPT-2, GPT-3, Gopher, Chinchilla) or "
                       "name:N:D,name:N:D")

@@ -60,9 +60,10 @@ class GnsSpec:
   enabled: bool
   micro_batches: int
   ema_decay: float
-  ema_tokens: int = 0           # > 0: the EMA's horizon in tokens (decay exp(−B/ema_tokens))
   preconditioned: bool = False  # also the Adam-preconditioned estimates (scaling/step.py)
   preconditioned_p2: bool = False  # and the P²-weighted ones (the H ∝ I alternative)
+  ema_tokens: int = 0           # > 0: the EMA's horizon in tokens (decay exp(−B/ema_tokens))
+  precond_every: int = 1        # the preconditioned estimates at every this many steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +146,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "gns.micro_batches": (_nonneg, "a non-negative integer (0: automatic)"),
     "gns.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "gns.ema_tokens": (_nonneg, "a non-negative integer (0: gns.ema_decay per step)"),
+    "gns.precond_every": (_positive, "a positive integer"),
     "eval.every": (_nonneg, "a non-negative integer (0: at the end only)"),
     "eval.batches": (_positive, "a positive integer"),
     "eval.batch_size": (_positive, "a positive integer"),

@@ -85,27 +85,33 @@ def sq_norm(tree) -> jax.Array:
   return sum(jnp.vdot(x, x).real for x in jax.tree.leaves(tree)).astype(jnp.float32)
 
 
-def weighted_sq_norms(tree, weights: tuple) -> tuple:
-  """(Σ w·g² over every leaf) for each weight tree w (same structure as tree)."""
-  return tuple(sum(jnp.sum(wx * x * x) for wx, x in zip(jax.tree.leaves(w),
-                                                       jax.tree.leaves(tree))).astype(jnp.float32)
-               for w in weights)
-
-
-def adam_preconditioners(opt_state, step, b2: float, eps: float = 1e-8,
-                         with_p2: bool = False) -> tuple:
-  """(P,) or (P, P²) with P = diag(1/(√v̂ + ε)), v̂ = ν/(1 − β2^t) Adam's bias-corrected second moment
-  before this step's update (Kingma & Ba 2015, arXiv 1412.6980, Algorithm 1). In coordinates
-  where Adam's update is plain SGD (θ' = P^(−1/2)θ), B_simple' = tr(PΣ)/(GᵀPG): McCandlish's
-  B_simple (arXiv 1812.06162, app. A) with the Hessian taken ∝ P⁻¹ (P ≈ H⁻¹). The alternative,
-  H ∝ I in the original coordinates, weights by P²: tr(P²Σ)/(GᵀP²G). () when the optimizer has
-  no second moment."""
+def adam_second_moment(opt_state, step, b2: float) -> tuple | None:
+  """(ν, 1 − β2^t): Adam's second moment before this step's update and its bias correction
+  (Kingma & Ba 2015, arXiv 1412.6980, Algorithm 1: v̂ = ν/(1 − β2^t)); None when the optimizer
+  has no second moment (e.g. SGD in tests)."""
   nu = optax.tree_utils.tree_get(opt_state, "nu")
-  if nu is None:       # not Adam (e.g. SGD in tests): no preconditioner
-    return ()
-  correction = 1.0 - b2 ** jnp.maximum(step, 1).astype(jnp.float32)
-  p = jax.tree.map(lambda v: 1.0 / (jnp.sqrt(v / correction) + eps), nu)
-  return (p, jax.tree.map(jnp.square, p)) if with_p2 else (p,)
+  if nu is None:
+    return None
+  return nu, 1.0 - b2 ** jnp.maximum(step, 1).astype(jnp.float32)
+
+
+def precond_sq_norms(tree, nu, correction, powers: tuple, eps: float = 1e-8) -> tuple:
+  """Σ g²·P^k over every leaf, for each k in powers, with P = diag(1/(√v̂ + ε)) formed inside the
+  reduction (never stored: one read of ν and of g per norm).
+
+  In coordinates where Adam's update is plain SGD (θ' = P^(−1/2)θ), B_simple' = tr(PΣ)/(GᵀPG):
+  McCandlish's B_simple (arXiv 1812.06162, app. A) with the Hessian taken ∝ P⁻¹ (P ≈ H⁻¹), k = 1.
+  The alternative, H ∝ I in the original coordinates, weights by P² (k = 2)."""
+  def one(k):
+    return sum(jnp.sum(x * x / (jnp.sqrt(v / correction) + eps) ** k)
+               for v, x in zip(jax.tree.leaves(nu), jax.tree.leaves(tree))).astype(jnp.float32)
+  return tuple(one(k) for k in powers)
+
+
+def _norms(grads, precond: tuple, powers: tuple) -> jax.Array:
+  """(|g|², then Σ g²·P^k for each power); precond = (ν, bias correction) when powers."""
+  return jnp.stack((sq_norm(grads),) + (precond_sq_norms(grads, *precond, powers)
+                                        if powers else ()))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,14 +149,14 @@ def lm_loss(graphdef):
   return loss_fn
 
 
-def _device_grads(loss_fn, k: int):
-  """Per device: (mean loss, mean gradient, mean |G_small|² plain and under each weight tree)
-  over its k micro-batches; the weights (preconditioners) come in replicated."""
-  def per_device(params, tokens_bW, weights):
+def _device_grads(loss_fn, k: int, powers: tuple):
+  """Per device: (mean loss, mean gradient, mean |G_small|² plain and P^k-weighted for each k of
+  powers) over its k micro-batches; Adam's (ν, correction, compute now?) come in replicated."""
+  def per_device(params, tokens_bW, precond):
     # Params become device-varying so the gradient below is this device's own, not all-reduced.
     params = jax.tree.map(lambda x: jax.lax.pcast(x, "data", to="varying"), params)
     grad_fn = jax.value_and_grad(loss_fn)
-    norms = lambda g: jnp.stack((sq_norm(g),) + weighted_sq_norms(g, weights))
+    norms = lambda g: _norms(g, precond, powers)
     if k == 1:
       loss, grads = grad_fn(params, tokens_bW)
       sq_small = norms(grads)
@@ -166,7 +172,7 @@ def _device_grads(loss_fn, k: int):
       zeros = jax.tree.map(jnp.zeros_like, params)
       varying = lambda shape: jax.lax.pcast(jnp.zeros(shape, jnp.float32), "data", to="varying")
       (loss, grads, sq_small), _ = jax.lax.scan(
-          body, (varying(()), zeros, varying((1 + len(weights),))), tokens_kmW)
+          body, (varying(()), zeros, varying((1 + len(powers),))), tokens_kmW)
       loss, sq_small = loss / k, sq_small / k
       grads = jax.tree.map(lambda g: g / k, grads)
     # The explicit all-reduce: mean over devices of the loss, the gradient and |G_small|².
@@ -184,17 +190,40 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
   """
   gns_on = gns_spec.enabled and geom.b_small_tokens < geom.b_big_tokens
   b_small, b_big = float(geom.b_small_tokens), float(geom.b_big_tokens)
-  precond = gns_on and gns_spec.preconditioned
-  sharded_grads = jax.shard_map(_device_grads(loss_fn, geom.micro_batches), mesh=mesh,
-                                in_specs=(P(), P("data"), P()), out_specs=(P(), P(), P()))
+  wanted = ((1, 2) if gns_spec.preconditioned_p2 else (1,)) if (
+      gns_on and gns_spec.preconditioned) else ()
   nan = jnp.float32(jnp.nan)
   decay = gns.ema_decay_per_step(gns_spec.ema_decay, gns_spec.ema_tokens, b_big)
 
+  def sharded_grads(powers: tuple):
+    return jax.shard_map(_device_grads(loss_fn, geom.micro_batches, powers), mesh=mesh,
+                         in_specs=(P(), P("data"), P()), out_specs=(P(), P(), P()))
+
+  def grads_and_norms(state: TrainState, tokens_BW):
+    """(loss, all-reduced gradient, |G_small|² and |G_big|², each plain then P^k-weighted).
+    The weighted norms are computed every precond_every steps, from Adam's first update on (ν
+    is zero before it); a lax.cond between two programs, so the other steps cost what the raw
+    estimator costs (zeros in their place, NaN in the metrics)."""
+    second = adam_second_moment(state.opt_state, state.step, b2) if wanted else None
+    if second is None:
+      loss, grads, sq_small = sharded_grads(())(state.params, tokens_BW, ())
+      return loss, grads, sq_small, _norms(grads, (), ()), (), jnp.bool_(False)
+
+    def weighted(params, tokens_BW):
+      loss, grads, sq_small = sharded_grads(wanted)(params, tokens_BW, second)
+      return loss, grads, sq_small, _norms(grads, second, wanted)
+
+    def plain(params, tokens_BW):
+      loss, grads, sq_small = sharded_grads(())(params, tokens_BW, ())
+      pad = jnp.zeros(len(wanted), jnp.float32)
+      return (loss, grads, jnp.concatenate([sq_small, pad]),
+              jnp.concatenate([_norms(grads, (), ()), pad]))
+
+    now = (state.step > 0) & (state.step % gns_spec.precond_every == 0)
+    return (*jax.lax.cond(now, weighted, plain, state.params, tokens_BW), wanted, now)
+
   def step_fn(state: TrainState, tokens_BW, lr):
-    weights = (adam_preconditioners(state.opt_state, state.step, b2,
-                                    with_p2=gns_spec.preconditioned_p2) if precond else ())
-    loss, grads, sq_small_all = sharded_grads(state.params, tokens_BW, weights)
-    sq_big_all = jnp.stack((sq_norm(grads),) + weighted_sq_norms(grads, weights))
+    loss, grads, sq_small_all, sq_big_all, powers, now = grads_and_norms(state, tokens_BW)
     g2_all = gns.estimate_g2(sq_small_all, sq_big_all, b_small, b_big)
     trace_all = gns.estimate_trace(sq_small_all, sq_big_all, b_small, b_big)
     sq_big, g2, trace = sq_big_all[0], g2_all[0], trace_all[0]
@@ -207,10 +236,9 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
         "loss": loss, "grad_norm": jnp.sqrt(sq_big), "lr": lr,
         "b_simple_tokens": b_simple, "b_simple_seqs": b_simple / geom.n_ctx,
         "gns_g2": g2 if gns_on else nan, "gns_trace": trace if gns_on else nan,
-        # Adam-preconditioned estimates (P, and P² when asked), only when computed; none before
-        # Adam's first update.
-        **{f"gns_{q}_{w}": jnp.where(state.step > 0, v[i + 1], nan)
-           for i, w in enumerate(("p", "p2")[:len(weights)])
+        # Adam-preconditioned estimates (P, and P² when asked), NaN on the steps that skip them.
+        **{f"gns_{q}_{w}": jnp.where(now, v[i + 1], nan)
+           for i, w in enumerate(("p", "p2")[:len(powers)])
            for q, v in (("g2", g2_all), ("trace", trace_all))},
     })
     return TrainState(params, opt_state, gns_state, state.step + 1), metrics

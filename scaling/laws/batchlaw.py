@@ -10,9 +10,13 @@ left out of its fit (leave one size out): a law that holds across sizes predicts
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
+
+from scaling.errors import UserError
 
 LAWS = {"loss": "train_loss", "tokens": "tokens"}   # law → the point's x (cbs.analyze_size rows)
 
@@ -62,3 +66,24 @@ def compare(points_by_size: dict, key: str = "B_crit") -> dict:
           if e["heldout_rms_log_error"] is not None}
   out["better_heldout"] = min(held, key=held.get) if len(held) == 2 else None
   return out
+
+
+def load_loss_law(path: str) -> dict:
+  """A measured B_crit(L) = B*/L^(1/α_B) (Kaplan 2020 eq. 1.4) from a batch sweep's bsweep.json
+  (its bcrit_law) or a branched run's cbs.json (its loss law): {'alpha_B', 'B_star'}."""
+  p = Path(path)
+  if p.is_dir():
+    p = next((p / n for n in ("bsweep.json", "cbs.json") if (p / n).is_file()), p / "bsweep.json")
+  try:
+    doc = json.loads(p.read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise UserError(f"--batch-law {path}: cannot read it ({e})") from None
+  if "bcrit_law" in doc:
+    if not doc["bcrit_law"]:
+      raise UserError(f"--batch-law {path}: the sweep fitted no B_crit(L) law")
+    return {k: float(doc["bcrit_law"]["params"][k]) for k in ("alpha_B", "B_star")}
+  law = (doc.get("laws") or {}).get("laws", {}).get("loss")
+  if not law or not law.get("alpha_B"):
+    raise UserError(f"--batch-law {path}: neither a bsweep.json with a bcrit_law nor a cbs.json "
+                    "with a loss law")
+  return {"alpha_B": float(law["alpha_B"]), "B_star": float(law["fit"]["coef"])}

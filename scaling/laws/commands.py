@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from scaling.errors import UserError
-from scaling.laws import allocation, approaches, forms, io, planning
+from scaling.laws import allocation, approaches, batchlaw, forms, io, planning
 from scaling.laws.results import fmt, auto_laws, fit_one, format_fit
 from scaling.laws.uncertainty import percentile_interval
 
@@ -115,9 +115,22 @@ def _interval(fn, samples) -> str:
   return f" [95%: {fmt(lo)}, {fmt(hi)}]"
 
 
+def _with_batch_law(kind: str, p: dict, batch_law: str | None) -> dict:
+  """The preset's parameters with B_crit(L) replaced by the user's measured law, if given."""
+  if not batch_law:
+    return p
+  if kind != "kaplan2020":
+    raise UserError("--batch-law applies to the kaplan2020 preset (the planning that uses B_crit)")
+  law = batchlaw.load_loss_law(batch_law)
+  print(f"B_crit(L) = {law['B_star']:.3g}/L^(1/{law['alpha_B']:.3g}) tokens from {batch_law} "
+        "(instead of Kaplan's 2e8/L^(1/0.21))")
+  return {**p, "B_crit": law}
+
+
 def predict_command(preset: str, n: float | None, d: float | None, c: float | None,
-                    target: float | None) -> dict:
+                    target: float | None, batch_law: str | None = None) -> dict:
   kind, p, samples = _load_preset(preset)
+  p = _with_batch_law(kind, p, batch_law)
   out: dict = {"preset": preset}
   chinchilla = kind in ("chinchilla2022", "epoch2024", "chinchilla-fit")
   if n is not None or d is not None:
@@ -182,11 +195,11 @@ def predict_command(preset: str, n: float | None, d: float | None, c: float | No
 
 def plan_command(preset: str, n: float | None, d: float | None, penalty_pct: float | None,
                  batch_tokens: float | None, steps: float | None, compare: str | None,
-                 compute: float | None) -> dict:
+                 compute: float | None, batch_law: str | None = None) -> dict:
   """`scaling plan`: overfitting, early stopping, compute-efficient allocation, model tables."""
   kind, p, _ = _load_preset(preset)
   chinchilla = kind in ("chinchilla2022", "epoch2024", "chinchilla-fit")
-  kaplan = forms.KAPLAN2020 if kind == "kaplan2020" else None
+  kaplan = _with_batch_law(kind, forms.KAPLAN2020, batch_law) if kind == "kaplan2020" else None
   if kind == "kaplan-fit":  # the user's own L(N,D); step and batch laws from Kaplan unless fitted
     kaplan = {**forms.KAPLAN2020, **({"ND": p["ND"]} if "ND" in p else {})}
   out: dict = {}
@@ -216,7 +229,8 @@ def plan_command(preset: str, n: float | None, d: float | None, penalty_pct: flo
       print(f"after {steps:.3g} steps at B = {batch_tokens:.3g} tokens, should I stop? {verdict}")
       out["should_stop"] = r
   if compute is not None:
-    out["allocation"] = predict_command(preset, None, None, compute, None)["allocation"]
+    out["allocation"] = predict_command(preset, None, None, compute, None,
+                                        batch_law)["allocation"]
   if compare is not None:
     models = planning.parse_models(compare) if compare else planning.NAMED_MODELS
     law = "chinchilla" if chinchilla else "kaplan"

@@ -1,0 +1,118 @@
+"""Branched critical batch (scaling/cbs.py) and the B_crit(L) vs B_crit(D) comparison, against
+synthetic forks from McCandlish's model with a known B_crit, and a fork trained for real."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import read_metrics
+
+from scaling import cbs
+from scaling import train as trainlib
+from scaling.config import load_config_file
+from scaling.laws import batchlaw
+
+
+def _fork_curve(batch_tokens, b_crit, branch_tokens=2 ** 18, n_eval=8, noise=0.0, rng=None):
+  """A fork's held-out loss: L(t) = 5 − 0.3·ln(1 + t_eff/2e4) with the tokens it is worth
+  t_eff = t/(1 + B/B_crit) (McCandlish 2018 eq. 2.11: E = E_min(1 + B/B_crit))."""
+  steps = branch_tokens // batch_tokens
+  tokens = np.arange(1, n_eval + 1) * (steps // n_eval) * batch_tokens
+  loss = 5 - 0.3 * np.log1p(tokens / (1 + batch_tokens / b_crit) / 2e4)
+  if noise:
+    loss = loss + rng.normal(0, noise, loss.shape)
+  return tokens.astype(float), loss
+
+
+def test_tokens_to_reach_interpolates_between_evaluations():
+  tokens, loss = np.array([100.0, 200.0, 300.0]), np.array([4.8, 4.6, 4.5])
+  assert cbs.tokens_to_reach(tokens, loss, 4.7, 5.0) == pytest.approx(100 * 2 ** 0.5)  # log
+  assert cbs.tokens_to_reach(tokens, loss, 4.9, 5.0) == pytest.approx(50.0)   # from (0, 5.0)
+  assert cbs.tokens_to_reach(tokens, loss, 4.4, 5.0) is None
+
+
+def test_point_cbs_recovers_a_known_critical_batch():
+  b_crit = 3000.0
+  batches = [256 * 2 ** i for i in range(7)]
+  curves = {b: [_fork_curve(b, b_crit)] * 2 for b in batches}
+  r = cbs.point_cbs(curves, 5.0, tolerance=0.02)
+  assert r["B_crit"] == pytest.approx(b_crit, rel=0.05)
+  # Tolerance CBS by hand: the largest batch whose final loss is within 0.02 of the smallest's.
+  final = {b: _fork_curve(b, b_crit)[1][-1] for b in batches}
+  assert r["cbs_tolerance"] == max(b for b in batches if final[b] <= final[256] + 0.02)
+  assert not r["cbs_tolerance_censored"]
+
+
+def test_bootstrap_over_seeds_covers_the_truth():
+  rng = np.random.default_rng(0)
+  b_crit = 2000.0
+  curves = {b: [_fork_curve(b, b_crit, noise=0.004, rng=rng) for _ in range(3)]
+            for b in [256 * 2 ** i for i in range(7)]}
+  r = cbs.point_cbs(curves, 5.0, 0.02)
+  ci = cbs.bootstrap_point(curves, 5.0, 0.02, n_boot=100)["B_crit_ci"]
+  assert ci[0] < r["B_crit"] < ci[1]
+  assert ci[0] < b_crit * 1.3 and ci[1] > b_crit / 1.3
+
+
+def test_the_law_that_generated_the_points_wins_on_held_out_sizes():
+  """B_crit = 0.5·D^0.6 at every size, with a size-dependent loss at each D: the tokens law
+  predicts a left-out size exactly; the loss law cannot (and the reverse for B*/L^(1/α))."""
+  d = np.array([2e5, 5e5, 1e6, 2e6, 4e6])
+  sizes = {f"s{k}": [{"tokens": x, "train_loss": 3 + 10 * k ** -0.5 * x ** -0.1,
+                      "B_crit": 0.5 * x ** 0.6} for x in d] for k in (1, 2, 4)}
+  out = batchlaw.compare(sizes)
+  assert out["laws"]["tokens"]["fit"]["exponent"] == pytest.approx(0.6)
+  assert out["laws"]["tokens"]["heldout_rms_log_error"] < 1e-9
+  assert out["laws"]["loss"]["heldout_rms_log_error"] > 0.05
+  assert out["better_heldout"] == "tokens"
+  for rows in sizes.values():
+    for r in rows:
+      r["B_crit"] = 2e8 / r["train_loss"] ** (1 / 0.21)      # Kaplan 2020 eq. 1.4
+  out = batchlaw.compare(sizes)
+  assert out["laws"]["loss"]["alpha_B"] == pytest.approx(0.21)
+  assert out["better_heldout"] == "loss"
+
+
+def test_run_layout_and_learning_rates():
+  cfg = load_config_file("configs/cbs_branch.py")
+  runs = cbs.cbs_runs(cfg)
+  s = cfg.sweep
+  n_forks = len(s.points_steps) * len(s.batch_sizes) * len(s.seeds)
+  assert len(runs) == len(s.models) * (1 + n_forks)
+  source = runs[0]
+  assert source.run_dir.endswith("L2-D64-H1/source") and source.train.min_lr_ratio == 1.0
+  assert source.checkpoint.keep_steps == ",".join(map(str, s.points_steps))
+  assert all(p % source.eval.every == 0 for p in s.points_steps)   # evaluated at every point
+  forks = [r for r in runs if r.train.init_from.startswith(source.run_dir + "@")]
+  assert len(forks) == n_forks and all(r.train.init_mode == "fork" for r in forks)
+  for r in forks:
+    assert r.train.steps * r.train.batch_size * r.model.n_ctx == pytest.approx(
+        s.branch_tokens, rel=0.02)
+    assert r.train.peak_lr == pytest.approx(
+        s.lr_ref * (r.train.batch_size / s.batch_ref) ** s.lr_exponent)
+
+
+def test_a_fork_starts_from_the_source_state_at_any_batch(small_cfg, tmp_path):
+  """A fork at another batch and seed starts from the source's parameters: at a learning rate too
+  small to move them its held-out loss is the source's at the branch step; it counts its own
+  steps and tokens from 0."""
+  src = small_cfg(**{"train.steps": 6, "eval.every": 6, "checkpoint.every": 100,
+                     "checkpoint.keep_steps": "6"})
+  src.run_dir = str(tmp_path / "src")
+  source_summary = trainlib.train(src, verbose=False)
+  fork = small_cfg(**{"train.steps": 2, "train.batch_size": 16, "seed": 5,
+                      "train.peak_lr": 1e-12, "train.warmup_steps": 1,
+                      "train.init_from": f"{src.run_dir}@6", "train.init_mode": "fork"})
+  fork.run_dir = str(tmp_path / "fork")
+  summary = trainlib.train(fork, verbose=False)
+  assert summary["final_eval_loss"] == pytest.approx(source_summary["final_eval_loss"], rel=1e-5)
+  recs = read_metrics(fork.run_dir)
+  assert [r["step"] for r in recs] == [1, 2]
+  assert recs[-1]["tokens"] == 2 * 16 * fork.model.n_ctx
+  assert summary["init_mode"] == "fork"
+  assert json.loads((tmp_path / "fork" / "config.json").read_text())["seed"] == 5
+  other = small_cfg(**{"train.steps": 2, "model.d_model": 64, "train.init_mode": "fork",
+                       "train.init_from": f"{src.run_dir}@6"})
+  other.run_dir = str(tmp_path / "other")
+  with pytest.raises(trainlib.UserError, match="model is .* keeps its source's model"):
+    trainlib.train(other, verbose=False)
