@@ -63,7 +63,7 @@ class GnsSpec:
   preconditioned: bool = False  # also the Adam-preconditioned estimates (scaling/step.py)
   preconditioned_p2: bool = False  # and the P²-weighted ones (the H ∝ I alternative)
   ema_tokens: int = 0           # > 0: the EMA's horizon in tokens (decay exp(−B/ema_tokens))
-  precond_every: int = 1        # the preconditioned estimates at every this many steps
+  precond_every: int = 4        # the preconditioned estimates at every this many steps
 
 
 @dataclasses.dataclass(frozen=True)

@@ -145,3 +145,26 @@ def test_windowed_ratio_by_hand():
   assert r[1] == pytest.approx((1 + 2 + 3) / (1 + 1 - 1))
   assert np.isnan(r[2])                              # Σ|G|² = 1 − 1 = 0 (the NaN step left out)
   assert np.isnan(r[3])
+
+
+def test_preconditioned_estimates_only_every_nth_step():
+  """gns.precond_every = 3: the weighted estimates at steps 3, 6 (and never at step 0, before
+  Adam has a second moment), NaN between; the raw ones at every step."""
+  d, batch = 4, 16
+  def loss_fn(params, rows_BX):
+    return 0.5 * jnp.mean((rows_BX[:, :d] @ params["w"] - rows_BX[:, d]) ** 2)
+
+  mesh = make_mesh(8)
+  tx = optax.adamw(lambda count: 1.0)
+  step = make_train_step(loss_fn, tx, mesh, BatchGeometry(batch, 1, 8, 1),
+                         GnsSpec(True, 1, 0.9, True, False, precond_every=3))
+  params = {"w": jnp.ones(d, jnp.float32)}
+  state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
+  rows = jax.device_put(np.random.default_rng(0).normal(size=(batch, d + 1)).astype(np.float32),
+                        jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+  seen = []
+  for _ in range(7):
+    state, metrics = step(state, rows, np.float32(1e-3))
+    seen.append((np.isfinite(float(metrics["gns_g2_p"])), np.isfinite(float(metrics["gns_g2"]))))
+  assert [p for p, _ in seen] == [False, False, False, True, False, False, True]
+  assert all(raw for _, raw in seen)
