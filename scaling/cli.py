@@ -185,6 +185,17 @@ def _cmd_plan(args, overrides) -> int:
   return 0
 
 
+def _config_command(sub, name: str, help_: str, description: str, config: str, n_boot: int,
+                    func):
+  """A subcommand that trains the runs of --config (skipping finished ones) and analyses them."""
+  p = sub.add_parser(name, help=help_, description=description)
+  p.add_argument("--config", default=config)
+  p.add_argument("--overwrite", action="store_true")
+  p.add_argument("--bootstrap", type=int, default=n_boot)
+  p.set_defaults(func=func)
+  return p
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="scaling", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
@@ -237,17 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
                  help="workers sharing the sweep: point j belongs to worker j mod num-workers")
   p.set_defaults(func=_cmd_sweep)
 
-  p = sub.add_parser("heldout", help="check an isoFLOP sweep's prediction at a larger budget",
-                     description="Fits the isoFLOP sweep of --config, trains the predicted "
-                                 "compute-optimal model and its neighbours N/2 and 2N at "
-                                 "--factor x the largest budget (in <sweep>/heldout/), and fits "
-                                 "again: measured against predicted loss.")
-  p.add_argument("--config", default="isoflop_cpu")
+  p = _config_command(sub, "heldout", "check an isoFLOP sweep's prediction at a larger budget",
+                      "Fits the isoFLOP sweep of --config, trains the predicted compute-optimal "
+                      "model and its neighbours N/2 and 2N at --factor x the largest budget (in "
+                      "<sweep>/heldout/), and fits again: measured against predicted loss.",
+                      "isoflop_cpu", 1000, _cmd_heldout)
   p.add_argument("--factor", type=float, default=3.0)
   p.add_argument("--target", type=float, help="FLOP budget to answer for (default 10x largest)")
-  p.add_argument("--bootstrap", type=int, default=1000)
-  p.add_argument("--overwrite", action="store_true")
-  p.set_defaults(func=_cmd_heldout)
 
   p = sub.add_parser("compare", help="allocation exponent a of isoFLOP sweeps run with "
                                       "different switches, side by side",
@@ -259,26 +266,19 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--bootstrap", type=int, default=1000)
   p.set_defaults(func=_cmd_compare)
 
-  p = sub.add_parser("bsweep", help="batch-size sweep: B_crit(L) beside the online B_simple",
-                     description="Train one model at a ladder of batch sizes (finished ones are "
-                                 "skipped), fit S = S_min(1 + B_crit/B) per target loss and "
-                                 "B_crit(L) = B*/L^(1/alpha_B).")
-  p.add_argument("--config", default="batch_sweep")
-  p.add_argument("--overwrite", action="store_true")
-  p.add_argument("--bootstrap", type=int, default=1000)
-  p.set_defaults(func=_cmd_bsweep)
+  _config_command(sub, "bsweep", "batch-size sweep: B_crit(L) beside the online estimates",
+                  "Train one model at a ladder of batch sizes, each at a small LR grid widened "
+                  "where the best sits at an edge (finished runs are skipped), fit S = S_min(1 + "
+                  "B_crit/B) per target loss at the best LR and B_crit(L) = B*/L^(1/alpha_B).",
+                  "batch_sweep", 1000, _cmd_bsweep)
 
-  p = sub.add_parser("cbs", help="critical batch by branched training along a run",
-                     description="Per model size: a source run keeping its state at branch "
-                                 "points, forks at several batch sizes and seeds from each "
-                                 "(finished ones are skipped); B_crit per point, against the "
-                                 "online estimates, and B_crit(L) vs B_crit(D) across sizes.")
-  p.add_argument("--config", default="cbs_branch")
+  p = _config_command(sub, "cbs", "critical batch by branched training along a run",
+                      "Per model size: a source run keeping its state at branch points, forks at "
+                      "several batch sizes and seeds from each (finished ones are skipped); "
+                      "B_crit per point, against the online estimates, and B_crit(L) vs "
+                      "B_crit(D) across sizes.", "cbs_branch", 200, _cmd_cbs)
   p.add_argument("--sweep", default="", help="a batch sweep's directory: compare where the "
                                              "losses overlap")
-  p.add_argument("--overwrite", action="store_true")
-  p.add_argument("--bootstrap", type=int, default=200)
-  p.set_defaults(func=_cmd_cbs)
 
   p = sub.add_parser("bench", help="tokens/s, MFU, compile time, memory and loader speed",
                      description="Times the trainer's own step for each shape; MFU against the "
