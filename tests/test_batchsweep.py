@@ -13,10 +13,11 @@ from scaling.expand import expand
 B_STAR, ALPHA_B = 3e6, 0.3   # B_crit(L) = B*/L^(1/α_B), tokens
 
 
-def _write_run(folder, batch_tokens, n_ctx=64, lr_penalty=1.0, peak_lr=1e-3, s_scale=40):
+def _write_run(folder, batch_tokens, n_ctx=64, lr_penalty=1.0, peak_lr=1e-3, s_scale=40,
+               l_end=3.5):
   # Loss at step s solves s = S_min(L)·(1 + B_crit(L)/B)·lr_penalty, S_min(L) = s_scale·(6 − L)²;
   # the online estimates read B_simple(L) = B_crit(L): per-step |G|² = 1, tr(Σ) = B_crit(L).
-  grid_l = np.linspace(5.9, 3.5, 2000)
+  grid_l = np.linspace(5.9, l_end, 2000)
   s_of_l = s_scale * (6 - grid_l) ** 2 * (1 + B_STAR / grid_l ** (1 / ALPHA_B) / batch_tokens)
   s_of_l = s_of_l * lr_penalty
   steps = np.arange(1, int(s_of_l[-1]))
@@ -34,7 +35,7 @@ def _write_run(folder, batch_tokens, n_ctx=64, lr_penalty=1.0, peak_lr=1e-3, s_s
 
 def test_analysis_recovers_bcrit_law(tmp_path):
   for b in 64 * 2 ** np.arange(8):
-    _write_run(tmp_path / f"bs{b // 64:05d}", int(b))
+    _write_run(tmp_path / f"bs{b // 64:05d}", int(b), l_end=3.7)
   targets = [5.0, 4.7, 4.4, 4.1, 3.8]
   result = batchsweep.analyze(tmp_path, targets, window_tokens=1, n_boot=200)
   for row in result["targets"]:
@@ -62,7 +63,8 @@ def test_the_best_lr_per_batch_is_found_and_its_exponent_fitted(tmp_path):
     for m in (0.5, 1.0, 2.0):
       lr = lr_rule(b) * m
       _write_run(tmp_path / expand_mod.bsweep_run_name(int(b) // 64, m), int(b),
-                 lr_penalty=1 + np.log(lr / lr_opt(b)) ** 2, peak_lr=lr, s_scale=4)
+                 lr_penalty=1 + np.log(lr / lr_opt(b)) ** 2, peak_lr=lr, s_scale=4,
+                 l_end=4.1)
   result = batchsweep.analyze(tmp_path, [5.0, 4.6, 4.2], window_tokens=1, n_boot=50)
   best = result["best_lr"]
   for b_tokens, v in best.items():
@@ -81,7 +83,8 @@ def test_the_best_lr_per_batch_is_found_and_its_exponent_fitted(tmp_path):
     for m in (0.125, 0.25, 4.0, 8.0):
       lr = lr_rule(b) * m
       _write_run(tmp_path / expand_mod.bsweep_run_name(int(b) // 64, m), int(b),
-                 lr_penalty=1 + np.log(lr / lr_opt(b)) ** 2, peak_lr=lr, s_scale=4)
+                 lr_penalty=1 + np.log(lr / lr_opt(b)) ** 2, peak_lr=lr, s_scale=4,
+                 l_end=4.1)
   result = batchsweep.analyze(tmp_path, [5.0, 4.6, 4.2], window_tokens=1, n_boot=50)
   assert result["lr_scaling"]["n_batch_sizes"] == 8
   assert result["lr_scaling"]["exponent"] == pytest.approx(0.5, abs=0.08)
