@@ -116,3 +116,22 @@ def test_a_fork_starts_from_the_source_state_at_any_batch(small_cfg, tmp_path):
   other.run_dir = str(tmp_path / "other")
   with pytest.raises(trainlib.UserError, match="model is .* keeps its source's model"):
     trainlib.train(other, verbose=False)
+
+
+def test_planning_takes_a_measured_batch_law(tmp_path):
+  """--batch-law: B_crit(L) from a bsweep.json or a cbs.json replaces Kaplan's in the allocation
+  (B = B*/L^(1/α_B) at the allocation's loss, by hand)."""
+  from scaling.laws import commands
+  (tmp_path / "bs").mkdir()
+  (tmp_path / "bs" / "bsweep.json").write_text(json.dumps(
+      {"bcrit_law": {"params": {"alpha_B": 0.13, "B_star": 2.2e8}}}))
+  (tmp_path / "cbs.json").write_text(json.dumps(
+      {"laws": {"laws": {"loss": {"alpha_B": 0.5, "fit": {"coef": 1e6, "exponent": -2.0}}}}}))
+  assert batchlaw.load_loss_law(str(tmp_path / "bs")) == {"alpha_B": 0.13, "B_star": 2.2e8}
+  assert batchlaw.load_loss_law(str(tmp_path / "cbs.json")) == {"alpha_B": 0.5, "B_star": 1e6}
+  out = commands.predict_command("kaplan2020", None, None, 1e21, None, str(tmp_path / "bs"))
+  a = out["allocation"]
+  assert a["B_crit_tokens"] == pytest.approx(2.2e8 / a["loss"] ** (1 / 0.13), rel=1e-6)
+  (tmp_path / "bad.json").write_text("{}")
+  with pytest.raises(trainlib.UserError, match="neither"):
+    batchlaw.load_loss_law(str(tmp_path / "bad.json"))
