@@ -53,13 +53,23 @@ def source_run(cfg, shape: tuple):
   return rc
 
 
-def branch_runs(cfg, shape: tuple, source_dir: str) -> list:
-  """Every fork of one size: point × batch × seed, each training sweep.branch_tokens tokens."""
+def branch_tokens(s, point_tokens: float) -> float:
+  """A fork's length: sweep.branch_fraction × the tokens trained at its point (so that a fork
+  makes the same relative progress at every point), or sweep.branch_tokens when that is 0."""
+  frac = s.get("branch_fraction", 0.0)
+  return frac * point_tokens if frac else s.branch_tokens
+
+
+def branch_runs(cfg, shape: tuple, source) -> list:
+  """Every fork of one size: point × batch × seed (sweep.branch_points, default every point),
+  each training branch_tokens tokens at the LR of its batch, evaluated on
+  sweep.fork_eval_batches held-out batches (default the config's) along the way."""
   s = cfg.sweep
   out = []
-  for point in s.points_steps:
+  for point in s.get("branch_points", None) or s.points_steps:
+    length = branch_tokens(s, point * source.train.batch_size * cfg.model.n_ctx)
     for b in s.batch_sizes:
-      steps = max(1, round(s.branch_tokens / (b * cfg.model.n_ctx)))
+      steps = max(1, round(length / (b * cfg.model.n_ctx)))
       for seed in s.seeds:
         where = f"p{int(point):06d}/bs{int(b):05d}-s{int(seed)}"
         rc = run_of_shape(cfg, shape, f"{shape_name(shape)}-{where.replace('/', '-')}")
@@ -70,9 +80,10 @@ def branch_runs(cfg, shape: tuple, source_dir: str) -> list:
         rc.train.tokens, rc.train.steps = 0, steps
         rc.train.warmup_steps = 0
         rc.train.min_lr_ratio = 1.0
-        rc.train.init_from = f"{source_dir}@{int(point)}"
+        rc.train.init_from = f"{source.run_dir}@{int(point)}"
         rc.train.init_mode = "fork"
         rc.eval.every = max(1, steps // s.evals_per_branch)
+        rc.eval.batches = int(s.get("fork_eval_batches", 0) or cfg.eval.batches)
         rc.checkpoint.every = steps          # only the end; forks are short
         out.append(rc)
   return out
@@ -89,7 +100,7 @@ def cbs_runs(cfg) -> list:
   shapes = [parse_shape(m) for m in s.models]
   sources = [source_run(cfg, shape) for shape in shapes]
   return sources + [rc for shape, src in zip(shapes, sources)
-                    for rc in branch_runs(cfg, shape, src.run_dir)]
+                    for rc in branch_runs(cfg, shape, src)]
 
 
 def eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -99,32 +110,31 @@ def eval_curve(run_dir: Path) -> tuple[np.ndarray, np.ndarray]:
           np.array([r["eval_loss"] for r in recs], float))
 
 
-def tokens_to_reach(tokens_E, loss_E, target: float, start_loss: float) -> float | None:
-  """The tokens at which a fork's held-out loss first reaches `target`, interpolated between
-  evaluations linearly in log tokens (loss curves are close to straight there; linearly from the
-  fork's start at (0, start_loss)); None if it never does."""
-  t = np.concatenate([[0.0], tokens_E])
-  l = np.concatenate([[start_loss], loss_E])
-  hit = np.flatnonzero(l <= target)
-  if not hit.size:
+def tokens_to_reach(tokens_E, loss_E, target: float) -> float | None:
+  """The tokens from which on a fork's held-out loss stays at or below `target`, interpolated
+  between the evaluations before and after linearly in log tokens (loss curves are close to
+  straight there); a fork that changes batch and LR can first rise, so the first dip below is
+  not enough. The first evaluation's tokens when all are below (a bound), None if the last
+  evaluation is above."""
+  above = np.flatnonzero(np.asarray(loss_E) > target)
+  if not above.size:
+    return float(tokens_E[0])
+  i = int(above[-1]) + 1
+  if i == len(loss_E):
     return None
-  i = int(hit[0])
-  if i == 0:
-    return 0.0
-  frac = (l[i - 1] - target) / (l[i - 1] - l[i])
-  if i == 1:
-    return float(frac * t[1])
-  return float(t[i - 1] * (t[i] / t[i - 1]) ** frac)
+  frac = (loss_E[i - 1] - target) / (loss_E[i - 1] - loss_E[i])
+  return float(tokens_E[i - 1] * (tokens_E[i] / tokens_E[i - 1]) ** frac)
 
 
-def point_cbs(curves: dict, start_loss: float, tolerance: float) -> dict:
+def point_cbs(curves: dict, tolerance: float) -> dict:
   """The two readings at one branch point. `curves`: batch (tokens) → one (tokens_E, loss_E) per
-  seed (the same evaluation tokens for every seed of a batch)."""
+  seed (the same evaluation tokens for every seed of a batch). The target is the highest final
+  loss over the batches (seed means), so that every batch reaches it."""
   batches = sorted(curves)
   mean = {b: (curves[b][0][0], np.mean([c[1] for c in curves[b]], axis=0)) for b in batches}
   final = {b: float(mean[b][1][-1]) for b in batches}
   target = max(final.values())
-  reach = {b: tokens_to_reach(*mean[b], target, start_loss) for b in batches}
+  reach = {b: tokens_to_reach(*mean[b], target) for b in batches}
   ok = [b for b in batches if reach[b]]
   out = {"final_loss": final, "target_loss": target, "tokens_to_target": reach}
   hyp = (fit.fit_steps_examples(ok, [reach[b] / b for b in ok]) if len(ok) >= 3
@@ -136,14 +146,13 @@ def point_cbs(curves: dict, start_loss: float, tolerance: float) -> dict:
   return out
 
 
-def bootstrap_point(curves: dict, start_loss: float, tolerance: float, n_boot: int,
-                    seed: int = 0) -> dict:
+def bootstrap_point(curves: dict, tolerance: float, n_boot: int, seed: int = 0) -> dict:
   """95 % intervals of both readings, resampling each batch's seeds with replacement."""
   rng = np.random.default_rng(seed)
   hyp, tol = [], []
   for _ in range(n_boot):
     sample = {b: [c[i] for i in rng.integers(0, len(c), len(c))] for b, c in curves.items()}
-    r = point_cbs(sample, start_loss, tolerance)
+    r = point_cbs(sample, tolerance)
     if r["B_crit"]:
       hyp.append(r["B_crit"])
     tol.append(r["cbs_tolerance"])
@@ -151,42 +160,42 @@ def bootstrap_point(curves: dict, start_loss: float, tolerance: float, n_boot: i
   return {"B_crit_ci": q(hyp), "cbs_tolerance_ci": q(tol), "n_boot": n_boot}
 
 
-def _source_at(source: Path, step: int, smooth_tokens: float) -> dict:
-  """The source run at a branch point: tokens trained, held-out loss there, smoothed training
-  loss and the online noise scales over the centred window (rundir.loss_curve)."""
+def _source_at(source: Path, step: int, fork_tokens: float, smooth_tokens: float) -> dict:
+  """The source run at a branch point: tokens trained, smoothed training loss there and halfway
+  through the forks' length further on (the middle of the interval the forks measure; the source
+  goes on at its own batch), and its online noise scales over the centred window there."""
   curve = rundir.loss_curve(source, smooth_tokens)
   i = int(np.searchsorted(curve["step"], step))
   if i >= len(curve["step"]) or curve["step"][i] != step:
     raise UserError(f"{source} has no logged step {step}")
-  tokens_E, loss_E = eval_curve(source)
-  at = np.flatnonzero(tokens_E == curve["tokens"][i])
-  if not at.size:
-    raise UserError(f"{source} has no held-out evaluation at step {step}")
-  value = lambda key: (float(curve[key][i]) if key in curve and math.isfinite(curve[key][i])
-                       else None)
-  return {"step": step, "tokens": float(curve["tokens"][i]), "eval_loss": float(loss_E[at[0]]),
-          "train_loss": float(curve["smoothed"][i]),
-          "online_window_tokens": value("b_simple_window_tokens"),
-          "online_precond_tokens": value("b_precond_window_tokens")}
+  tokens = curve["tokens"]
+  mid = min(int(np.searchsorted(tokens, tokens[i] + fork_tokens / 2)), len(tokens) - 1)
+  value = lambda key, j: (float(curve[key][j]) if key in curve and math.isfinite(curve[key][j])
+                          else None)
+  return {"step": step, "tokens": float(tokens[i]), "train_loss": float(curve["smoothed"][i]),
+          "mid_train_loss": float(curve["smoothed"][mid]),
+          "online_window_tokens": value("b_simple_window_tokens", i),
+          "online_precond_tokens": value("b_precond_window_tokens", i),
+          "online_window_mid_tokens": value("b_simple_window_tokens", mid)}
 
 
 def analyze_size(size_dir: Path, tolerance: float, smooth_tokens: float, n_boot: int) -> list:
-  """Every branch point of one size with forks on disk: the source there and both readings."""
+  """Every branch point of one size with forks at 3 or more batches: the source there and both
+  readings."""
   source = size_dir / SOURCE
   rows = []
   for point_dir in sorted(size_dir.glob("p[0-9]*")):
-    curves = {}
+    curves, fork_tokens = {}, 0.0
     for run in rundir.find_runs(point_dir):
       summary = rundir.read_summary(run)
       curves.setdefault(summary["batch_tokens"], []).append(eval_curve(run))
+      fork_tokens = max(fork_tokens, summary["tokens"])
     if len(curves) < 3:
       continue
-    row = _source_at(source, int(point_dir.name[1:]), smooth_tokens)
-    row.update(point_cbs(curves, row["eval_loss"], tolerance))
-    # The forks measure B_crit between the point's loss and their target: the middle of that
-    # interval, on the training-loss scale of the batch sweep's targets.
-    row["mid_train_loss"] = row["train_loss"] + (row["target_loss"] - row["eval_loss"]) / 2
-    row.update(bootstrap_point(curves, row["eval_loss"], tolerance, n_boot))
+    row = _source_at(source, int(point_dir.name[1:]), fork_tokens, smooth_tokens)
+    row["fork_tokens"] = fork_tokens
+    row.update(point_cbs(curves, tolerance))
+    row.update(bootstrap_point(curves, tolerance, n_boot))
     row["seeds"] = {str(b): len(c) for b, c in curves.items()}
     for name in ("window", "precond"):
       online = row[f"online_{name}_tokens"]

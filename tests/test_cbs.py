@@ -26,16 +26,19 @@ def _fork_curve(batch_tokens, b_crit, branch_tokens=2 ** 18, n_eval=8, noise=0.0
 
 def test_tokens_to_reach_interpolates_between_evaluations():
   tokens, loss = np.array([100.0, 200.0, 300.0]), np.array([4.8, 4.6, 4.5])
-  assert cbs.tokens_to_reach(tokens, loss, 4.7, 5.0) == pytest.approx(100 * 2 ** 0.5)  # log
-  assert cbs.tokens_to_reach(tokens, loss, 4.9, 5.0) == pytest.approx(50.0)   # from (0, 5.0)
-  assert cbs.tokens_to_reach(tokens, loss, 4.4, 5.0) is None
+  assert cbs.tokens_to_reach(tokens, loss, 4.7) == pytest.approx(100 * 2 ** 0.5)  # log tokens
+  assert cbs.tokens_to_reach(tokens, loss, 4.9) == 100.0        # below from the first: a bound
+  assert cbs.tokens_to_reach(tokens, loss, 4.4) is None
+  # A fork that dips below, rises (a new batch and LR) and comes back: the last entry counts.
+  bumpy = np.array([4.65, 4.75, 4.6])
+  assert cbs.tokens_to_reach(tokens, bumpy, 4.7) == pytest.approx(200 * 1.5 ** (1 / 3))
 
 
 def test_point_cbs_recovers_a_known_critical_batch():
   b_crit = 3000.0
   batches = [256 * 2 ** i for i in range(7)]
   curves = {b: [_fork_curve(b, b_crit)] * 2 for b in batches}
-  r = cbs.point_cbs(curves, 5.0, tolerance=0.02)
+  r = cbs.point_cbs(curves, tolerance=0.02)
   assert r["B_crit"] == pytest.approx(b_crit, rel=0.05)
   # Tolerance CBS by hand: the largest batch whose final loss is within 0.02 of the smallest's.
   final = {b: _fork_curve(b, b_crit)[1][-1] for b in batches}
@@ -48,8 +51,8 @@ def test_bootstrap_over_seeds_covers_the_truth():
   b_crit = 2000.0
   curves = {b: [_fork_curve(b, b_crit, noise=0.004, rng=rng) for _ in range(3)]
             for b in [256 * 2 ** i for i in range(7)]}
-  r = cbs.point_cbs(curves, 5.0, 0.02)
-  ci = cbs.bootstrap_point(curves, 5.0, 0.02, n_boot=100)["B_crit_ci"]
+  r = cbs.point_cbs(curves, 0.02)
+  ci = cbs.bootstrap_point(curves, 0.02, n_boot=100)["B_crit_ci"]
   assert ci[0] < r["B_crit"] < ci[1]
   assert ci[0] < b_crit * 1.3 and ci[1] > b_crit / 1.3
 
@@ -77,7 +80,7 @@ def test_run_layout_and_learning_rates():
   cfg = load_config_file("configs/cbs_branch.py")
   runs = cbs.cbs_runs(cfg)
   s = cfg.sweep
-  n_forks = len(s.points_steps) * len(s.batch_sizes) * len(s.seeds)
+  n_forks = len(s.branch_points) * len(s.batch_sizes) * len(s.seeds)
   assert len(runs) == len(s.models) * (1 + n_forks)
   source = runs[0]
   assert source.run_dir.endswith("L2-D64-H1/source") and source.train.min_lr_ratio == 1.0
@@ -86,8 +89,11 @@ def test_run_layout_and_learning_rates():
   forks = [r for r in runs if r.train.init_from.startswith(source.run_dir + "@")]
   assert len(forks) == n_forks and all(r.train.init_mode == "fork" for r in forks)
   for r in forks:
+    point = int(r.train.init_from.rsplit("@", 1)[1])
+    before = point * s.source_batch * r.model.n_ctx         # tokens the source trained
     assert r.train.steps * r.train.batch_size * r.model.n_ctx == pytest.approx(
-        s.branch_tokens, rel=0.02)
+        s.branch_fraction * before, rel=0.1)
+    assert r.eval.batches == s.fork_eval_batches and source.eval.batches == cfg.eval.batches
     assert r.train.peak_lr == pytest.approx(
         s.lr_ref * (r.train.batch_size / s.batch_ref) ** s.lr_exponent)
 
