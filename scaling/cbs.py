@@ -128,19 +128,31 @@ def tokens_to_reach(tokens_E, loss_E, target: float) -> float | None:
 
 def point_cbs(curves: dict, tolerance: float) -> dict:
   """The two readings at one branch point. `curves`: batch (tokens) → one (tokens_E, loss_E) per
-  seed (the same evaluation tokens for every seed of a batch). The target is the highest final
-  loss over the batches (seed means), so that every batch reaches it."""
+  seed (the same evaluation tokens for every seed of a batch).
+
+  Hyperbola: the target is the highest final loss over the batches (seed means), so every batch
+  reaches it; E(B) = the tokens to reach it. McCandlish's E = E_min(1 + B/B_crit) holds at the
+  best LR of each batch; forks at one LR rule can be slower at the smallest batches too (a
+  constant LR too high for their noise), so the fit takes the batches from the most token-efficient
+  one up, and leaves out those already below the target at their first evaluation (E only
+  bounded). Tolerance: the largest batch whose final loss is within `tolerance` of the best final
+  loss (Merrill et al. compare with the smallest batch, the best one when the LR suits it)."""
   batches = sorted(curves)
   mean = {b: (curves[b][0][0], np.mean([c[1] for c in curves[b]], axis=0)) for b in batches}
   final = {b: float(mean[b][1][-1]) for b in batches}
   target = max(final.values())
   reach = {b: tokens_to_reach(*mean[b], target) for b in batches}
-  ok = [b for b in batches if reach[b]]
-  out = {"final_loss": final, "target_loss": target, "tokens_to_target": reach}
-  hyp = (fit.fit_steps_examples(ok, [reach[b] / b for b in ok]) if len(ok) >= 3
+  bounded = {b: bool(np.all(mean[b][1] <= target)) for b in batches}
+  measured = [b for b in batches if reach[b] and not bounded[b]]
+  fit_on = ([b for b in measured if b >= min(measured, key=lambda b: reach[b])]
+            if measured else [])
+  out = {"final_loss": final, "target_loss": target, "tokens_to_target": reach,
+         "fit_batches": fit_on}
+  hyp = (fit.fit_steps_examples(fit_on, [reach[b] / b for b in fit_on]) if len(fit_on) >= 3
          else {"valid": False, "B_crit": math.nan})
   out["B_crit"] = hyp["B_crit"] if hyp["valid"] else None
-  within = [b for b in batches if final[b] <= final[batches[0]] + tolerance]
+  best = min(final.values())
+  within = [b for b in batches if final[b] <= best + tolerance]
   out["cbs_tolerance"] = float(max(within))
   out["cbs_tolerance_censored"] = max(within) == batches[-1]   # the true CBS may be larger
   return out
@@ -237,10 +249,12 @@ def analyze(out: Path, tolerance: float, smooth_tokens: float, n_boot: int = 200
 def format_table(result: dict) -> str:
   f = lambda x, fmt=".4g": "—" if x is None else format(x, fmt)
   ci = lambda v: "—" if not v else f"[{v[0]:.3g}, {v[1]:.3g}]"
-  lines = ["B_crit: tokens at which reaching the worst fork's final loss costs twice the least "
-           "(E = E_min(1 + B/B_crit)); CBS tol: the largest batch within "
-           f"{result['tolerance_nats']} nats of the smallest (Merrill et al. 2025; '≥' where it "
-           "is the largest batch tried). Online estimates over the centred window at the point.",
+  lines = ["B_crit: the batch (tokens) at which reaching the worst fork's final loss costs twice "
+           "the least (E = E_min(1 + B/B_crit), fitted from the most token-efficient batch up); "
+           f"CBS tol: the largest batch within {result['tolerance_nats']} nats of the best final "
+           "loss (Merrill et al. 2025; '≥' where it is the largest batch tried). Online "
+           "estimates over the centred window at the point; the sweep's B_crit(L) at the middle "
+           "of the interval the forks cover (mid loss).",
            "", "| size | step | tokens D | train loss | mid loss | B_crit (tokens) | 95 % | CBS tol | "
            "95 % | B_simple | B_crit/B_simple | B_P | B_crit/B_P | sweep B_crit(L) | branch/sweep |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -13,12 +13,15 @@ from scaling.config import load_config_file
 from scaling.laws import batchlaw
 
 
-def _fork_curve(batch_tokens, b_crit, branch_tokens=2 ** 18, n_eval=8, noise=0.0, rng=None):
+def _fork_curve(batch_tokens, b_crit, branch_tokens=2 ** 18, n_eval=8, noise=0.0, rng=None,
+                small_penalty=0.0):
   """A fork's held-out loss: L(t) = 5 − 0.3·ln(1 + t_eff/2e4) with the tokens it is worth
-  t_eff = t/(1 + B/B_crit) (McCandlish 2018 eq. 2.11: E = E_min(1 + B/B_crit))."""
+  t_eff = t/(1 + B/B_crit) (McCandlish 2018 eq. 2.11: E = E_min(1 + B/B_crit)), and optionally
+  slower still at small batches (÷(1 + (small_penalty/B)²): an LR too high for them)."""
   steps = branch_tokens // batch_tokens
   tokens = np.arange(1, n_eval + 1) * (steps // n_eval) * batch_tokens
-  loss = 5 - 0.3 * np.log1p(tokens / (1 + batch_tokens / b_crit) / 2e4)
+  slow = 1 + (small_penalty / batch_tokens) ** 2
+  loss = 5 - 0.3 * np.log1p(tokens / (1 + batch_tokens / b_crit) / slow / 2e4)
   if noise:
     loss = loss + rng.normal(0, noise, loss.shape)
   return tokens.astype(float), loss
@@ -40,10 +43,26 @@ def test_point_cbs_recovers_a_known_critical_batch():
   curves = {b: [_fork_curve(b, b_crit)] * 2 for b in batches}
   r = cbs.point_cbs(curves, tolerance=0.02)
   assert r["B_crit"] == pytest.approx(b_crit, rel=0.05)
-  # Tolerance CBS by hand: the largest batch whose final loss is within 0.02 of the smallest's.
+  # Tolerance CBS by hand: the largest batch whose final loss is within 0.02 of the best (here
+  # the smallest batch's).
   final = {b: _fork_curve(b, b_crit)[1][-1] for b in batches}
+  assert min(final, key=final.get) == 256
   assert r["cbs_tolerance"] == max(b for b in batches if final[b] <= final[256] + 0.02)
   assert not r["cbs_tolerance_censored"]
+
+
+def test_the_fit_starts_at_the_most_efficient_batch():
+  """Small batches slowed by an LR that does not suit them (a U in E(B)): fitted from the most
+  token-efficient batch up, B_crit is still the truth; the tolerance reading counts from the best
+  final loss, not the smallest batch's."""
+  b_crit = 4000.0
+  batches = [128 * 2 ** i for i in range(8)]
+  curves = {b: [_fork_curve(b, b_crit, small_penalty=256.0)] for b in batches}
+  r = cbs.point_cbs(curves, 0.02)
+  assert r["fit_batches"][0] > batches[0]
+  assert r["B_crit"] == pytest.approx(b_crit, rel=0.15)
+  final = r["final_loss"]
+  assert r["cbs_tolerance"] == max(b for b in batches if final[b] <= min(final.values()) + 0.02)
 
 
 def test_bootstrap_over_seeds_covers_the_truth():
