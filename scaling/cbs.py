@@ -130,8 +130,8 @@ def point_cbs(curves: dict, tolerance: float) -> dict:
   """The two readings at one branch point. `curves`: batch (tokens) → one (tokens_E, loss_E) per
   seed (the same evaluation tokens for every seed of a batch).
 
-  Hyperbola: the target is the highest final loss over the batches (seed means), so every batch
-  reaches it; E(B) = the tokens to reach it. McCandlish's E = E_min(1 + B/B_crit) holds at the
+  Hyperbola: the target is the highest final loss (seed means) among the batches from the one
+  with the best final loss up, so all of those reach it; E(B) = the tokens to reach it. McCandlish's E = E_min(1 + B/B_crit) holds at the
   best LR of each batch; forks at one LR rule can be slower at the smallest batches too (a
   constant LR too high for their noise), so the fit takes the batches from the most token-efficient
   one up, and leaves out those already below the target at their first evaluation (E only
@@ -140,7 +140,10 @@ def point_cbs(curves: dict, tolerance: float) -> dict:
   batches = sorted(curves)
   mean = {b: (curves[b][0][0], np.mean([c[1] for c in curves[b]], axis=0)) for b in batches}
   final = {b: float(mean[b][1][-1]) for b in batches}
-  target = max(final.values())
+  best = min(final.values())
+  # The batches from the best final loss up (the side the hyperbola describes) all reach the
+  # highest final loss among them.
+  target = max(final[b] for b in batches if b >= min(final, key=final.get))
   reach = {b: tokens_to_reach(*mean[b], target) for b in batches}
   bounded = {b: bool(np.all(mean[b][1] <= target)) for b in batches}
   measured = [b for b in batches if reach[b] and not bounded[b]]
@@ -151,7 +154,7 @@ def point_cbs(curves: dict, tolerance: float) -> dict:
   hyp = (fit.fit_steps_examples(fit_on, [reach[b] / b for b in fit_on]) if len(fit_on) >= 3
          else {"valid": False, "B_crit": math.nan})
   out["B_crit"] = hyp["B_crit"] if hyp["valid"] else None
-  best = min(final.values())
+  out["B_crit_beyond_batches"] = bool(out["B_crit"] and out["B_crit"] > batches[-1])
   within = [b for b in batches if final[b] <= best + tolerance]
   out["cbs_tolerance"] = float(max(within))
   out["cbs_tolerance_censored"] = max(within) == batches[-1]   # the true CBS may be larger
@@ -263,7 +266,8 @@ def format_table(result: dict) -> str:
       lines.append(
           f"| {size} | {r['step']} | {r['tokens']:.3g} | {r['train_loss']:.3f} | "
           f"{r['mid_train_loss']:.3f} | "
-          f"{f(r['B_crit'])} | {ci(r['B_crit_ci'])} | "
+          f"{f(r['B_crit'])}{' (beyond the batches)' if r['B_crit_beyond_batches'] else ''} | "
+          f"{ci(r['B_crit_ci'])} | "
           f"{'≥' if r['cbs_tolerance_censored'] else ''}{r['cbs_tolerance']:.4g} | "
           f"{ci(r['cbs_tolerance_ci'])} | {f(r['online_window_tokens'])} | "
           f"{f(r['ratio_over_window'], '.3g')} | {f(r['online_precond_tokens'])} | "
