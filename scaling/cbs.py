@@ -319,10 +319,13 @@ def plot(result: dict, path: Path) -> None:
   plt.close(fig)
 
 
-def run_cbs(cfg, overwrite: bool = False, n_boot: int = 200, bsweep_dir: str = "") -> dict:
-  """Trains every source and fork not yet finished, then writes cbs.md, cbs.json and cbs.png."""
+def run_cbs(cfg, overwrite: bool = False, n_boot: int = 200, bsweep_dir: str = "",
+            train: bool = True) -> dict:
+  """Trains every source and fork not yet finished (unless train is False: the analysis of what
+  is on disk), then writes cbs.md, cbs.json and cbs.png."""
   out = rundir.path_of(cfg)
-  run_points(cbs_runs(cfg), overwrite)
+  if train:
+    run_points(cbs_runs(cfg), overwrite)
   bsweep = None
   if bsweep_dir:
     path = Path(bsweep_dir) / "bsweep.json"

@@ -157,7 +157,8 @@ def _cmd_bsweep(args, overrides) -> int:
 
 
 def _cmd_cbs(args, overrides) -> int:
-  run_cbs(_load(args.config, overrides), args.overwrite, args.bootstrap, args.sweep)
+  run_cbs(_load(args.config, overrides), args.overwrite, args.bootstrap, args.sweep,
+          train=not args.analyze_only)
   return 0
 
 
@@ -279,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "B_crit(D) across sizes.", "cbs_branch", 200, _cmd_cbs)
   p.add_argument("--sweep", default="", help="a batch sweep's directory: compare where the "
                                              "losses overlap")
+  p.add_argument("--analyze-only", action="store_true",
+                 help="train nothing: analyse the sources and forks already on disk")
 
   p = sub.add_parser("bench", help="tokens/s, MFU, compile time, memory and loader speed",
                      description="Times the trainer's own step for each shape; MFU against the "
