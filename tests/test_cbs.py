@@ -160,3 +160,33 @@ def test_planning_takes_a_measured_batch_law(tmp_path):
   (tmp_path / "bad.json").write_text("{}")
   with pytest.raises(trainlib.UserError, match="neither"):
     batchlaw.load_loss_law(str(tmp_path / "bad.json"))
+
+
+def test_analysis_of_a_directory_of_forks(tmp_path):
+  """analyze() over a size directory as scaling cbs writes it (a source, forks at one point from
+  _fork_curve): the point's tokens and online estimate come from the source, B_crit from the
+  forks, and the table and figure are written."""
+  size = tmp_path / "L2-D64-H1"
+  src = size / "source"
+  src.mkdir(parents=True)
+  recs = [{"step": s, "tokens": s * 1024, "loss": 6 - s / 100, "gns_g2": 1.0, "gns_trace": 1500.0}
+          for s in range(1, 401)]
+  (src / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+  (src / "summary.json").write_text(json.dumps({"batch_tokens": 1024, "tokens": 400 * 1024}))
+  for b in [256 * 2 ** i for i in range(6)]:
+    tokens, loss = _fork_curve(b, 3000.0, branch_tokens=2 ** 17, n_eval=4)
+    fork = size / "p000100" / f"bs{b // 64:05d}-s1"
+    fork.mkdir(parents=True)
+    (fork / "metrics.jsonl").write_text("\n".join(json.dumps(
+        {"step": i + 1, "tokens": float(t), "loss": float(l), "eval_loss": float(l)})
+        for i, (t, l) in enumerate(zip(tokens, loss))) + "\n")
+    (fork / "summary.json").write_text(json.dumps({"batch_tokens": b, "tokens": float(tokens[-1])}))
+  result = cbs.analyze(tmp_path, tolerance=0.02, smooth_tokens=4096, n_boot=20)
+  row = result["sizes"]["L2-D64-H1"][0]
+  assert row["tokens"] == 100 * 1024 and row["train_loss"] == pytest.approx(5.0, abs=0.01)
+  assert row["online_window_tokens"] == pytest.approx(1500.0)
+  assert row["B_crit"] == pytest.approx(3000.0, rel=0.15)
+  assert row["ratio_over_window"] == pytest.approx(row["B_crit"] / 1500.0)
+  assert "| L2-D64-H1 | 100 |" in cbs.format_table(result)
+  cbs.plot(result, tmp_path / "cbs.png")
+  assert (tmp_path / "cbs.png").stat().st_size > 10_000
