@@ -97,6 +97,16 @@ def cbs_runs(cfg) -> list:
                     "not be empty")
   if sorted(s.batch_sizes)[0] >= sorted(s.batch_sizes)[-1]:
     raise UserError("sweep.batch_sizes needs at least two batch sizes")
+  if s.get("branch_fraction", 0.0) < 0 or (not s.get("branch_fraction", 0.0)
+                                           and s.branch_tokens <= 0):
+    raise UserError("set sweep.branch_fraction > 0 (fork length × the tokens before the point) "
+                    "or sweep.branch_tokens > 0")
+  if s.evals_per_branch < 1:
+    raise UserError(f"sweep.evals_per_branch={s.evals_per_branch} must be at least 1")
+  missing = set(s.get("branch_points", None) or []) - set(s.points_steps)
+  if missing:
+    raise UserError(f"sweep.branch_points {sorted(missing)} are not in sweep.points_steps (the "
+                    "states the source keeps)")
   shapes = [parse_shape(m) for m in s.models]
   sources = [source_run(cfg, shape) for shape in shapes]
   return sources + [rc for shape, src in zip(shapes, sources)

@@ -115,6 +115,9 @@ def test_run_layout_and_learning_rates():
     assert r.eval.batches == s.fork_eval_batches and source.eval.batches == cfg.eval.batches
     assert r.train.peak_lr == pytest.approx(
         s.lr_ref * (r.train.batch_size / s.batch_ref) ** s.lr_exponent)
+  cfg.sweep.branch_points = [300]
+  with pytest.raises(cbs.UserError, match="not in sweep.points_steps"):
+    cbs.cbs_runs(cfg)
 
 
 def test_a_fork_starts_from_the_source_state_at_any_batch(small_cfg, tmp_path):
