@@ -202,22 +202,23 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
   def grads_and_norms(state: TrainState, tokens_BW):
     """(loss, all-reduced gradient, |G_small|² and |G_big|², each plain then P^k-weighted).
     The weighted norms are computed every precond_every steps, from Adam's first update on (ν
-    is zero before it); a lax.cond between two programs, so the other steps cost what the raw
-    estimator costs (zeros in their place, NaN in the metrics)."""
+    is zero before it), through a lax.cond between two programs (zeros in their place on the
+    other steps, NaN in the metrics); the cond itself costs ≈ 2–4 % of a step on 8 CPU devices
+    (benchmarks/gns_overhead.py)."""
     second = adam_second_moment(state.opt_state, state.step, b2) if wanted else None
+
+    def plain(params, tokens_BW, n_pad=len(wanted)):
+      loss, grads, sq_small = sharded_grads(())(params, tokens_BW, ())
+      pad = jnp.zeros(n_pad, jnp.float32)
+      return (loss, grads, jnp.concatenate([sq_small, pad]),
+              jnp.concatenate([_norms(grads, (), ()), pad]))
+
     if second is None:
-      loss, grads, sq_small = sharded_grads(())(state.params, tokens_BW, ())
-      return loss, grads, sq_small, _norms(grads, (), ()), (), jnp.bool_(False)
+      return (*plain(state.params, tokens_BW, 0), (), jnp.bool_(False))
 
     def weighted(params, tokens_BW):
       loss, grads, sq_small = sharded_grads(wanted)(params, tokens_BW, second)
       return loss, grads, sq_small, _norms(grads, second, wanted)
-
-    def plain(params, tokens_BW):
-      loss, grads, sq_small = sharded_grads(())(params, tokens_BW, ())
-      pad = jnp.zeros(len(wanted), jnp.float32)
-      return (loss, grads, jnp.concatenate([sq_small, pad]),
-              jnp.concatenate([_norms(grads, (), ()), pad]))
 
     now = (state.step > 0) & (state.step % gns_spec.precond_every == 0)
     return (*jax.lax.cond(now, weighted, plain, state.params, tokens_BW), wanted, now)
