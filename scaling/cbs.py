@@ -185,11 +185,11 @@ def bootstrap_point(curves: dict, tolerance: float, n_boot: int, seed: int = 0) 
   return {"B_crit_ci": q(hyp), "cbs_tolerance_ci": q(tol), "n_boot": n_boot}
 
 
-def _source_at(source: Path, step: int, fork_tokens: float, smooth_tokens: float) -> dict:
+def _source_at(source: Path, curve: dict, step: int, fork_tokens: float) -> dict:
   """The source run at a branch point: tokens trained, smoothed training loss there and halfway
   through the forks' length further on (the middle of the interval the forks measure; the source
-  goes on at its own batch), and its online noise scales over the centred window there."""
-  curve = rundir.loss_curve(source, smooth_tokens)
+  goes on at its own batch), and its online noise scales over the centred window there.
+  `curve`: the source's rundir.loss_curve."""
   i = int(np.searchsorted(curve["step"], step))
   if i >= len(curve["step"]) or curve["step"][i] != step:
     raise UserError(f"{source} has no logged step {step}")
@@ -208,6 +208,7 @@ def analyze_size(size_dir: Path, tolerance: float, smooth_tokens: float, n_boot:
   """Every branch point of one size with forks at 3 or more batches: the source there and both
   readings."""
   source = size_dir / SOURCE
+  curve = rundir.loss_curve(source, smooth_tokens)      # read once for every point
   rows = []
   for point_dir in sorted(size_dir.glob("p[0-9]*")):
     curves, fork_tokens = {}, 0.0
@@ -217,7 +218,7 @@ def analyze_size(size_dir: Path, tolerance: float, smooth_tokens: float, n_boot:
       fork_tokens = max(fork_tokens, summary["tokens"])
     if len(curves) < 3:
       continue
-    row = _source_at(source, int(point_dir.name[1:]), fork_tokens, smooth_tokens)
+    row = _source_at(source, curve, int(point_dir.name[1:]), fork_tokens)
     row["fork_tokens"] = fork_tokens
     row.update(point_cbs(curves, tolerance))
     row.update(bootstrap_point(curves, tolerance, n_boot))
