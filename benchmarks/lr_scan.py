@@ -14,8 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from scaling import rundir
-from scaling.laws import io
+from scaling import files, rundir
 from scaling import train as trainlib
 from scaling.config import apply_overrides, load_config_file, to_json
 from scaling.model import kaplan_learning_rate
@@ -48,7 +47,7 @@ def main():
       rows.append({"shape": shape, "mult": mult, "peak_lr": cfg.train.peak_lr, "loss": loss})
       print(f"{shape}: {mult:g}× Kaplan's LR(N) = {cfg.train.peak_lr:.4g} → held-out loss "
             f"{loss:.4f}", flush=True)
-  io.atomic_write_text(out / "lr_scan.json", json.dumps(rows, indent=1))
+  files.atomic_write_text(out / "lr_scan.json", json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import optim, rundir
-from scaling.laws import io
+from scaling import files, optim, rundir
 from scaling import train as trainlib
 from scaling.config import apply_overrides, load_config_file, to_json
 from scaling.model import kaplan_learning_rate
@@ -75,7 +74,7 @@ def main():
   result = {"steps": args.steps, "shape": args.shape, "lr_mult": args.lr_mult, "rows": rows,
             "cosine_seed_std": noise, "mean_branch_minus_cosine": float(diff.mean()),
             "within_noise": bool(abs(diff.mean()) <= noise)}
-  io.atomic_write_text(out / "wsd_vs_cosine.json", json.dumps(result, indent=1))
+  files.atomic_write_text(out / "wsd_vs_cosine.json", json.dumps(result, indent=1))
   print(f"{args.steps} steps, shape {args.shape}, LR {args.lr_mult:g}× Kaplan's: branch − cosine = {diff.mean():+.4f} nats "
         f"(per seed {', '.join(f'{d:+.4f}' for d in diff)}); run-to-run std of cosine "
         f"{noise:.4f} → {'within' if result['within_noise'] else 'outside'} the noise")

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import rundir
+from scaling import files, rundir
 from scaling.errors import UserError
 from scaling.expand import batch_sweep_runs, lr_grid, parse_bsweep_name
 from scaling.laws import approaches, fit, forms, io
-from scaling.laws.io import atomic_write_text
+from scaling.files import atomic_write_text
 from scaling.sweep import run_points
 
 
@@ -271,7 +271,7 @@ def plot(result: dict, path: Path) -> None:
           title="Critical batch size against loss")
   ax2.legend(fontsize=8)
   fig.tight_layout()
-  io.atomic_savefig(fig, path, dpi=120)
+  files.atomic_savefig(fig, path, dpi=120)
   plt.close(fig)
 
 

@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import rundir
+from scaling import files, rundir
 from scaling.errors import UserError
 from scaling.laws import batchlaw, fit, io
-from scaling.laws.io import atomic_write_text
+from scaling.files import atomic_write_text
 from scaling.runcfg import parse_shape, run_of_shape, shape_name, sweep_lr
 from scaling.sweep import run_points
 
@@ -326,7 +326,7 @@ def plot(result: dict, path: Path) -> None:
   ax1.legend(fontsize=7)
   ax2.legend(fontsize=7)
   fig.tight_layout()
-  io.atomic_savefig(fig, path, dpi=120)
+  files.atomic_savefig(fig, path, dpi=120)
   plt.close(fig)
 
 

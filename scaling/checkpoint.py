@@ -34,6 +34,13 @@ def state_manager(ckpt_dir: Path, keep: int, keep_steps=()):
                                                                  preservation_policy=policy))
 
 
+def committed_steps(ckpt_dir: Path) -> list[int]:
+  """The steps whose checkpoint was completely written (orbax renames a finished save's tmp
+  directory to the bare step number)."""
+  ckpt_dir = Path(ckpt_dir)
+  return sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit()) if ckpt_dir.is_dir() else []
+
+
 def parse_steps(text: str) -> list[int]:
   """checkpoint.keep_steps "100,250" → [100, 250]."""
   try:
@@ -187,8 +194,7 @@ def raise_if_disk_full(exc: BaseException, where: Path) -> None:
   if disk_error(exc) is None:
     return
   ckpt_dir = where.parent / "checkpoints"
-  good = (sorted(int(p.name) for p in ckpt_dir.iterdir() if p.name.isdigit())
-          if ckpt_dir.is_dir() else [])
+  good = committed_steps(ckpt_dir)
   why = str(disk_error(exc)).splitlines()[0][:120]
   raise StorageError(f"no space left writing {where} ({why}); the checkpoints {good or '(none)'} "
                      f"in {ckpt_dir} are intact. Free space and rerun the same command to "

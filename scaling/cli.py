@@ -4,23 +4,53 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
-from scaling import bench, hardware, isoflop, rundir
+from scaling import bench, files, hardware, isoflop, rundir
 from scaling import store as storelib
 from scaling import train as trainlib
 from scaling.batchsweep import run_batch_sweep
 from scaling.cbs import run_cbs
 from scaling.config import apply_overrides, load_config_file
 from scaling.errors import StorageError, UserError
-from scaling.laws import howbig, io, sweepfit
+from scaling.laws import howbig, sweepfit
 from scaling.laws.commands import fit_command, plan_command, predict_command
 from scaling.report import make_report
 from scaling.spec import validate
 from scaling.sweep import run_points, run_sweep
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse with its usage errors on one line (exit 2), as every other error of the tool."""
+
+  def error(self, message: str):
+    if message.endswith("expected one argument"):
+      message += " (a value that starts with '-' is written --OPTION=VALUE)"
+    self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind, low: float, low_ok: bool, what: str):
+  """An argparse type: a finite number above `low` (or at it when low_ok)."""
+  def parse(text: str):
+    try:
+      value = kind(text)
+    except ValueError:
+      raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not math.isfinite(value) or value < low or (value == low and not low_ok):
+      raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+  parse.__name__ = what  # argparse names the type in its messages
+  return parse
+
+
+POSITIVE = _number(float, 0.0, False, "a positive finite number")
+POSITIVE_INT = _number(int, 0, False, "a positive integer")
+COUNT = _number(int, 0, True, "a non-negative integer")
+FRACTION = _number(float, 0.0, True, "a fraction in [0, 1)")
 
 
 def _load(path: str, overrides: list[str]):
@@ -96,7 +126,7 @@ def _cmd_compare(args, overrides: list[str]) -> int:
   text = "\n".join(howbig.switch_table([Path(s) for s in args.sweeps])) + "\n"
   print(text)
   if args.out:
-    io.atomic_write_text(Path(args.out), text)
+    files.atomic_write_text(Path(args.out), text)
     print(f"wrote {args.out}")
   return 0
 
@@ -133,7 +163,7 @@ def _cmd_bench(args, overrides) -> int:
   for row in result["rows"]:
     print(bench.format_row(row))
   if args.json:
-    io.atomic_write_text(Path(args.json), json.dumps(result, indent=1))
+    files.atomic_write_text(Path(args.json), json.dumps(result, indent=1))
     print(f"wrote {args.json}")
   return 0
 
@@ -192,14 +222,14 @@ def _config_command(sub, name: str, help_: str, description: str, config: str, n
   p = sub.add_parser(name, help=help_, description=description)
   p.add_argument("--config", default=config)
   p.add_argument("--overwrite", action="store_true")
-  p.add_argument("--bootstrap", type=int, default=n_boot)
+  p.add_argument("--bootstrap", type=COUNT, default=n_boot)
   p.set_defaults(func=func)
   return p
 
 
 def build_parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="scaling", description=__doc__)
-  sub = parser.add_subparsers(dest="command", required=True)
+  parser = _Parser(prog="scaling", description=__doc__)
+  sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
   p = sub.add_parser("train", help="train one model from a config file",
                      description="Train (or resume) one run. Override any config field with "
@@ -222,10 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
                                          "a held-out budget check and a report, on the "
                                          "embedded corpus")
   p.add_argument("--out", default="runs/quickstart", help="results directory")
-  p.add_argument("--budget", type=float,
+  p.add_argument("--budget", type=POSITIVE,
                  help="FLOP budget to answer for (default: 10x the largest budget trained)")
   p.add_argument("--overwrite", action="store_true")
-  p.add_argument("--bootstrap", type=int, default=1000)
+  p.add_argument("--bootstrap", type=COUNT, default=1000)
   p.add_argument("--quiet", action="store_true", help="only the sweep's progress lines")
   p.set_defaults(func=_cmd_quickstart)
 
@@ -234,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "and its runs; runs `scaling fit` first only when fits.json is "
                                  "missing or older than the runs.")
   p.add_argument("path")
-  p.add_argument("--bootstrap", type=int, default=1000,
+  p.add_argument("--bootstrap", type=COUNT, default=1000,
                  help="bootstrap resamples, used only when fits.json must be made")
   p.set_defaults(func=_cmd_report)
 
@@ -243,9 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "partial ones resume, a lock file keeps runners apart.")
   p.add_argument("--config", required=True)
   p.add_argument("--overwrite", action="store_true")
-  p.add_argument("--worker", type=int, default=0,
+  p.add_argument("--worker", type=COUNT, default=0,
                  help="this worker's index (0-based) when several share the sweep")
-  p.add_argument("--num-workers", type=int, default=1,
+  p.add_argument("--num-workers", type=POSITIVE_INT, default=1,
                  help="workers sharing the sweep: point j belongs to worker j mod num-workers")
   p.set_defaults(func=_cmd_sweep)
 
@@ -254,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "model and its neighbours N/2 and 2N at --factor x the largest budget (in "
                       "<sweep>/heldout/), and fits again: measured against predicted loss.",
                       "isoflop_cpu", 1000, _cmd_heldout)
-  p.add_argument("--factor", type=float, default=3.0)
-  p.add_argument("--target", type=float, help="FLOP budget to answer for (default 10x largest)")
+  p.add_argument("--factor", type=POSITIVE, default=3.0)
+  p.add_argument("--target", type=POSITIVE, help="FLOP budget to answer for (default 10x largest)")
 
   p = sub.add_parser("compare", help="allocation exponent a of isoFLOP sweeps run with "
                                       "different switches, side by side",
@@ -264,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "a from approaches 3 and 2 with 95%% intervals.")
   p.add_argument("sweeps", nargs="+")
   p.add_argument("--out", help="also write the Markdown table here")
-  p.add_argument("--bootstrap", type=int, default=1000)
+  p.add_argument("--bootstrap", type=COUNT, default=1000)
   p.set_defaults(func=_cmd_compare)
 
   _config_command(sub, "bsweep", "batch-size sweep: B_crit(L) beside the online estimates",
@@ -289,12 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
                                  "accelerators, against the nominal bf16 peak.")
   p.add_argument("--shapes", default="2,128,2 4,256,4 6,384,6",
                  help="n_layer,d_model,n_heads for each model, space separated")
-  p.add_argument("--vocab", type=int, default=4096)
-  p.add_argument("--ctx", type=int, default=256)
-  p.add_argument("--batch", type=int, default=16, help="global batch in sequences")
-  p.add_argument("--steps", type=int, default=10, help="timed steps per shape (median reported)")
+  p.add_argument("--vocab", type=POSITIVE_INT, default=4096)
+  p.add_argument("--ctx", type=POSITIVE_INT, default=256)
+  p.add_argument("--batch", type=POSITIVE_INT, default=16, help="global batch in sequences")
+  p.add_argument("--steps", type=POSITIVE_INT, default=10, help="timed steps per shape (median reported)")
   p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
-  p.add_argument("--devices", type=int, default=0, help="data-parallel devices (0: all)")
+  p.add_argument("--devices", type=COUNT, default=0, help="data-parallel devices (0: all)")
   p.add_argument("--no-gns", action="store_true", help="without the noise-scale estimator")
   p.add_argument("--no-loader", action="store_true", help="skip the loader throughput")
   p.add_argument("--no-overhead", action="store_true", help="skip the between-step overhead")
@@ -312,17 +342,17 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--law", action="append",
                  help="N, D, C, ND, NS (each optionally +E), chinchilla, chinchilla_huber, "
                       "isoflop, envelope, bcrit; repeat for several (default: by the data)")
-  p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: none)")
-  p.add_argument("--holdout", type=int, default=1,
+  p.add_argument("--bootstrap", type=COUNT, default=1000, help="bootstrap resamples (0: none)")
+  p.add_argument("--holdout", type=COUNT, default=1,
                  help="hold out this many largest sizes for the extrapolation check")
-  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--seed", type=COUNT, default=0)
   p.add_argument("--n-convention", default="kaplan", choices=["kaplan", "exact", "total"],
                  help="N of run directories: Kaplan non-embedding, exact non-embedding, or total")
   p.add_argument("--loss-key", default=None,
                  help="summary.json field used as the loss (default: best_eval_loss, i.e. early "
                       "stopped, for D and ND laws; final_eval_loss otherwise)")
-  p.add_argument("--budget", type=float, help="FLOP budget for the derived N_opt, D_opt")
-  p.add_argument("--budget-tolerance", type=float, default=0.0,
+  p.add_argument("--budget", type=POSITIVE, help="FLOP budget for the derived N_opt, D_opt")
+  p.add_argument("--budget-tolerance", type=FRACTION, default=0.0,
                  help="isoflop: bin points whose C differ by up to ±this fraction into one budget "
                       "(e.g. 0.25 for published points, which never share one exact C)")
   p.add_argument("--flops", default="kaplan_train",
@@ -334,10 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("predict", help="the calculator: loss for N, D; allocation for C; C for a loss")
   p.add_argument("--preset", required=True, help="kaplan2020, chinchilla2022, epoch2024 or a fit JSON")
-  p.add_argument("--N", type=float, help="parameters")
-  p.add_argument("--D", type=float, help="tokens")
-  p.add_argument("--C", type=float, help="compute budget in FLOP")
-  p.add_argument("--loss", type=float, help="target loss (nats/token)")
+  p.add_argument("--N", type=POSITIVE, help="parameters")
+  p.add_argument("--D", type=POSITIVE, help="tokens")
+  p.add_argument("--C", type=POSITIVE, help="compute budget in FLOP")
+  p.add_argument("--loss", type=POSITIVE, help="target loss (nats/token)")
   p.add_argument("--batch-law", help="your measured B_crit(L): a bsweep.json or cbs.json (or "
                                      "their folder), instead of Kaplan's")
   p.set_defaults(func=_cmd_predict)
@@ -345,12 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
   p = sub.add_parser("plan", help="planning: overfitting, when to stop, allocation, model tables")
   p.add_argument("--preset", default="kaplan2020",
                  help="kaplan2020, chinchilla2022, epoch2024 or a fit JSON")
-  p.add_argument("--N", type=float, help="parameters (non-embedding for Kaplan)")
-  p.add_argument("--D", type=float, help="distinct training tokens")
-  p.add_argument("--penalty", type=float, help="overfitting penalty in percent: the least D")
-  p.add_argument("--batch", type=float, help="batch size in tokens of a run in progress")
-  p.add_argument("--steps", type=float, help="steps taken so far: should I stop?")
-  p.add_argument("--C", type=float, help="compute budget in FLOP: compute-efficient N, B, S, D")
+  p.add_argument("--N", type=POSITIVE, help="parameters (non-embedding for Kaplan)")
+  p.add_argument("--D", type=POSITIVE, help="distinct training tokens")
+  p.add_argument("--penalty", type=POSITIVE, help="overfitting penalty in percent: the least D")
+  p.add_argument("--batch", type=POSITIVE, help="batch size in tokens of a run in progress")
+  p.add_argument("--steps", type=POSITIVE, help="steps taken so far: should I stop?")
+  p.add_argument("--C", type=POSITIVE, help="compute budget in FLOP: compute-efficient N, B, S, D")
   p.add_argument("--batch-law", help="your measured B_crit(L): a bsweep.json or cbs.json (or "
                                      "their folder), instead of Kaplan's")
   p.add_argument("--compare", nargs="?", const="",
@@ -364,7 +394,10 @@ def main(argv: list[str] | None = None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   overrides = [a for a in argv if a.startswith("--config.")]
   rest = [a for a in argv if not a.startswith("--config.")]
-  args = build_parser().parse_args(rest)
+  try:
+    args = build_parser().parse_args(rest)
+  except SystemExit as e:   # a usage error (one line, exit 2) or --help (exit 0)
+    return int(e.code or 0)
   try:
     return args.func(args, overrides)
   except UserError as e:

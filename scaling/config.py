@@ -24,21 +24,58 @@ def load_config_file(path: str) -> ml_collections.ConfigDict:
       if (base / f"{path}.py").is_file():
         p = base / f"{path}.py"
         break
+  if p.is_dir():
+    inside = sorted(q.name for q in p.glob("*.py"))[:3]
+    raise UserError(f"config path {path} is a folder; give a config file (a .py file with "
+                    "get_config())" + (f", e.g. {p / inside[0]} (it holds {', '.join(inside)})"
+                                       if inside else ""))
   if not p.is_file():
-    raise UserError(f"config file {path} does not exist")
-  spec = importlib.util.spec_from_file_location(f"scaling_config_{p.stem}", p)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+    raise UserError(f"config file {path} does not exist (give a .py file with get_config(), or "
+                    "the name of one in configs/, e.g. ladder_cpu)")
+  module = _import(p)
   if not hasattr(module, "get_config"):
     raise UserError(f"config file {p} has no get_config() function")
-  if not arg:
-    return module.get_config()
   try:
-    return module.get_config(arg)
+    cfg = module.get_config(arg) if arg else module.get_config()
   except TypeError as e:
+    if not arg:
+      raise UserError(f"config file {p}: get_config() failed: {_one_line(e)}") from None
     raise UserError(f"config file {p} does not take an argument (':{arg}'): {e}") from None
   except ValueError as e:
+    if not arg:
+      raise UserError(f"config file {p}: get_config() failed: {_one_line(e)}") from None
     raise UserError(f"config file {p}: bad argument {arg!r}: {e}") from None
+  except Exception as e:  # a user's file may raise anything: say which line, in one line
+    raise UserError(f"config file {p}: get_config() failed: {_one_line(e)}") from None
+  if not isinstance(cfg, ml_collections.ConfigDict):
+    raise UserError(f"config file {p}: get_config() returned a {type(cfg).__name__}, not an "
+                    "ml_collections.ConfigDict (start from scaling.defaults.base_config())")
+  return cfg
+
+
+def _one_line(e: BaseException) -> str:
+  """An exception raised in a user's config file, with the file and line it came from."""
+  where = ""
+  tb = e.__traceback__
+  while tb is not None:   # the innermost frame: where it was raised
+    where = f" (line {tb.tb_lineno} of {tb.tb_frame.f_code.co_filename})"
+    tb = tb.tb_next
+  return f"{type(e).__name__}: {' '.join(str(e).split())}{where}"
+
+
+def _import(p: Path):
+  """The config file as a module; its syntax errors and failed imports as one-line errors."""
+  spec = importlib.util.spec_from_file_location(f"scaling_config_{p.stem}", p)
+  module = importlib.util.module_from_spec(spec)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise UserError(f"config file {p}: syntax error at line {e.lineno}: {e.msg}") from None
+  except ImportError as e:
+    raise UserError(f"config file {p} imports something not installed: {e}") from None
+  except Exception as e:
+    raise UserError(f"config file {p} failed when loaded: {_one_line(e)}") from None
+  return module
 
 
 def _parse_value(text: str, current):

@@ -22,13 +22,13 @@ import json
 import lzma
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import grain
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from scaling import files
 from scaling.errors import UserError
 
 EOS = "<|endoftext|>"
@@ -65,10 +65,21 @@ def _read_jsonl(path: Path, text_field: str) -> list[str]:
           raise UserError(f"{path}:{i} is not valid JSON; each line must be one JSON object") from None
         if not isinstance(record, dict) or text_field not in record:
           raise UserError(f"{path}:{i} has no field {text_field!r}; set data.text_field")
-        docs.append(str(record[text_field]))
+        docs.append(_text_of(record[text_field], f"{path}:{i}", text_field))
   except UnicodeDecodeError:
     raise UserError(f"{path} is not UTF-8 text; convert it, e.g. with iconv -t UTF-8") from None
+  except (lzma.LZMAError, EOFError) as e:
+    raise UserError(f"{path} is not a complete xz file ({e}); check it with xz -t") from None
   return docs
+
+
+def _text_of(value, where: str, text_field: str) -> str:
+  """A record's text, which must be a string (not null, a number or a list)."""
+  if not isinstance(value, str):
+    kind = "null" if value is None else f"a {type(value).__name__}"
+    raise UserError(f"{where}: the field {text_field!r} is {kind}, not a string; fix or drop "
+                    "that record (or set data.text_field to the text's field)")
+  return value
 
 
 def _read_hf(spec: str, text_field: str) -> list[str]:
@@ -86,7 +97,7 @@ def _read_hf(spec: str, text_field: str) -> list[str]:
   if text_field not in ds.column_names:
     raise UserError(f"{spec} has no column {text_field!r} (columns: {ds.column_names}); "
                     "set data.text_field")
-  return [str(t) for t in ds[text_field]]
+  return [_text_of(t, f"{spec} row {i}", text_field) for i, t in enumerate(ds[text_field])]
 
 
 def embedded_corpus_path() -> Path:
@@ -170,14 +181,6 @@ def cache_root(cache_dir: str = "") -> Path:
   return root
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-  with os.fdopen(fd, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
-
-
 def train_tokenizer(train_docs: list[str], vocab_size: int):
   """Byte-level BPE (GPT-2 style, as Kaplan 2020 §2.3) trained on the training split."""
   if vocab_size < 257 + 1:
@@ -209,9 +212,13 @@ def get_tokenizer(train_docs: list[str], vocab_size: int, tokenizer_path: str, c
   key = hashlib.sha256(f"{hash_docs(train_docs)}:{vocab_size}:bpe-v1".encode()).hexdigest()[:16]
   path = cache_root(cache_dir) / "tokenizers" / f"bpe{vocab_size}-{key}.json"
   if path.is_file():
-    return Tokenizer.from_file(str(path))
+    try:
+      return Tokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises plain Exceptions on malformed files
+      raise UserError(f"the cached tokenizer {path} is damaged ({str(e).splitlines()[0]}); "
+                      "delete it and rerun (it is trained again)") from None
   tok = train_tokenizer(train_docs, vocab_size)
-  atomic_write_bytes(path, tok.to_str().encode("utf-8"))
+  files.atomic_write_bytes(path, tok.to_str().encode("utf-8"))
   return tok
 
 

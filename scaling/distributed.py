@@ -10,8 +10,12 @@ global; each process feeds only its rows of every batch (data.WindowBatches by p
 from __future__ import annotations
 
 import os
+import socket
+import time
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 
 from scaling.errors import UserError
 
@@ -29,6 +33,8 @@ def initialize(cfg) -> None:
   if d.coordinator_address and (d.num_processes <= 0 or d.process_id < 0):
     raise UserError("distributed.coordinator_address needs distributed.num_processes and "
                     "distributed.process_id (or leave all three empty for auto-detection)")
+  if d.coordinator_address and d.process_id > 0:
+    _wait_for_coordinator(d.coordinator_address, d.timeout_s)
   platforms = os.environ.get("JAX_PLATFORMS", "") or jax.config.jax_platforms or ""
   if "cpu" in platforms.split(",") or d.cpu_collectives:
     # CPU devices of different processes all-reduce through gloo.
@@ -45,6 +51,33 @@ def initialize(cfg) -> None:
                     "num_processes and process_id") from None
 
 
+def _wait_for_coordinator(address: str, timeout_s: float) -> None:
+  """Waits until the coordinator (process 0) accepts connections. JAX's client aborts the whole
+  process (a C++ check failure) when it cannot reach it; this turns that into a one-line error."""
+  host, _, port = address.rpartition(":")
+  if not host or not port.isdigit():
+    raise UserError(f"distributed.coordinator_address must be HOST:PORT, got {address!r}")
+  deadline = time.monotonic() + timeout_s
+  while True:
+    try:
+      socket.create_connection((host.strip("[]"), int(port)), timeout=2).close()
+      return
+    except OSError as e:
+      if time.monotonic() >= deadline:
+        raise UserError(f"cannot reach the coordinator at {address} within "
+                        f"distributed.timeout_s={timeout_s:g} s ({e.strerror or e}); start process "
+                        "0 first and check the address, port and firewall") from None
+      time.sleep(1.0)
+
+
 def is_main() -> bool:
   """Process 0 writes logs, metrics, summaries and reports; every process writes checkpoints."""
   return jax.process_index() == 0
+
+
+def agreed(decision: bool) -> bool:
+  """Process 0's decision, on every process of a multi-host job: the hosts of one job train each
+  run together, and only process 0 writes summaries, so its view of the directory counts."""
+  if jax.process_count() == 1:
+    return decision
+  return bool(multihost_utils.broadcast_one_to_all(np.int32(decision)))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import report_alloc, report_text, rundir, shapes
-from scaling.laws import forms, io, sweepfit
+from scaling import files, report_alloc, report_text, rundir, shapes
+from scaling.laws import forms, sweepfit
 
 
 def _plt():
@@ -23,7 +23,7 @@ def _plt():
 
 def _write_png(fig, path: Path, figures: dict, key: str, **savefig_kw) -> None:
   """PNG file (written atomically), close; records the file under `key` in `figures`."""
-  io.atomic_savefig(fig, path, **savefig_kw)
+  files.atomic_savefig(fig, path, **savefig_kw)
   _plt().close(fig)
   figures[key] = path.name
 
@@ -228,7 +228,7 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
     report_alloc.figure_allocation(fits["allocation"], out, _plt(), save)
     if fits.get("b_simple_points"):
       _figure_b_simple(fits, out, figures)
-    io.atomic_write_text(out / "report.md", report_alloc.markdown(out, doc, figures))
+    files.atomic_write_text(out / "report.md", report_alloc.markdown(out, doc, figures))
     return {"headline": doc["headline"], "figures": figures, "report": str(out / "report.md"),
             "fits": str(sweepfit.fits_path(out))}
   _figure_ln(fits, out, figures)
@@ -245,7 +245,7 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
     _figure_shape_factors(sn["panels"], out, figures)
   if sn.get("collapse"):
     _figure_depth_collapse(sn["collapse"], out, figures)
-  io.atomic_write_text(out / "report.md", report_text.markdown(out, doc, figures))
+  files.atomic_write_text(out / "report.md", report_text.markdown(out, doc, figures))
   return {"headline": doc["headline"], "figures": figures, "report": str(out / "report.md"),
           "fits": str(sweepfit.fits_path(out))}
 

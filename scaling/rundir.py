@@ -12,6 +12,7 @@ Readers of runs (fits, report, batch sweep) go through `read_summary`, `read_met
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -19,16 +20,18 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import gns
+from scaling import files, gns
 from scaling.defaults import base_config
 from scaling.errors import UserError
 
 CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
 
 # Fields a run may resume under with another value: they change how it goes on from its last
-# checkpoint, not what it is (a lower LR or a skipped batch after a NaN; logging; patience).
+# checkpoint, not what it is (a lower LR or a skipped batch after a NaN; logging; patience; where
+# the run directory and the cache live, so a copied or moved run goes on).
 RESUMABLE_FIELDS = ("train.peak_lr", "train.skip_batches", "train.grad_clip", "train.patience",
-                    "log.", "compilation_cache", "data.loader_threads")
+                    "log.", "compilation_cache", "data.loader_threads", "run_dir",
+                    "data.cache_dir")
 
 # Older run directories used other key names; readers see the current ones.
 _LEGACY_SUMMARY_KEYS = {"flops_kaplan": "flop_kaplan", "flops_palm": "flop_palm",
@@ -82,6 +85,22 @@ def config_diff(old: dict, new: dict) -> list[str]:
           if not (_lookup(old, k) is _MISSING and _lookup(new, k) == _lookup(defaults, k))]
 
 
+def read_config(run_dir: Path) -> dict:
+  """A run's config.json, or a one-line error naming the file."""
+  path = Path(run_dir) / CONFIG
+  try:
+    doc = json.loads(path.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise UserError(f"cannot read {path} ({' '.join(str(e).split())}); restore it, or pass "
+                    "--overwrite to move this run aside and start again") from None
+  if not isinstance(doc, dict):
+    raise UserError(f"{path} is not a run config (a {type(doc).__name__}, not an object)")
+  return doc
+
+
+_LOCATION_FIELDS = ("run_dir", "data.cache_dir")   # where a run lives, not what it is
+
+
 def _resumable(key: str) -> bool:
   return any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUMABLE_FIELDS)
 
@@ -92,11 +111,11 @@ def check_or_write_config(run_dir: Path, cfg_json: str, overwrite: bool) -> None
   the old run aside)."""
   path = run_dir / CONFIG
   if path.is_file():
-    diff = config_diff(json.loads(path.read_text()), json.loads(cfg_json))
-    if diff and all(_resumable(k) for k in diff):
+    diff = config_diff(read_config(run_dir), json.loads(cfg_json))
+    if diff and not overwrite and all(_resumable(k) for k in diff):
       stamp = time.strftime("%Y%m%d-%H%M%S")
       path.rename(run_dir / f"config.before-{stamp}.json")
-      path.write_text(cfg_json)
+      files.atomic_write_text(path, cfg_json)
       print(f"resuming with changed {', '.join(diff)} (the previous config is kept as "
             f"config.before-{stamp}.json)", flush=True)
       return
@@ -105,20 +124,66 @@ def check_or_write_config(run_dir: Path, cfg_json: str, overwrite: bool) -> None
                       f"{' …' if len(diff) > 4 else ''}); choose another run_dir or pass "
                       "--overwrite to move the old run aside")
     if diff:
-      aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-      run_dir.rename(aside)
-      print(f"moved the old run to {aside}", flush=True)
-  run_dir.mkdir(parents=True, exist_ok=True)
+      move_aside(run_dir)
+  if run_dir.is_dir() and not os.access(run_dir, os.W_OK):
+    raise UserError(f"{run_dir} is read-only; a run writes its metrics and checkpoints there "
+                    "(make it writable, or give another run_dir)")
   if not path.is_file():
-    path.write_text(cfg_json)
+    files.atomic_write_text(path, cfg_json)
+
+
+def move_aside(run_dir: Path) -> None:
+  """--overwrite: the old run is renamed <run_dir>.old-<time>, never deleted."""
+  aside = run_dir.with_name(f"{run_dir.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+  run_dir.rename(aside)
+  print(f"moved the old run to {aside}", flush=True)
 
 
 def is_finished(run_dir: Path, cfg_json: str) -> bool:
-  """True when the run holds a summary and was trained with exactly this config."""
+  """True when the run holds a summary and was trained with this config (up to fields that only
+  change how a run goes on, which cannot change a finished one)."""
   run_dir = Path(run_dir)
   if not (run_dir / SUMMARY).is_file() or not (run_dir / CONFIG).is_file():
     return False
-  return not config_diff(json.loads((run_dir / CONFIG).read_text()), json.loads(cfg_json))
+  return all(_resumable(k) for k in config_diff(read_config(run_dir), json.loads(cfg_json)))
+
+
+def finished_note(run_dir: Path, cfg_json: str) -> str:
+  """What a rerun of a finished run says: that nothing was done, and which of its changed
+  fields were ignored."""
+  diff = [k for k in config_diff(read_config(run_dir), json.loads(cfg_json))
+          if k not in _LOCATION_FIELDS]
+  s = read_summary(run_dir)
+  loss = s.get("final_eval_loss")
+  note = (f"{run_dir} is finished ({s.get('steps')} steps"
+          + (f", final held-out loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+          + "): nothing to do")
+  if diff:
+    note += (f"; changed {', '.join(diff)} ignored, as a finished run is not trained again "
+             "(train into a new run_dir, or pass --overwrite to move this one aside)")
+  return note
+
+
+def check_progress_kept(run_dir: Path, has_checkpoint: bool, first_save_step: int,
+                        save_every: int, overwrite: bool) -> None:
+  """Refuses to start a run over when its directory shows progress that its missing checkpoints
+  should hold (they were deleted, or replaced): that would silently rewrite its metrics; with
+  overwrite the old run is moved aside. A run killed before its first save was committed (one
+  save may still be in flight) starts over."""
+  run_dir = Path(run_dir)
+  ckpt = run_dir / "checkpoints"
+  broken = ckpt.exists() and not ckpt.is_dir()
+  logged = [r["step"] for r in read_metrics(run_dir)] if not has_checkpoint else []
+  lost = bool(logged) and max(logged) >= first_save_step + save_every
+  if (broken or lost) and overwrite:
+    move_aside(run_dir)
+  elif broken:
+    raise UserError(f"{ckpt} is not a folder; move it away (the run's checkpoints live there) "
+                    "or pass --overwrite to move this run aside and start again")
+  elif lost:
+    raise UserError(f"{run_dir} holds {max(logged)} logged steps but no checkpoint to resume "
+                    f"from ({ckpt} is missing or empty); restore the checkpoints, or pass "
+                    "--overwrite to move this run aside and start again")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -126,21 +191,24 @@ def is_finished(run_dir: Path, cfg_json: str) -> bool:
 
 
 class MetricsWriter:
-  """Appends one JSON line per record (flushed at once); a no-op when not enabled (processes
-  other than 0 write nothing)."""
+  """Appends one JSON line per record with one unbuffered write (nothing is left in a buffer to
+  fail again at close, after a full disk); a no-op when not enabled (processes other than 0 write
+  nothing)."""
 
   def __init__(self, run_dir: Path, enabled: bool = True):
     self.path = Path(run_dir) / METRICS
-    self._file = open(self.path, "a") if enabled else None
+    self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if enabled else None
 
   def append(self, record: dict) -> None:
-    if self._file is not None:
-      self._file.write(json.dumps(record) + "\n")
-      self._file.flush()
+    if self._fd is not None:
+      data = (json.dumps(record) + "\n").encode()
+      while data:
+        data = data[os.write(self._fd, data):]
 
   def close(self) -> None:
-    if self._file is not None:
-      self._file.close()
+    if self._fd is not None:
+      os.close(self._fd)
+      self._fd = None
 
 
 def _records(text: str) -> list[dict]:
@@ -172,10 +240,7 @@ def copy_metrics(source_run: Path, run_dir: Path, last_step: int) -> None:
   """run_dir's metrics become source_run's up to last_step, written through a temporary file (a
   branch starts from its source's curve; with source_run = run_dir, a truncation)."""
   kept = [r for r in read_metrics(source_run) if r["step"] <= last_step]
-  path = Path(run_dir) / METRICS
-  tmp = path.with_suffix(".tmp")
-  tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-  os.replace(tmp, path)
+  files.atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 def parse_branch(text: str) -> tuple[Path, int]:
@@ -202,9 +267,7 @@ def last_record(run_dir: Path) -> dict:
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-  tmp = Path(run_dir) / (SUMMARY + ".tmp")
-  tmp.write_text(json.dumps(summary, indent=1))
-  os.replace(tmp, Path(run_dir) / SUMMARY)
+  files.atomic_write_text(Path(run_dir) / SUMMARY, json.dumps(summary, indent=1))
 
 
 def read_summary(run_dir: Path) -> dict:
@@ -228,6 +291,28 @@ def find_runs(path: Path) -> list[Path]:
   return sorted(p.parent for p in path.rglob(SUMMARY))
 
 
+# What makes two runs' losses comparable: the same tokenizer, corpus (train and held-out split)
+# and context length. A loss in nats per token of one tokenizer is not one of another.
+COMPARABLE = (("tokenizer_sha256_16", "tokenizer"), ("store_sha256_16", "token store (corpus)"),
+              ("n_ctx", "context length"))
+
+
+def check_comparable(runs: list[Path], where) -> None:
+  """Refuses runs that differ in tokenizer, corpus or context length (one fit over them would
+  mix losses of different units), naming the groups found."""
+  summaries = [read_summary(r) for r in runs]
+  for key, what in COMPARABLE:
+    groups: dict = {}
+    for run, s in zip(runs, summaries):
+      if s.get(key) is not None:
+        groups.setdefault(s[key], []).append(Path(run))
+    if len(groups) > 1:
+      parts = "; ".join(f"{len(rs)} with {what} {value} (e.g. {rs[0].name})"
+                        for value, rs in groups.items())
+      raise UserError(f"the runs under {where} differ in {what}: {parts}. Their losses cannot "
+                      "be fitted together; put each group in a folder of its own and fit each")
+
+
 # ---------------------------------------------------------------------------------------------
 # Locks.
 
@@ -247,9 +332,43 @@ def lock_path(run_dir: Path) -> Path:
   return run_dir.with_name(run_dir.name + ".lock")
 
 
+def lock_owner(lock: Path) -> int:
+  """The pid in a lock file (0 when there is none or it cannot be read)."""
+  try:
+    return int(lock.read_text() or 0)
+  except (OSError, ValueError):
+    return 0
+
+
+@contextlib.contextmanager
+def locked(run_dir: Path, enabled: bool = True):
+  """Holds the run directory's lock while training it; a second process on the same directory
+  is refused at once. Re-entrant: a sweep runner already holding the point's lock goes on."""
+  lock = lock_path(run_dir)
+  if not enabled or lock_owner(lock) == os.getpid():
+    yield
+    return
+  if not acquire(lock):
+    raise UserError(f"another process (pid {lock_owner(lock)}) is training {run_dir}: it holds "
+                    f"{lock}. Wait for it to end, or delete the lock if that process is gone")
+  try:
+    yield
+  finally:
+    lock.unlink(missing_ok=True)
+
+
 def acquire(lock: Path) -> bool:
-  """Takes a lock file (O_EXCL, holding this pid); a lock whose owner is dead is taken over."""
-  lock.parent.mkdir(parents=True, exist_ok=True)
+  """Takes a lock file (O_EXCL, holding this pid); a lock whose owner is dead is taken over. A
+  folder that cannot be written is a one-line error."""
+  try:
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    return _acquire(lock)
+  except PermissionError as e:
+    raise UserError(f"cannot write in {lock.parent} ({e.strerror}); give a run_dir in a "
+                    "writable folder") from None
+
+
+def _acquire(lock: Path) -> bool:
   for _ in range(2):
     try:
       fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
@@ -257,10 +376,7 @@ def acquire(lock: Path) -> bool:
       os.close(fd)
       return True
     except FileExistsError:
-      try:
-        owner = int(lock.read_text() or 0)
-      except (OSError, ValueError):
-        owner = 0
+      owner = lock_owner(lock)
       if owner and _pid_alive(owner):
         return False
       lock.unlink(missing_ok=True)  # stale: its runner died

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import data as datalib
+from scaling import files
 from scaling.errors import UserError
 from scaling.spec import DataSpec
 
@@ -74,9 +75,9 @@ def _write(folder: Path, tok, train_docs, eval_docs, source: str, key: str) -> N
   dtype = np.uint16 if n_vocab <= 2**16 else np.uint32
   train_T = datalib.encode(tok, train_docs, eos_id, dtype)
   eval_T = datalib.encode(tok, eval_docs, eos_id, dtype)
-  datalib.atomic_write_bytes(folder / "train.bin", train_T.tobytes())
-  datalib.atomic_write_bytes(folder / "eval.bin", eval_T.tobytes())
-  datalib.atomic_write_bytes(folder / "tokenizer.json", tok.to_str().encode("utf-8"))
+  files.atomic_write_bytes(folder / "train.bin", train_T.tobytes())
+  files.atomic_write_bytes(folder / "eval.bin", eval_T.tobytes())
+  files.atomic_write_bytes(folder / "tokenizer.json", tok.to_str().encode("utf-8"))
   meta = {
       "source": source, "tokenizer_sha256_16": tokenizer_hash(tok), "store_sha256_16": key,
       "dtype": np.dtype(dtype).name, "n_vocab": n_vocab, "eos_id": eos_id,
@@ -85,7 +86,19 @@ def _write(folder: Path, tok, train_docs, eval_docs, source: str, key: str) -> N
       "n_bytes_eval": sum(len(d.encode("utf-8")) for d in eval_docs),
       "n_tokens_train": int(train_T.size), "n_tokens_eval": int(eval_T.size),
   }
-  datalib.atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=1).encode())
+  files.atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=1).encode())
+
+
+def _read_meta(path: Path) -> dict:
+  try:
+    meta = json.loads(path.read_text())
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise UserError(f"{path} cannot be read ({' '.join(str(e).split())}); delete the folder "
+                    f"{path.parent} and rerun (the store is rebuilt from the corpus)") from None
+  if not isinstance(meta, dict) or not {"dtype", "n_tokens_train", "n_tokens_eval"} <= set(meta):
+    raise UserError(f"{path} is not a token store's meta.json (fields missing); delete the "
+                    f"folder {path.parent} and rerun")
+  return meta
 
 
 def tokenizer_hash(tok) -> str:
@@ -100,10 +113,7 @@ def open_store(folder, tok=None, verbose: bool = False) -> TokenStore:
   if not meta_path.is_file():
     raise UserError(f"{folder} is not a token store (no meta.json); write one with "
                     "`scaling tokenize`")
-  try:
-    meta = json.loads(meta_path.read_text())
-  except json.JSONDecodeError as e:
-    raise UserError(f"{meta_path} is not valid JSON ({e}); delete the folder and rerun") from None
+  meta = _read_meta(meta_path)
   if tok is None:
     tok = datalib.load_tokenizer(folder / "tokenizer.json")
   n_vocab = tok.get_vocab_size()
@@ -137,10 +147,14 @@ def build_store(data: DataSpec, out: str = "", verbose: bool = True) -> TokenSto
   tok = datalib.get_tokenizer(train_docs, data.vocab_size, data.tokenizer, data.cache_dir)
   if tok.token_to_id(datalib.EOS) is None:
     raise UserError(f"the tokenizer has no {datalib.EOS} token; train one with scaling or add it")
+  if not data.tokenizer and tok.get_vocab_size() < data.vocab_size and verbose:
+    print(f"note: data.vocab_size={data.vocab_size:,} was asked, but this corpus's training text "
+          f"gives only {tok.get_vocab_size():,} tokens (BPE ran out of pairs to merge); runs use "
+          f"{tok.get_vocab_size():,} (summary.json: n_vocab, vocab_size_requested)", flush=True)
   key = _key(train_docs, eval_docs, tokenizer_hash(tok))
   folder = Path(out) if out else datalib.cache_root(data.cache_dir) / "stores" / key
   meta = folder / "meta.json"
-  if meta.is_file() and json.loads(meta.read_text()).get("store_sha256_16", key) != key:
+  if meta.is_file() and _read_meta(meta).get("store_sha256_16", key) != key:
     raise UserError(f"{folder} holds a token store of another corpus or tokenizer; choose "
                     "another folder or delete it")
   if not meta.is_file():

@@ -9,23 +9,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import jax
-import numpy as np
-from jax.experimental import multihost_utils
-
-from scaling import rundir
+from scaling import distributed, rundir
 from scaling import train as trainlib
 from scaling.config import to_json
 from scaling.errors import UserError
 from scaling.expand import expand
-
-
-def _agreed(decision: bool) -> bool:
-  """Process 0's decision, on every process of a multi-host job: the hosts of one job train each
-  point together, and only process 0 writes summaries, so its view of the directory counts."""
-  if jax.process_count() == 1:
-    return decision
-  return bool(multihost_utils.broadcast_one_to_all(np.int32(decision)))
 
 
 def owned(index: int, worker: int, num_workers: int) -> bool:
@@ -48,11 +36,11 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
     head = f"[sweep {i}/{len(configs)}] {run_dir.name}"
     if not owned(i - 1, worker, num_workers):
       continue
-    if _agreed(rundir.is_finished(run_dir, to_json(rc))):
+    if distributed.agreed(rundir.is_finished(run_dir, to_json(rc))):
       print(f"{head}: finished, skipped", flush=True)
       continue
     lock = rundir.lock_path(run_dir)
-    if not _agreed(rundir.acquire(lock)):
+    if not distributed.agreed(rundir.acquire(lock)):
       print(f"{head}: another runner holds {lock}, skipped", flush=True)
       continue
     try:

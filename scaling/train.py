@@ -109,7 +109,7 @@ def _branch(spec: RunSpec, total_steps: int) -> tuple | None:
   config = source / rundir.CONFIG
   if not config.is_file():
     raise UserError(f"train.init_from: {source} is not a run directory (no {rundir.CONFIG})")
-  theirs = json.loads(config.read_text())
+  theirs = rundir.read_config(source)
   fork = spec.train.init_mode == "fork"
   pairs = {"model": (spec.model, theirs["model"])}
   if not fork:
@@ -139,11 +139,32 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
     hardware.enable_compilation_cache(cfg.data.cache_dir)
   is_main = distributed.is_main()
   say = (lambda *a: print(*a, flush=True)) if (verbose and is_main) else (lambda *a: None)
+  run_dir, cfg_json = rundir.path_of(cfg), to_json(cfg)
+  if _finished(run_dir, cfg_json, overwrite):
+    say(rundir.finished_note(run_dir, cfg_json))
+    return rundir.read_summary(run_dir)
   setup = prepare(cfg, verbose and is_main)
-  run_dir = rundir.path_of(cfg)
-  # Everything validated: only now touch the run directory.
-  if is_main:
-    rundir.check_or_write_config(run_dir, to_json(cfg), overwrite)
+  # Everything validated: only now touch the run directory, holding its lock.
+  with rundir.locked(run_dir, enabled=is_main):
+    if is_main:
+      # Progress whose checkpoints are gone is never silently started over.
+      every = setup.spec.checkpoint.every
+      start = setup.branch[1] if setup.branch and not setup.branch[2] else 0
+      rundir.check_progress_kept(run_dir, bool(ckptlib.committed_steps(run_dir / "checkpoints")),
+                                 start + every, every, overwrite)
+      rundir.check_or_write_config(run_dir, cfg_json, overwrite)
+    return _train(cfg, setup, run_dir, is_main, say)
+
+
+def _finished(run_dir: Path, cfg_json: str, overwrite: bool) -> bool:
+  """A finished run is left as it is (a rerun is a no-op), unless --overwrite is given with a
+  changed config (then the old run is moved aside). Process 0's view counts on every host."""
+  finished = rundir.is_finished(run_dir, cfg_json) and not (
+      overwrite and rundir.config_diff(rundir.read_config(run_dir), json.loads(cfg_json)))
+  return distributed.agreed(finished)
+
+
+def _train(cfg, setup: Setup, run_dir: Path, is_main: bool, say) -> dict:
   spec, mcfg = setup.spec, setup.mcfg
   trainer = steplib.build(mcfg, spec.train, spec.gns, setup.mesh, setup.peak_lr,
                           setup.total_steps, spec.seed)
@@ -223,7 +244,8 @@ class _Loop:
       raise
     self.sinks.write(record)
     self.window.add(record)
-    _check_finite(record, self.manager, self.setup.peak_lr)
+    _check_finite(record, self.manager, self.setup.peak_lr,
+                  kaplan_learning_rate(self.setup.counts["n_kaplan"]))
     self.last_record = record
     return record
 
@@ -327,7 +349,10 @@ def _summary(setup: Setup, loop: _Loop, run_dir: Path, is_main: bool) -> dict:
       "planned_steps": setup.total_steps, "stopped_early": steps < setup.total_steps,
       "stop_reason": loop.stop_reason if steps < setup.total_steps else None,
       "batch_seqs": spec.train.batch_size, "batch_tokens": batch_tokens, "n_ctx": mcfg.n_ctx,
-      "n_vocab": store.n_vocab, "peak_lr": setup.peak_lr, "d_train_tokens": setup.d_train_tokens,
+      "n_vocab": store.n_vocab,
+      "vocab_size_requested": None if spec.data.tokenizer or spec.data.store
+                              else spec.data.vocab_size,
+      "peak_lr": setup.peak_lr, "d_train_tokens": setup.d_train_tokens,
       "epochs": steps * batch_tokens / setup.d_train_tokens,
       "store": str(store.folder), "store_sha256_16": store.sha256_16,
       "tokenizer_sha256_16": store.meta["tokenizer_sha256_16"],
@@ -403,9 +428,10 @@ def _record(pending, t_prev: float, batch_tokens: int, fpt: dict, peak_flop_per_
   return now, record
 
 
-def _check_finite(record: dict, manager, peak_lr: float) -> None:
+def _check_finite(record: dict, manager, peak_lr: float, kaplan_lr: float) -> None:
   """Stops the run at the first NaN or infinite loss or gradient norm, before any checkpoint of
-  that state is written, and says how to go on from the last good checkpoint."""
+  that state is written, and says how to go on from the last good checkpoint: with half the LR,
+  or Kaplan's LR(N) for this size when the LR was far above it."""
   bad = [k for k in ("loss", "grad_norm") if record.get(k) is None]
   if bad:
     step = record["step"]
@@ -413,9 +439,11 @@ def _check_finite(record: dict, manager, peak_lr: float) -> None:
     latest = manager.latest_step()
     where = (f"the last good checkpoint is step {latest} (kept)" if latest is not None
              else "no checkpoint was written before it")
+    lower = (f"{peak_lr / 2:.3g}" if peak_lr <= 4 * kaplan_lr else
+             f"{kaplan_lr:.3g}, Kaplan's LR(N) for this size; {peak_lr:.3g} is far above it")
     raise UserError(f"the {' and '.join(bad)} became NaN or infinite at step {step}; {where}. "
                     f"Resume from it with a lower learning rate (--config.train.peak_lr="
-                    f"{peak_lr / 2:.3g}) or without that step's batch "
+                    f"{lower}) or without that step's batch "
                     f"(--config.train.skip_batches={step}), or start again with --overwrite")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from scaling import files
 from scaling.errors import UserError
 from scaling.laws import allocation, approaches, batchlaw, forms, io, planning
 from scaling.laws.results import fmt, auto_laws, fit_one, format_fit
@@ -26,36 +27,54 @@ def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int
       print(f"loss: {loss_key} of each run"
             + (" (early-stopped, as Kaplan fits L(D) and L(N, D))" if data_laws else ""))
   columns = io.load(path, n_convention, loss_key, want_curves, flop_key)
-  laws = laws or auto_laws(columns)
-  results = []
-  for name in laws:
-    if name == "isoflop":
-      if "N" not in columns or ("C" not in columns and "D" not in columns):
-        raise UserError("isoflop needs columns N and C (FLOP), or N and D (then C = 6·N·D)")
-      compute = columns["C"] if "C" in columns else 6.0 * columns["N"] * columns["D"]
-      r = {"law": "isoflop", **approaches.fit_isoflop(compute, columns["N"], columns["loss"],
-                                                      n_boot, seed, budget_tolerance)}
-    elif name == "envelope":
-      curves = columns["curves"] if "curves" in columns else io.curves_from_csv(columns)
-      r = {"law": "envelope", **approaches.fit_envelope(curves, n_boot, seed)}
-    elif name == "bcrit":
-      if "B" not in columns:
-        raise UserError("bcrit needs columns loss and B (the critical batch in tokens)")
-      r = {"law": "bcrit", **approaches.fit_bcrit(columns["loss"], columns["B"], n_boot, seed)}
-      r["published"] = forms.KAPLAN2020["B_crit"]
-    else:
-      r = fit_one(name, columns, n_boot, holdout, seed, budget)
-    results.append(r)
-    print(format_fit(r) if "form" in r else _format_special(r), flush=True)
-  doc = io.to_jsonable({"source": str(path), "n_convention": n_convention, "loss_key": loss_key,
-                        "fits": results})
   out_path = Path(out) if out else (Path(path) / "fit.json" if Path(path).is_dir()
                                     else Path(path).with_suffix(".fit.json"))
   if not out_path.parent.is_dir():
     raise UserError(f"--out {out_path}: the folder {out_path.parent} does not exist")
-  io.atomic_write_text(out_path, json.dumps(doc, indent=1))
+  chosen = not laws
+  laws = laws or auto_laws(columns)
+  results, failed = [], []
+  for name in laws:
+    try:
+      r = _fit_law(name, columns, n_boot, holdout, seed, budget, budget_tolerance)
+    except UserError as e:
+      # A law chosen by the data's shape that these points cannot carry is skipped; one the
+      # user asked for is reported, after the others are written.
+      print(f"{name}: not fitted: {e}", flush=True)
+      failed.append(f"{name}: {e}")
+      continue
+    results.append(r)
+    print(format_fit(r) if "form" in r else _format_special(r), flush=True)
+  if not results:
+    raise UserError("; ".join(failed))
+  doc = io.to_jsonable({"source": str(path), "n_convention": n_convention, "loss_key": loss_key,
+                        "fits": results, "not_fitted": failed})
+  files.atomic_write_text(out_path, json.dumps(doc, indent=1))
   print(f"wrote {out_path}")
+  if failed and not chosen:
+    raise UserError(f"{'; '.join(failed)} (the other laws are in {out_path})")
   return doc
+
+
+def _fit_law(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
+             budget: float | None, budget_tolerance: float) -> dict:
+  """One law of `scaling fit`: the special fits by name, the rest through the registry."""
+  if name == "isoflop":
+    if "N" not in columns or ("C" not in columns and "D" not in columns):
+      raise UserError("isoflop needs columns N and C (FLOP), or N and D (then C = 6·N·D)")
+    compute = columns["C"] if "C" in columns else 6.0 * columns["N"] * columns["D"]
+    return {"law": "isoflop", **approaches.fit_isoflop(compute, columns["N"], columns["loss"],
+                                                       n_boot, seed, budget_tolerance)}
+  if name == "envelope":
+    curves = columns["curves"] if "curves" in columns else io.curves_from_csv(columns)
+    return {"law": "envelope", **approaches.fit_envelope(curves, n_boot, seed)}
+  if name == "bcrit":
+    if "B" not in columns:
+      raise UserError("bcrit needs columns loss and B (the critical batch in tokens)")
+    r = {"law": "bcrit", **approaches.fit_bcrit(columns["loss"], columns["B"], n_boot, seed)}
+    r["published"] = forms.KAPLAN2020["B_crit"]
+    return r
+  return fit_one(name, columns, n_boot, holdout, seed, budget)
 
 
 def _format_special(r: dict) -> str:

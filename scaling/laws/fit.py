@@ -26,7 +26,7 @@ def check_inputs(columns: dict[str, np.ndarray], y: np.ndarray, n_params: int,
     bad = ~np.isfinite(values) | (values <= 0)
     if bad.any():
       i = int(np.flatnonzero(bad)[0])
-      raise UserError(f"{name} must be positive and finite; point {i} has {name}={values[i]!r}")
+      raise UserError(f"{name} must be positive and finite; point {i} has {name}={float(values[i])}")
   if len(y) <= n_params:
     raise UserError(f"{len(y)} points are too few to fit {n_params} parameters; "
                     f"give at least {n_params + 1}")

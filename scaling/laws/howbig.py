@@ -87,6 +87,7 @@ def heldout_check(runs: list[Path], prediction: dict, convention: str) -> dict |
 def sweep_runs(sweep: Path) -> tuple[list[Path], list[Path]]:
   """(the sweep's isoFLOP runs, the held-out budget's runs under <sweep>/heldout/)."""
   runs = rundir.find_runs(sweep)
+  rundir.check_comparable(runs, sweep)
   held = [r for r in runs if HELDOUT in r.relative_to(sweep).parts]
   return [r for r in runs if r not in held], held
 

@@ -1,12 +1,10 @@
-"""Fit inputs from run directories (through scaling/rundir.py) or a CSV of runs; result files
-written atomically."""
+"""Fit inputs from run directories (through scaling/rundir.py) or a CSV of runs (result files are
+written by scaling/files.py)."""
 
 from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +47,7 @@ def read_runs(path: Path, n_convention: str = "kaplan", loss_key: str = "final_e
   runs = rundir.find_runs(path)
   if not runs:
     raise UserError(f"{path} holds no finished run (no summary.json); train or sweep first")
+  rundir.check_comparable(runs, path)
   n_key = {"kaplan": "n_kaplan", "exact": "n_exact_nonemb", "total": "n_total"}[n_convention]
   cols = {k: [] for k in ("N", "N_total", "D", "D_data", "C", "S", "B", "loss", "name")}
   curves = []
@@ -122,30 +121,3 @@ def to_jsonable(obj):
   if isinstance(obj, (np.integer,)):
     return int(obj)
   return obj
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-  """Writes a result file through a temporary file in the same folder, then replaces it: a
-  failure (a full disk) leaves the previous file whole."""
-  path = Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise
-
-
-def atomic_savefig(fig, path: Path, **savefig_kw) -> None:
-  """fig.savefig through a temporary file, then replace (as atomic_write_text)."""
-  path = Path(path)
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem + ".tmp", suffix=path.suffix)
-  os.close(fd)
-  try:
-    fig.savefig(tmp, **savefig_kw)
-    os.replace(tmp, path)
-  except BaseException:
-    Path(tmp).unlink(missing_ok=True)
-    raise

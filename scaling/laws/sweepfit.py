@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import rundir, shapes
+from scaling import files, rundir, shapes
 from scaling.errors import UserError
 from scaling.laws import approaches, forms, howbig, io
 from scaling.laws import fit as fitlib
@@ -217,7 +217,7 @@ def fit_isoflop_sweep(sweep: str, n_boot: int = 1000, seed: int = 0, check_facto
       "format": FORMAT, "sweep": str(out), "n_boot": n_boot, "seed": seed,
       "runs": [{"name": r.name} for r in runs], "heldout_runs": [r.name for r in held],
       "headline": headline, "fits": fits})
-  io.atomic_write_text(fits_path(out), json.dumps(doc, indent=1))
+  files.atomic_write_text(fits_path(out), json.dumps(doc, indent=1))
   return doc
 
 
@@ -263,5 +263,5 @@ def fit_sweep(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -
       "format": FORMAT, "sweep": str(out), "n_boot": n_boot, "holdout": holdout, "seed": seed,
       "runs": [{"name": r.name, "full_data": bool(f)} for r, f in zip(runs, full)],
       "headline": headline, "fits": fits})
-  io.atomic_write_text(fits_path(out), json.dumps(doc, indent=1))
+  files.atomic_write_text(fits_path(out), json.dumps(doc, indent=1))
   return doc

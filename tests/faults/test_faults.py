@@ -117,6 +117,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, reference):
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, reference):
   run = tmp_path / "run"
   subprocess.run(_train_cmd(run), env=ENV, check=True, capture_output=True)
+  # As if killed after its last checkpoint, before its summary (a finished run is not resumed).
+  (run / "summary.json").unlink()
   latest = run / "checkpoints" / str(STEPS)
   for f in latest.rglob("*"):                 # truncate every file of the newest checkpoint
     if f.is_file():
@@ -129,6 +131,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, refe
   _assert_same_curve(run, reference)
 
   # Every checkpoint damaged: an error naming them, no fresh start, nothing changed.
+  (run / "summary.json").unlink()
   for f in (run / "checkpoints").rglob("*"):
     if f.is_file() and "ocdbt" in str(f):
       f.write_bytes(b"garbage")

@@ -1,0 +1,66 @@
+"""Result files written whole or not at all: each through a temporary file in the same folder,
+then renamed over the old one, so a full disk, a kill or a read-only folder leaves the previous
+file byte-identical. A failure is one line naming the file and the reason."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from pathlib import Path
+
+from scaling.errors import UserError
+
+_REASONS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
+            errno.EFBIG: "file too large", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+            errno.ENOENT: "the folder does not exist"}
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+_UMASK = _umask()
+
+
+def _fail(path: Path, e: OSError):
+  why = _REASONS.get(e.errno, e.strerror or type(e).__name__)
+  return UserError(f"cannot write {path}: {why}; the previous file (if any) is unchanged")
+
+
+def _replace_via_tmp(path: Path, write, suffix: str = "") -> None:
+  """write(tmp_path) fills a temporary file beside `path`, which then replaces it."""
+  path = Path(path)
+  tmp = None
+  try:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp", suffix=suffix)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)   # as open() would create it, not mkstemp's owner-only 0600
+    write(tmp)
+    os.replace(tmp, path)
+  except OSError as e:
+    raise _fail(path, e) from None
+  finally:
+    if tmp is not None and os.path.exists(tmp):
+      os.unlink(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+  def write(tmp):
+    with open(tmp, "wb") as f:
+      f.write(data)
+  _replace_via_tmp(path, write)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+  atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_savefig(fig, path: Path, **savefig_kw) -> None:
+  """fig.savefig through a temporary file with the same suffix (matplotlib picks the format
+  from it)."""
+  _replace_via_tmp(path, lambda tmp: fig.savefig(tmp, **savefig_kw), suffix=Path(path).suffix)
