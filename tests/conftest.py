@@ -72,3 +72,17 @@ def tree_sizes(cfg) -> dict:
     sizes["embedding"] += size if is_embedding_path(keys) else 0
     sizes["block_kernels"] += size if keys[0] == "blocks" and keys[-1] == "kernel" else 0
   return sizes
+
+
+@pytest.fixture(scope="session")
+def witness(tmp_path_factory):
+  """For the fault suites: a finished 10-step test_small run (checkpoints at 5 and 10), a cache of
+  its own, and a good 5-point CSV of runs, whose files no fault may change."""
+  from scaling.cli import main as cli_main
+  root = tmp_path_factory.mktemp("witness")
+  assert cli_main(["train", "--config", str(REPO / "configs/test_small.py"),
+                   f"--config.run_dir={root / 'run'}", f"--config.data.cache_dir={root / 'cache'}",
+                   "--config.train.steps=10"]) == 0
+  n = [1e5, 3e5, 1e6, 3e6, 1e7]
+  (root / "good.csv").write_text("N,loss\n" + "".join(f"{x},{(1e13 / x) ** 0.076}\n" for x in n))
+  return root

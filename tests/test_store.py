@@ -47,5 +47,5 @@ def test_a_store_folder_is_checked(tmp_path):
   with pytest.raises(UserError, match="not a token store"):
     storelib.open_store(tmp_path)
   (tmp_path / "meta.json").write_text("{broken")
-  with pytest.raises(UserError, match="not valid JSON"):
+  with pytest.raises(UserError, match="meta.json cannot be read"):
     storelib.open_store(tmp_path)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from scaling import data as datalib
 from scaling.cli import main as cli_main
 
 pytestmark = pytest.mark.faults
@@ -16,19 +15,6 @@ pytestmark = pytest.mark.faults
 
 def _files(folder: Path) -> dict:
   return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-@pytest.fixture(scope="module")
-def witness(tmp_path_factory):
-  """A finished run, a cache of its own and a good CSV of runs: none may change."""
-  root = tmp_path_factory.mktemp("witness")
-  run, cache = root / "run", root / "cache"
-  assert cli_main(["train", "--config", str(REPO / "configs/test_small.py"),
-                   f"--config.run_dir={run}", f"--config.data.cache_dir={cache}",
-                   "--config.train.steps=10"]) == 0
-  n = np.array([1e5, 3e5, 1e6, 3e6, 1e7])
-  (root / "good.csv").write_text("N,loss\n" + "".join(f"{x},{(1e13 / x) ** 0.076}\n" for x in n))
-  return root
 
 
 def _train(witness, *args):

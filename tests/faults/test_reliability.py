@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, read_metrics
+from conftest import REPO, fake_run, read_metrics
 from scaling import rundir
 from scaling.cli import main as cli_main
 
@@ -34,14 +34,10 @@ def _train_args(run: Path, cache: Path, *extra) -> list[str]:
           f"--config.data.cache_dir={cache}", "--config.train.steps=10", *extra]
 
 
-@pytest.fixture(scope="module")
-def witness(tmp_path_factory):
-  """A finished 10-step run with checkpoints at 5 and 10, its cache, and a 5-point CSV."""
-  root = tmp_path_factory.mktemp("witness")
-  assert cli_main(_train_args(root / "run", root / "cache")) == 0
-  n = [1e5, 3e5, 1e6, 3e6, 1e7]
-  (root / "good.csv").write_text("N,loss\n" + "".join(f"{x},{(1e13 / x) ** 0.076}\n" for x in n))
-  return root
+def _earlier_unchanged(before: dict, folder: Path) -> bool:
+  """Every file that existed before is byte-identical (caches may gain entries)."""
+  after = _files(folder)
+  return {k: after.get(k) for k in before} == before
 
 
 def _copy_run(witness: Path, tmp_path: Path) -> Path:
@@ -171,7 +167,7 @@ DATA_LOSS = {f.__name__.strip("_"): f for f in (
 def test_data_loss_class(member, witness, tmp_path, capsys):
   before = _files(witness)
   DATA_LOSS[member](witness, tmp_path, capsys)
-  assert _files(witness) == before
+  assert _earlier_unchanged(before, witness)
 
 
 def test_second_trainer_on_one_run_dir_is_refused_at_once(tmp_path):
@@ -229,8 +225,10 @@ def _mixed_runs(w, tmp, capsys):
   records another context length."""
   src = tmp / "src"
   shutil.copytree(w / "run", src / "v300", ignore=shutil.ignore_patterns("checkpoints", "best"))
-  assert cli_main(_train_args(src / "v400", w / "cache", "--config.train.steps=4",
-                              "--config.data.vocab_size=400")) == 0
+  corpus = tmp / "other.txt"        # a small corpus: its own tokenizer, trained in a second
+  corpus.write_text("\n\n".join(f"a dog called {i} barked at {i * 7} birds." for i in range(400)))
+  assert cli_main(_train_args(src / "v400", tmp / "cache", "--config.train.steps=4",
+                              f"--config.data.source={corpus}")) == 0
   shutil.copytree(src / "v300", src / "ctx8")
   summary = json.loads((src / "ctx8" / "summary.json").read_text())
   (src / "ctx8" / "summary.json").write_text(json.dumps({**summary, "n_ctx": 8}))
@@ -304,8 +302,7 @@ SILENT = {f.__name__.strip("_"): f for f in (
 def test_wrong_results_in_silence_class(member, witness, tmp_path, capsys):
   before = _files(witness)
   SILENT[member](witness, tmp_path, capsys)
-  after = _files(witness)                          # (the cache may gain another tokenizer)
-  assert {k: after.get(k) for k in before} == before
+  assert _earlier_unchanged(before, witness)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -393,7 +390,7 @@ def test_traceback_class(member, witness, tmp_path, capsys):
   t0 = time.time()
   _one_line_error(capsys, args, expect)
   assert time.time() - t0 < 60
-  assert _files(tmp_path) == snapshot and _files(witness) == before
+  assert _files(tmp_path) == snapshot and _earlier_unchanged(before, witness)
   assert not (tmp_path / "r").exists()
 
 
@@ -427,4 +424,52 @@ def test_unclear_message_class(member, witness, tmp_path, capsys):
   make_args, expect = MESSAGES[member]
   err = _one_line_error(capsys, make_args(witness, tmp_path), expect)
   assert "inf" not in err.split("peak_lr=")[-1][:12]   # never suggests an infinite LR
-  assert _files(witness) == before
+  assert _earlier_unchanged(before, witness)
+
+
+# Read-only folders: chmod does not stop root, so these run only as another user (and a write
+# refused by the file system, EROFS, is simulated below for everyone).
+READ_ONLY = {
+    "train": lambda w, ro: _train_args(ro / "run", w / "cache"),
+    "sweep": lambda w, ro: ["sweep", "--config", str(REPO / "configs/test_ladder.py"),
+                            f"--config.run_dir={ro / 'sweep'}",
+                            f"--config.data.cache_dir={w / 'cache'}"],
+    "fit": lambda w, ro: ["fit", str(ro / "good.csv"), "--bootstrap", "10"],
+    "report": lambda w, ro: ["report", str(ro / "sweep"), "--bootstrap", "10"],
+}
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.parametrize("member", sorted(READ_ONLY))
+def test_read_only_folders(member, witness, tmp_path, capsys):
+  ro = tmp_path / "ro"
+  ro.mkdir()
+  shutil.copy(witness / "good.csv", ro / "good.csv")
+  for i, n in enumerate((1e3, 1e4, 1e5, 1e6)):   # a finished sweep for report (synthetic runs)
+    fake_run(ro / "sweep" / f"m{i}", int(n), float((3e8 / n) ** 0.1), steps=100,
+             final_eval_losses={})
+  for p in [ro, *ro.rglob("*")]:
+    if p.is_dir():
+      p.chmod(0o555)
+  before = _files(ro)
+  try:
+    err = _one_line_error(capsys, READ_ONLY[member](witness, ro), "")
+    assert any(w in err for w in ("permission denied", "read-only", "cannot write")), err
+  finally:
+    for p in [ro, *ro.rglob("*")]:
+      if p.is_dir():
+        p.chmod(0o755)
+  assert _files(ro) == before
+
+
+def test_read_only_file_system_for_fit_results(witness, tmp_path, capsys, monkeypatch):
+  csv = tmp_path / "good.csv"
+  shutil.copy(witness / "good.csv", csv)
+
+  def refused(*a, **k):
+    raise OSError(errno.EROFS, "Read-only file system")
+
+  monkeypatch.setattr("scaling.files.tempfile.mkstemp", refused)
+  _one_line_error(capsys, ["fit", str(csv), "--bootstrap", "10"],
+                  f"cannot write {tmp_path / 'good.fit.json'}: read-only file system")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["good.csv"]
