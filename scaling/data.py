@@ -32,6 +32,7 @@ from scaling import files
 from scaling.errors import UserError
 
 EOS = "<|endoftext|>"
+SAMPLINGS = ("epochs", "uniform")   # data.sampling: windows without replacement, or uniform
 EMBEDDED = "embedded"
 _TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst")
 
@@ -238,13 +239,20 @@ def encode(tok, docs: list[str], eos_id: int, dtype) -> np.ndarray:
 class WindowBatches:
   """Random-access source of training batches: item s is the batch of step s.
 
-  Each row is a window of seq_len + 1 consecutive tokens (inputs and shifted targets) starting at
-  a position drawn uniformly from the first `limit_tokens` training tokens, with a generator
-  seeded by (seed, s). Process p of P takes rows [p·b, (p+1)·b) of the global batch, b = batch/P.
+  Each row is a window of seq_len + 1 consecutive tokens (inputs and shifted targets) from the
+  first `limit_tokens` training tokens. With sampling "epochs" (the default) the windows are the
+  n_windows = (n − 1) // seq_len non-overlapping ones, every token predicted once per epoch, and
+  each epoch visits them in a permutation seeded by (seed, epoch): global row r = s·batch + j is
+  window perm_e[r mod n_windows] of epoch e = r // n_windows, so D is the tokens processed and a
+  resumed run sees exactly the batches an uninterrupted one would. With "uniform" each row
+  starts at a position drawn uniformly with a generator seeded by (seed, s) (with replacement:
+  in one epoch's worth of steps about 37 % of windows are never seen). Process p of P takes rows
+  [p·b, (p+1)·b) of the global batch, b = batch/P.
   """
 
   def __init__(self, tokens_T: np.ndarray, seq_len: int, global_batch: int, num_steps: int,
-               seed: int, process_index: int = 0, process_count: int = 1, limit_tokens: int = 0):
+               seed: int, process_index: int = 0, process_count: int = 1, limit_tokens: int = 0,
+               sampling: str = "epochs"):
     n = int(limit_tokens) if limit_tokens else int(tokens_T.size)
     if limit_tokens and limit_tokens > tokens_T.size:
       raise UserError(f"data.max_train_tokens={limit_tokens:,} exceeds the training split "
@@ -254,18 +262,53 @@ class WindowBatches:
                       f"({seq_len + 1}); use a larger corpus or a smaller model.n_ctx")
     if global_batch % process_count:
       raise UserError(f"global batch {global_batch} is not divisible by {process_count} processes")
+    if sampling not in SAMPLINGS:
+      raise UserError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     self.tokens_T, self.seq_len, self.n = tokens_T, seq_len, n
     self.global_batch, self.num_steps, self.seed = global_batch, num_steps, seed
     self.local_batch = global_batch // process_count
     self.row0 = process_index * self.local_batch
+    self.sampling = sampling
+    self.n_windows = (n - 1) // seq_len
+    self._perms: dict[int, np.ndarray] = {}
 
   def __len__(self) -> int:
     return self.num_steps
 
+  def epoch_of(self, steps_done: int) -> float:
+    """Epochs completed after `steps_done` steps (fractional): rows drawn / windows."""
+    return steps_done * self.global_batch / self.n_windows
+
+  def _permutation(self, epoch: int) -> np.ndarray:
+    """Epoch `epoch`'s order of the windows (4 bytes a window; the two latest kept, since the
+    loader's threads may straddle an epoch's end). Safe under those threads: a cache entry is
+    one atomic dict item, read once."""
+    perm = self._perms.get(epoch)
+    if perm is None:
+      dtype = np.int32 if self.n_windows < 2**31 else np.int64
+      perm = np.random.default_rng((self.seed, epoch)).permutation(self.n_windows).astype(dtype)
+      for old in [e for e in list(self._perms) if e < epoch - 1]:
+        self._perms.pop(old, None)
+      self._perms[epoch] = perm
+    return perm
+
+  def window_indices(self, step: int) -> np.ndarray:
+    """The window index of each of this process's rows at `step` (epochs sampling)."""
+    rows = int(step) * self.global_batch + self.row0 + np.arange(self.local_batch)
+    epochs, pos = rows // self.n_windows, rows % self.n_windows
+    out = np.empty(self.local_batch, np.int64)
+    for e in np.unique(epochs):       # a batch may straddle two epochs
+      mask = epochs == e
+      out[mask] = self._permutation(int(e))[pos[mask]]
+    return out
+
   def __getitem__(self, step: int) -> np.ndarray:
-    rng = np.random.default_rng((self.seed, int(step)))
-    starts = rng.integers(0, self.n - self.seq_len, size=self.global_batch)
-    mine = starts[self.row0:self.row0 + self.local_batch]
+    if self.sampling == "epochs":
+      mine = self.window_indices(step) * self.seq_len
+    else:
+      rng = np.random.default_rng((self.seed, int(step)))
+      starts = rng.integers(0, self.n - self.seq_len, size=self.global_batch)
+      mine = starts[self.row0:self.row0 + self.local_batch]
     rows_BW = mine[:, None] + np.arange(self.seq_len + 1)[None]   # one gather, no Python loop
     return self.tokens_T[rows_BW].astype(np.int32)
 

@@ -31,6 +31,9 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.data.tokenizer = ""          # path to an existing tokenizer.json instead of training one
   cfg.data.eval_fraction = 0.1     # last 10% of documents held out
   cfg.data.max_train_tokens = 0    # D-limited runs: train on the first D tokens only (0: all)
+  # "epochs": each epoch a seeded permutation of the non-overlapping windows (every token seen
+  # once per epoch, as the papers' D assumes); "uniform": windows drawn with replacement.
+  cfg.data.sampling = "epochs"
   cfg.data.cache_dir = ""          # "" → $SCALING_CACHE or ~/.cache/scaling
   cfg.data.loader_threads = 2
 

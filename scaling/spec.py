@@ -28,6 +28,7 @@ class DataSpec:
   cache_dir: str
   loader_threads: int
   store: str = ""          # a folder written by `scaling tokenize`; "" → build or reuse the cache
+  sampling: str = "epochs"  # windows without replacement per epoch, or "uniform" (data.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,6 +125,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.eval_fraction": (lambda v: 0 < v < 1, "between 0 and 1 (exclusive)"),
     "data.max_train_tokens": (_nonneg, "a non-negative integer (0: all)"),
     "data.loader_threads": (_nonneg, "a non-negative integer"),
+    "data.sampling": (lambda v: v in ("epochs", "uniform"),
+                      "epochs (each window once per epoch) or uniform (with replacement)"),
     "train.batch_size": (_positive, "a positive integer"),
     "train.steps": (_nonneg, "a non-negative integer (0: from train.tokens)"),
     "train.tokens": (_nonneg, "a non-negative integer"),

@@ -13,6 +13,7 @@ micro-batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -182,8 +183,10 @@ def _device_grads(loss_fn, k: int, powers: tuple):
 
 
 def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b2: float = 0.95):
-  """Builds the jitted step: (TrainState, batch rows (B, W), learning rate) → (TrainState,
-  StepMetrics). tx is AdamW at unit rate (optim.make_optimizer); its update is scaled by lr.
+  """Builds the jitted steps: (TrainState, batch rows (B, W), learning rate) → (TrainState,
+  StepMetrics), plain and, when the Adam-preconditioned noise scale is wanted, the one that also
+  measures it (else None). tx is AdamW at unit rate (optim.make_optimizer); its update is scaled
+  by lr.
 
   loss_fn(params, rows) must be the mean loss over its rows, so that the mean of per-device
   gradients is the gradient of the global batch.
@@ -199,32 +202,22 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
     return jax.shard_map(_device_grads(loss_fn, geom.micro_batches, powers), mesh=mesh,
                          in_specs=(P(), P("data"), P()), out_specs=(P(), P(), P()))
 
-  def grads_and_norms(state: TrainState, tokens_BW):
-    """(loss, all-reduced gradient, |G_small|² and |G_big|², each plain then P^k-weighted).
-    The weighted norms are computed every precond_every steps, from Adam's first update on (ν
-    is zero before it), through a lax.cond between two programs (zeros in their place on the
-    other steps, NaN in the metrics); the cond itself costs ≈ 2–4 % of a step on 8 CPU devices
-    (benchmarks/gns_overhead.py)."""
-    second = adam_second_moment(state.opt_state, state.step, b2) if wanted else None
-
-    def plain(params, tokens_BW, n_pad=len(wanted)):
-      loss, grads, sq_small = sharded_grads(())(params, tokens_BW, ())
-      pad = jnp.zeros(n_pad, jnp.float32)
+  def grads_and_norms(state: TrainState, tokens_BW, weighted: bool):
+    """(loss, all-reduced gradient, |G_small|² and |G_big|², each plain then P^k-weighted; the
+    weighted ones zero unless `weighted`). Two programs, chosen on the host per step: the
+    weighted one every precond_every steps, so the other steps pay nothing for it (a lax.cond
+    between the two inside one program cost 2–4 % of every step on 8 CPU devices)."""
+    pad = jnp.zeros(len(wanted), jnp.float32)
+    if not weighted:
+      loss, grads, sq_small = sharded_grads(())(state.params, tokens_BW, ())
       return (loss, grads, jnp.concatenate([sq_small, pad]),
               jnp.concatenate([_norms(grads, (), ()), pad]))
+    second = adam_second_moment(state.opt_state, state.step, b2)
+    loss, grads, sq_small = sharded_grads(wanted)(state.params, tokens_BW, second)
+    return loss, grads, sq_small, _norms(grads, second, wanted)
 
-    if second is None:
-      return (*plain(state.params, tokens_BW, 0), (), jnp.bool_(False))
-
-    def weighted(params, tokens_BW):
-      loss, grads, sq_small = sharded_grads(wanted)(params, tokens_BW, second)
-      return loss, grads, sq_small, _norms(grads, second, wanted)
-
-    now = (state.step > 0) & (state.step % gns_spec.precond_every == 0)
-    return (*jax.lax.cond(now, weighted, plain, state.params, tokens_BW), wanted, now)
-
-  def step_fn(state: TrainState, tokens_BW, lr):
-    loss, grads, sq_small_all, sq_big_all, powers, now = grads_and_norms(state, tokens_BW)
+  def step_fn(state: TrainState, tokens_BW, lr, weighted: bool = False):
+    loss, grads, sq_small_all, sq_big_all = grads_and_norms(state, tokens_BW, weighted)
     g2_all = gns.estimate_g2(sq_small_all, sq_big_all, b_small, b_big)
     trace_all = gns.estimate_trace(sq_small_all, sq_big_all, b_small, b_big)
     sq_big, g2, trace = sq_big_all[0], g2_all[0], trace_all[0]
@@ -238,15 +231,18 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
         "b_simple_tokens": b_simple, "b_simple_seqs": b_simple / geom.n_ctx,
         "gns_g2": g2 if gns_on else nan, "gns_trace": trace if gns_on else nan,
         # Adam-preconditioned estimates (P, and P² when asked), NaN on the steps that skip them.
-        **{f"gns_{q}_{w}": jnp.where(now, v[i + 1], nan)
-           for i, w in enumerate(("p", "p2")[:len(powers)])
+        **{f"gns_{q}_{w}": v[i + 1] if weighted else nan
+           for i, w in enumerate(("p", "p2")[:len(wanted)])
            for q, v in (("g2", g2_all), ("trace", trace_all))},
     })
     return TrainState(params, opt_state, gns_state, state.step + 1), metrics
 
   replicated = NamedSharding(mesh, P())
-  return jax.jit(step_fn, in_shardings=(replicated, NamedSharding(mesh, P("data")), replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=0)
+  jit = lambda weighted: jax.jit(
+      functools.partial(step_fn, weighted=weighted), donate_argnums=0,
+      in_shardings=(replicated, NamedSharding(mesh, P("data")), replicated),
+      out_shardings=(replicated, replicated))
+  return jit(False), (jit(True) if wanted else None)
 
 
 def make_eval_step(graphdef, mesh):
@@ -266,17 +262,27 @@ def global_batch(mesh, local_BW: np.ndarray) -> jax.Array:
 class Trainer:
   """Everything a loop needs to take steps: the jitted train and eval steps, the initial state
   (replicated on the mesh), the learning-rate schedule and the batch geometry."""
-  step_fn: Any
+  step_fn: Any                 # the plain step
   eval_fn: Any
   state: TrainState
   graphdef: Any
   schedule: optim.Schedule
   geom: BatchGeometry
   mesh: jax.sharding.Mesh
+  precond_step_fn: Any = None  # the step that also measures B_P (gns.preconditioned), or None
+  precond_every: int = 0
 
   def lr(self, step: int) -> np.float32:
     """The learning rate to pass with the batch of `step` (0-based)."""
     return np.float32(self.schedule.lr(step))
+
+  def step_for(self, step: int):
+    """The program for the batch of `step` (0-based, counted by the loop): the one measuring the
+    preconditioned noise scale every precond_every steps after Adam's first update (ν is zero
+    before it), the plain one otherwise."""
+    if self.precond_step_fn is not None and step > 0 and step % self.precond_every == 0:
+      return self.precond_step_fn
+    return self.step_fn
 
 
 def build(mcfg: ModelConfig, train: TrainSpec, gns_spec: GnsSpec, mesh, peak_lr: float,
@@ -290,5 +296,6 @@ def build(mcfg: ModelConfig, train: TrainSpec, gns_spec: GnsSpec, mesh, peak_lr:
   tx, schedule = optim.make_optimizer(train), optim.schedule(train, peak_lr, total_steps)
   state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
   state = jax.device_put(state, NamedSharding(mesh, P()))
-  step_fn = make_train_step(lm_loss(graphdef), tx, mesh, geom, gns_spec, train.b2)
-  return Trainer(step_fn, make_eval_step(graphdef, mesh), state, graphdef, schedule, geom, mesh)
+  step_fn, precond_fn = make_train_step(lm_loss(graphdef), tx, mesh, geom, gns_spec, train.b2)
+  return Trainer(step_fn, make_eval_step(graphdef, mesh), state, graphdef, schedule, geom, mesh,
+                 precond_fn, gns_spec.precond_every)

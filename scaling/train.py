@@ -83,7 +83,8 @@ def prepare(cfg, verbose: bool) -> Setup:
   skips = datalib.parse_skip_batches(spec.train.skip_batches)
   train_source = datalib.SkipBatches(datalib.WindowBatches(
       store.train_T, mcfg.n_ctx, spec.train.batch_size, total_steps + len(skips), spec.seed,
-      jax.process_index(), jax.process_count(), spec.data.max_train_tokens), skips)
+      jax.process_index(), jax.process_count(), spec.data.max_train_tokens,
+      spec.data.sampling), skips)
   ev = spec.eval
   eval_nBW = datalib.eval_batches(store.eval_T, mcfg.n_ctx, ev.batch_size, ev.batches)
   # Extra held-out sets (other distributions), tokenized with this run's tokenizer.
@@ -238,6 +239,7 @@ class _Loop:
     try:
       self.t_prev, record = _record(pending, self.t_prev, self.setup.batch_tokens,
                                     self.setup.flop_per_token, self.peak_flop_per_s)
+      record["epoch"] = self.setup.train_source.source.epoch_of(record["step"])
       self.metrics.append(record)
     except OSError as e:
       ckptlib.raise_if_disk_full(e, self.run_dir / rundir.METRICS)
@@ -275,11 +277,11 @@ class _Loop:
     print_every = self.cfg.log.print_every or max(1, total // 20)
     eval_every = spec.eval.every or total
     batches = datalib.train_iterator(s.train_source, self.start, spec.data.loader_threads)
-    mesh, step_fn = self.trainer.mesh, self.trainer.step_fn
+    mesh, step_for = self.trainer.mesh, self.trainer.step_for
     pending = None
     for step in range(self.start, total):
-      self.state, metrics = step_fn(self.state, steplib.global_batch(mesh, next(batches)),
-                                    self.trainer.lr(step))
+      self.state, metrics = step_for(step)(self.state, steplib.global_batch(mesh, next(batches)),
+                                           self.trainer.lr(step))
       done = self.steps_done = step + 1
       # Fetching the previous step's metrics while this one runs keeps at most two steps in
       # flight: no per-step stall, and XLA's CPU collectives never queue up enough all-reduces to
@@ -353,7 +355,7 @@ def _summary(setup: Setup, loop: _Loop, run_dir: Path, is_main: bool) -> dict:
       "vocab_size_requested": None if spec.data.tokenizer or spec.data.store
                               else spec.data.vocab_size,
       "peak_lr": setup.peak_lr, "d_train_tokens": setup.d_train_tokens,
-      "epochs": steps * batch_tokens / setup.d_train_tokens,
+      "epochs": steps * batch_tokens / setup.d_train_tokens, "sampling": spec.data.sampling,
       "store": str(store.folder), "store_sha256_16": store.sha256_16,
       "tokenizer_sha256_16": store.meta["tokenizer_sha256_16"],
       **setup.counts, "flop_per_token": fpt,
@@ -458,6 +460,8 @@ def _progress_line(rec: dict, total: int, eta: float) -> str:
     parts.append(f"eval {rec['eval_loss']:.4f}")
     parts += [f"{k.split('/', 1)[1]} {v:.4f}" for k, v in rec.items()
               if k.startswith("eval_loss/") and v is not None]
+  if rec.get("epoch", 0) >= 0.1:
+    parts.append(f"epoch {rec['epoch']:.2f}")
   parts.append(f"{rec.get('tokens_per_s', 0) / 1e3:.1f}k tok/s")
   if rec.get("b_simple_tokens"):
     parts.append(f"B_simple {rec['b_simple_tokens']:.3g} tok")

@@ -146,3 +146,24 @@ def test_hf_local_dataset(tmp_path):
   ds = datasets.Dataset.from_dict({"text": ["a story.", "another story."]})
   ds.save_to_disk(str(tmp_path / "ds"))
   assert data.load_documents(f"hf:{tmp_path / 'ds'}") == ["a story.", "another story."]
+
+
+def test_one_epoch_sees_every_window_exactly_once():
+  """tokens[i] = i, so a row's first token names its window: over one epoch (63 windows, 10.5
+  steps of a global batch of 6) every window index appears exactly once, then the next epoch is
+  another permutation of the same windows."""
+  seq, n_tokens, batch = 16, 16 * 63 + 1, 6          # 63 non-overlapping windows
+  tokens = np.arange(n_tokens, dtype=np.uint32)
+  full = data.WindowBatches(tokens, seq, batch, 100, seed=7)
+  assert full.n_windows == 63
+  rows = np.concatenate([full[s] for s in range(21)])   # 126 rows: two epochs exactly
+  first = rows[:, 0] // seq
+  assert sorted(first[:63]) == list(range(63)) and sorted(first[63:]) == list(range(63))
+  assert list(first[:63]) != list(first[63:])            # each epoch its own order
+  np.testing.assert_array_equal(np.diff(rows, axis=1), 1)
+  assert rows.max() == n_tokens - 1                       # the last token is reached, never past
+  # Step 10 straddles the epochs (rows 60..65); three processes share each global batch.
+  parts = [data.WindowBatches(tokens, seq, batch, 100, seed=7, process_index=p,
+                              process_count=3)[10] for p in range(3)]
+  np.testing.assert_array_equal(np.concatenate(parts), full[10])
+  assert full.epoch_of(21) == pytest.approx(2.0)

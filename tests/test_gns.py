@@ -8,7 +8,7 @@ import pytest
 
 from scaling import gns
 from scaling.spec import GnsSpec
-from scaling.step import BatchGeometry, TrainState, make_mesh, make_train_step
+from scaling.step import BatchGeometry, Trainer, TrainState, make_mesh, make_train_step
 
 
 def test_estimators_are_unbiased_against_per_example_gradients():
@@ -64,7 +64,7 @@ def test_online_b_simple_matches_closed_form_linear_regression(n_devices, micro)
   decay = 0.998
   cfg = GnsSpec(enabled=True, micro_batches=micro, ema_decay=decay)
   tx = optax.sgd(0.0)  # parameters stay at w, where the exact value holds
-  step = make_train_step(loss_fn, tx, mesh, geom, cfg)
+  step, _ = make_train_step(loss_fn, tx, mesh, geom, cfg)
   params = {"w": jnp.asarray(w_star + delta, jnp.float32)}
   state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
@@ -111,7 +111,7 @@ def test_preconditioned_noise_scale_on_a_known_diagonal_preconditioner():
   mesh = make_mesh(8)
   geom = BatchGeometry(batch, 1, 8, 1)
   tx = optax.adamw(lambda count: 1.0, b1=0.9, b2=0.95)
-  step = make_train_step(loss_fn, tx, mesh, geom, GnsSpec(True, 1, 0.99, True, True), b2=0.95)
+  _, step = make_train_step(loss_fn, tx, mesh, geom, GnsSpec(True, 1, 0.99, True, True), b2=0.95)
   params = {"w": jnp.asarray(w_star + delta, jnp.float32)}
   opt_state = optax.tree_utils.tree_set(tx.init(params),
                                         nu={"w": jnp.asarray(1.0 / p ** 2, jnp.float32)})
@@ -156,15 +156,17 @@ def test_preconditioned_estimates_only_every_nth_step():
 
   mesh = make_mesh(8)
   tx = optax.adamw(lambda count: 1.0)
-  step = make_train_step(loss_fn, tx, mesh, BatchGeometry(batch, 1, 8, 1),
-                         GnsSpec(True, 1, 0.9, True, False, precond_every=3))
+  geom = BatchGeometry(batch, 1, 8, 1)
+  plain, weighted = make_train_step(loss_fn, tx, mesh, geom,
+                                    GnsSpec(True, 1, 0.9, True, False, precond_every=3))
   params = {"w": jnp.ones(d, jnp.float32)}
   state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
+  trainer = Trainer(plain, None, state, None, None, geom, mesh, weighted, 3)
   rows = jax.device_put(np.random.default_rng(0).normal(size=(batch, d + 1)).astype(np.float32),
                         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
   seen = []
-  for _ in range(7):
-    state, metrics = step(state, rows, np.float32(1e-3))
+  for i in range(7):
+    state, metrics = trainer.step_for(i)(state, rows, np.float32(1e-3))
     seen.append((np.isfinite(float(metrics["gns_g2_p"])), np.isfinite(float(metrics["gns_g2"]))))
   assert [p for p, _ in seen] == [False, False, False, True, False, False, True]
   assert all(raw for _, raw in seen)

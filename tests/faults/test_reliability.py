@@ -157,17 +157,26 @@ def _result_file_on_a_full_disk(w, tmp, capsys, monkeypatch=None):
   assert out.read_text() == "the previous fit" and [p.name for p in tmp.iterdir()] == ["fit.json"]
 
 
-DATA_LOSS = {f.__name__.strip("_"): f for f in (
+def _members(*functions) -> dict:
+  return {f.__name__.strip("_"): f for f in functions}
+
+
+def _run_member(member, witness, tmp_path, capsys):
+  """A member of a class: its own checks, then the witness's earlier files byte-identical."""
+  before = _files(witness)
+  member(witness, tmp_path, capsys)
+  assert _earlier_unchanged(before, witness)
+
+
+DATA_LOSS = _members(
     _rerun_finished, _finished_with_changed_lr, _finished_without_checkpoints,
     _progress_without_checkpoints, _checkpoints_replaced_by_a_file, _lock_held_by_a_live_process,
-    _torn_last_metrics_line, _result_file_on_a_full_disk)}
+    _torn_last_metrics_line, _result_file_on_a_full_disk)
 
 
 @pytest.mark.parametrize("member", sorted(DATA_LOSS))
 def test_data_loss_class(member, witness, tmp_path, capsys):
-  before = _files(witness)
-  DATA_LOSS[member](witness, tmp_path, capsys)
-  assert _earlier_unchanged(before, witness)
+  _run_member(DATA_LOSS[member], witness, tmp_path, capsys)
 
 
 def test_second_trainer_on_one_run_dir_is_refused_at_once(tmp_path):
@@ -293,16 +302,13 @@ def _fit_on_three_points(w, tmp, capsys):
                   "the other laws are in")
 
 
-SILENT = {f.__name__.strip("_"): f for f in (
-    _mixed_runs, _nonsense_calculator_inputs, _jsonl_text_not_a_string,
-    _vocabulary_smaller_than_asked, _fit_on_three_points)}
+SILENT = _members(_mixed_runs, _nonsense_calculator_inputs, _jsonl_text_not_a_string,
+                  _vocabulary_smaller_than_asked, _fit_on_three_points)
 
 
 @pytest.mark.parametrize("member", sorted(SILENT))
 def test_wrong_results_in_silence_class(member, witness, tmp_path, capsys):
-  before = _files(witness)
-  SILENT[member](witness, tmp_path, capsys)
-  assert _earlier_unchanged(before, witness)
+  _run_member(SILENT[member], witness, tmp_path, capsys)
 
 
 # ---------------------------------------------------------------------------------------------
