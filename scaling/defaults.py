@@ -93,7 +93,10 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.gns.preconditioned_p2 = False  # and by P² (H ∝ I in the original coordinates)
 
   cfg.mesh = ml_collections.ConfigDict()
-  cfg.mesh.num_devices = 0         # data-parallel devices; 0: all
+  cfg.mesh.num_devices = 0         # devices; 0: all
+  # Parameters and AdamW state sharded over `fsdp` devices (each holds 1/fsdp of them, gathered
+  # for the forward pass); the batch over all devices. Mesh (data = devices/fsdp, fsdp).
+  cfg.mesh.fsdp = 1
 
   cfg.distributed = ml_collections.ConfigDict()
   cfg.distributed.enabled = False  # call jax.distributed.initialize() (multi-host)

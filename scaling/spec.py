@@ -86,6 +86,7 @@ class CheckpointSpec:
 @dataclasses.dataclass(frozen=True)
 class MeshSpec:
   num_devices: int
+  fsdp: int = 1            # devices a parameter is sharded over (1: pure data parallelism)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +151,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "gns.ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "gns.ema_tokens": (_nonneg, "a non-negative integer (0: gns.ema_decay per step)"),
     "gns.precond_every": (_positive, "a positive integer"),
+    "mesh.fsdp": (_positive, "a positive integer (1: parameters replicated on every device)"),
     "eval.every": (_nonneg, "a non-negative integer (0: at the end only)"),
     "eval.batches": (_positive, "a positive integer"),
     "eval.batch_size": (_positive, "a positive integer"),

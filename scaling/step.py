@@ -64,14 +64,65 @@ class StepMetrics:
     return zip(self.names, self.values)
 
 
-def make_mesh(num_devices: int = 0) -> jax.sharding.Mesh:
-  """A one-axis (`data`) mesh over the first num_devices devices (0: all)."""
+# The batch is split over both mesh axes; parameters over `fsdp` only.
+BATCH = ("data", "fsdp")
+
+
+def make_mesh(num_devices: int = 0, fsdp: int = 1) -> jax.sharding.Mesh:
+  """A (data, fsdp) mesh over the first num_devices devices (0: all): data = devices/fsdp. With
+  fsdp = 1 it is plain data parallelism."""
   devices = jax.devices()
   if num_devices:
     if num_devices > len(devices):
       raise UserError(f"mesh.num_devices={num_devices} but only {len(devices)} devices exist")
     devices = devices[:num_devices]
-  return jax.sharding.Mesh(np.asarray(devices), ("data",))
+  if len(devices) % fsdp:
+    raise UserError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} devices; use a "
+                    f"divisor of {len(devices)} (or set mesh.num_devices)")
+  return jax.sharding.Mesh(np.asarray(devices).reshape(len(devices) // fsdp, fsdp), BATCH)
+
+
+def leaf_spec(shape: tuple, fsdp: int) -> P:
+  """Where a parameter (or an optimizer moment of its shape) lives: its largest dimension that
+  fsdp divides is split over `fsdp`; a leaf with none (or fsdp = 1) is replicated."""
+  dims = [d for d in sorted(range(len(shape)), key=lambda d: -shape[d]) if shape[d] % fsdp == 0]
+  if fsdp == 1 or not dims:
+    return P()
+  return P(*([None] * dims[0]), "fsdp")
+
+
+def state_shardings(tree, mesh: jax.sharding.Mesh):
+  """NamedShardings of a tree of arrays (params, a TrainState) by leaf_spec of each leaf."""
+  fsdp = mesh.shape["fsdp"]
+  return jax.tree.map(lambda x: NamedSharding(mesh, leaf_spec(np.shape(x), fsdp)), tree)
+
+
+def _fsdp_axis(spec: P) -> int | None:
+  return next((i for i, a in enumerate(spec) if a == "fsdp"), None)
+
+
+def _gather(x, spec: P):
+  """A device's shard of a parameter → the whole parameter (all-gather over fsdp)."""
+  axis = _fsdp_axis(spec)
+  return x if axis is None else jax.lax.all_gather(x, "fsdp", axis=axis, tiled=True)
+
+
+def _reduce(g, spec: P, fsdp: int):
+  """A device's own gradient → its shard of the mean over all devices (reduce-scatter)."""
+  g = jax.lax.pmean(g, "data")
+  axis = _fsdp_axis(spec)
+  if axis is None:
+    return jax.lax.pmean(g, "fsdp")
+  return jax.lax.psum_scatter(g, "fsdp", scatter_dimension=axis, tiled=True) / fsdp
+
+
+def _varying(x):
+  """x as device-varying on both axes, so that its gradient stays each device's own."""
+  aval = jax.typeof(x)
+  # The axes x already varies over (`vma` in older JAX, `manual_axis_type.varying` since 0.9).
+  vary = aval.manual_axis_type.varying if hasattr(aval, "manual_axis_type") else aval.vma
+  missing = tuple(a for a in BATCH if a not in vary)
+  return jax.lax.pcast(x, missing, to="varying") if missing else x
 
 
 def micro_batches(gns_spec: GnsSpec, n_devices: int) -> int:
@@ -150,12 +201,17 @@ def lm_loss(graphdef):
   return loss_fn
 
 
-def _device_grads(loss_fn, k: int, powers: tuple):
-  """Per device: (mean loss, mean gradient, mean |G_small|² plain and P^k-weighted for each k of
-  powers) over its k micro-batches; Adam's (ν, correction, compute now?) come in replicated."""
+def _device_grads(loss_fn, k: int, powers: tuple, specs, fsdp: int):
+  """Per device: (mean loss, its shard of the mean gradient, mean |G_small|² plain and
+  P^k-weighted for each k of powers) over its k micro-batches. Parameters (and Adam's ν) come
+  in as this device's shards (`specs`) and are gathered whole; each device's own gradient, of
+  its own rows, exists whole before the reduce-scatter, so the noise estimator sees it."""
   def per_device(params, tokens_bW, precond):
+    params = jax.tree.map(_gather, params, specs)
+    if precond:
+      precond = (jax.tree.map(_gather, precond[0], specs), precond[1])
     # Params become device-varying so the gradient below is this device's own, not all-reduced.
-    params = jax.tree.map(lambda x: jax.lax.pcast(x, "data", to="varying"), params)
+    params = jax.tree.map(_varying, params)
     grad_fn = jax.value_and_grad(loss_fn)
     norms = lambda g: _norms(g, precond, powers)
     if k == 1:
@@ -171,22 +227,25 @@ def _device_grads(loss_fn, k: int, powers: tuple):
                 sq_acc + norms(grads)), None
 
       zeros = jax.tree.map(jnp.zeros_like, params)
-      varying = lambda shape: jax.lax.pcast(jnp.zeros(shape, jnp.float32), "data", to="varying")
+      varying = lambda shape: _varying(jnp.zeros(shape, jnp.float32))
       (loss, grads, sq_small), _ = jax.lax.scan(
           body, (varying(()), zeros, varying((1 + len(powers),))), tokens_kmW)
       loss, sq_small = loss / k, sq_small / k
       grads = jax.tree.map(lambda g: g / k, grads)
-    # The explicit all-reduce: mean over devices of the loss, the gradient and |G_small|².
-    return (jax.lax.pmean(loss, "data"), jax.lax.pmean(grads, "data"),
-            jax.lax.pmean(sq_small, "data"))
+    # The explicit reductions: mean over devices of the loss and |G_small|²; of the gradient,
+    # each device keeps its shard (all of it when fsdp = 1).
+    return (jax.lax.pmean(loss, BATCH), jax.tree.map(lambda g, p: _reduce(g, p, fsdp), grads, specs),
+            jax.lax.pmean(sq_small, BATCH))
   return per_device
 
 
-def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b2: float = 0.95):
+def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b2: float = 0.95,
+                    state_sharding=None):
   """Builds the jitted steps: (TrainState, batch rows (B, W), learning rate) → (TrainState,
   StepMetrics), plain and, when the Adam-preconditioned noise scale is wanted, the one that also
   measures it (else None). tx is AdamW at unit rate (optim.make_optimizer); its update is scaled
-  by lr.
+  by lr. state_sharding (state_shardings of the state) keeps the state where it lives from step
+  to step; None takes the shardings of the state passed in.
 
   loss_fn(params, rows) must be the mean loss over its rows, so that the mean of per-device
   gradients is the gradient of the global batch.
@@ -198,9 +257,14 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
   nan = jnp.float32(jnp.nan)
   decay = gns.ema_decay_per_step(gns_spec.ema_decay, gns_spec.ema_tokens, b_big)
 
-  def sharded_grads(powers: tuple):
-    return jax.shard_map(_device_grads(loss_fn, geom.micro_batches, powers), mesh=mesh,
-                         in_specs=(P(), P("data"), P()), out_specs=(P(), P(), P()))
+  fsdp = mesh.shape["fsdp"]
+
+  def sharded_grads(params, powers: tuple):
+    specs = jax.tree.map(lambda x: leaf_spec(np.shape(x), fsdp), params)
+    precond_specs = (specs, P()) if powers else P()
+    return jax.shard_map(_device_grads(loss_fn, geom.micro_batches, powers, specs, fsdp),
+                         mesh=mesh, in_specs=(specs, P(BATCH), precond_specs),
+                         out_specs=(P(), specs, P()))
 
   def grads_and_norms(state: TrainState, tokens_BW, weighted: bool):
     """(loss, all-reduced gradient, |G_small|² and |G_big|², each plain then P^k-weighted; the
@@ -209,11 +273,11 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
     between the two inside one program cost 2–4 % of every step on 8 CPU devices)."""
     pad = jnp.zeros(len(wanted), jnp.float32)
     if not weighted:
-      loss, grads, sq_small = sharded_grads(())(state.params, tokens_BW, ())
+      loss, grads, sq_small = sharded_grads(state.params, ())(state.params, tokens_BW, ())
       return (loss, grads, jnp.concatenate([sq_small, pad]),
               jnp.concatenate([_norms(grads, (), ()), pad]))
     second = adam_second_moment(state.opt_state, state.step, b2)
-    loss, grads, sq_small = sharded_grads(wanted)(state.params, tokens_BW, second)
+    loss, grads, sq_small = sharded_grads(state.params, wanted)(state.params, tokens_BW, second)
     return loss, grads, sq_small, _norms(grads, second, wanted)
 
   def step_fn(state: TrainState, tokens_BW, lr, weighted: bool = False):
@@ -238,21 +302,22 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
     return TrainState(params, opt_state, gns_state, state.step + 1), metrics
 
   replicated = NamedSharding(mesh, P())
+  # The state stays sharded by leaf_spec (replicated when fsdp = 1); XLA partitions the
+  # optimizer update over those shards.
   jit = lambda weighted: jax.jit(
       functools.partial(step_fn, weighted=weighted), donate_argnums=0,
-      in_shardings=(replicated, NamedSharding(mesh, P("data")), replicated),
-      out_shardings=(replicated, replicated))
+      in_shardings=(state_sharding, NamedSharding(mesh, P(BATCH)), replicated),
+      out_shardings=(state_sharding, replicated))
   return jit(False), (jit(True) if wanted else None)
 
 
 def make_eval_step(graphdef, mesh):
-  return jax.jit(lm_loss(graphdef),
-                 in_shardings=(NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))))
+  return jax.jit(lm_loss(graphdef), in_shardings=(None, NamedSharding(mesh, P(BATCH))))
 
 
 def global_batch(mesh, local_BW: np.ndarray) -> jax.Array:
-  """The global array whose process-local rows are `local_BW` (sharded on `data`)."""
-  sharding = NamedSharding(mesh, P("data"))
+  """The global array whose process-local rows are `local_BW` (sharded over every device)."""
+  sharding = NamedSharding(mesh, P(BATCH))
   if jax.process_count() == 1:   # the same array; device_put costs half the host time per step
     return jax.device_put(local_BW, sharding)
   return jax.make_array_from_process_local_data(sharding, local_BW)
@@ -295,7 +360,9 @@ def build(mcfg: ModelConfig, train: TrainSpec, gns_spec: GnsSpec, mesh, peak_lr:
   graphdef, params = nnx.split(Transformer(mcfg, rngs=nnx.Rngs(seed)), nnx.Param)
   tx, schedule = optim.make_optimizer(train), optim.schedule(train, peak_lr, total_steps)
   state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
-  state = jax.device_put(state, NamedSharding(mesh, P()))
-  step_fn, precond_fn = make_train_step(lm_loss(graphdef), tx, mesh, geom, gns_spec, train.b2)
+  sharding = state_shardings(state, mesh)
+  state = jax.device_put(state, sharding)
+  step_fn, precond_fn = make_train_step(lm_loss(graphdef), tx, mesh, geom, gns_spec, train.b2,
+                                        sharding)
   return Trainer(step_fn, make_eval_step(graphdef, mesh), state, graphdef, schedule, geom, mesh,
                  precond_fn, gns_spec.precond_every)

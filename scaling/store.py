@@ -67,7 +67,8 @@ def _key(train_docs, eval_docs, tok_hash: str) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _write(folder: Path, tok, train_docs, eval_docs, source: str, key: str) -> None:
+def _write(folder: Path, tok, train_docs, eval_docs, source: str, key: str,
+           vocab_requested: int | None) -> None:
   """Encodes both splits into `folder`; meta.json is written last, so a store without it is
   unfinished and is written again."""
   n_vocab = tok.get_vocab_size()
@@ -80,7 +81,8 @@ def _write(folder: Path, tok, train_docs, eval_docs, source: str, key: str) -> N
   files.atomic_write_bytes(folder / "tokenizer.json", tok.to_str().encode("utf-8"))
   meta = {
       "source": source, "tokenizer_sha256_16": tokenizer_hash(tok), "store_sha256_16": key,
-      "dtype": np.dtype(dtype).name, "n_vocab": n_vocab, "eos_id": eos_id,
+      "dtype": np.dtype(dtype).name, "n_vocab": n_vocab, "vocab_size_requested": vocab_requested,
+      "eos_id": eos_id,
       "n_docs_train": len(train_docs), "n_docs_eval": len(eval_docs),
       "n_bytes_train": sum(len(d.encode("utf-8")) for d in train_docs),
       "n_bytes_eval": sum(len(d.encode("utf-8")) for d in eval_docs),
@@ -150,7 +152,8 @@ def build_store(data: DataSpec, out: str = "", verbose: bool = True) -> TokenSto
   if not data.tokenizer and tok.get_vocab_size() < data.vocab_size and verbose:
     print(f"note: data.vocab_size={data.vocab_size:,} was asked, but this corpus's training text "
           f"gives only {tok.get_vocab_size():,} tokens (BPE ran out of pairs to merge); runs use "
-          f"{tok.get_vocab_size():,} (summary.json: n_vocab, vocab_size_requested)", flush=True)
+          f"{tok.get_vocab_size():,} (both recorded: vocab_size_requested and n_vocab in the "
+          "store's meta.json and each run's summary.json)", flush=True)
   key = _key(train_docs, eval_docs, tokenizer_hash(tok))
   folder = Path(out) if out else datalib.cache_root(data.cache_dir) / "stores" / key
   meta = folder / "meta.json"
@@ -158,7 +161,8 @@ def build_store(data: DataSpec, out: str = "", verbose: bool = True) -> TokenSto
     raise UserError(f"{folder} holds a token store of another corpus or tokenizer; choose "
                     "another folder or delete it")
   if not meta.is_file():
-    _write(folder, tok, train_docs, eval_docs, data.source, key)
+    _write(folder, tok, train_docs, eval_docs, data.source, key,
+           None if data.tokenizer else data.vocab_size)
   return open_store(folder, tok, verbose)
 
 

@@ -63,7 +63,7 @@ class Setup:
 def prepare(cfg, verbose: bool) -> Setup:
   """Validates the config and opens the data; raises UserError before anything is written."""
   spec = validate(cfg)
-  mesh = steplib.make_mesh(spec.mesh.num_devices)
+  mesh = steplib.make_mesh(spec.mesh.num_devices, spec.mesh.fsdp)
   n_devices = mesh.devices.size
   steplib.BatchGeometry(spec.train.batch_size, 1, n_devices,
                         steplib.micro_batches(spec.gns, n_devices)).check()

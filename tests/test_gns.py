@@ -95,7 +95,7 @@ def test_preconditioned_noise_scale_on_a_known_diagonal_preconditioner():
   # The linear regression above with Adam's second moment held at ν = 1/p² (so P = diag(p)):
   # tr(PΣ) = (|δ|² + σ²)·Σp + δᵀPδ and GᵀPG = δᵀPδ, so B_P = tr(PΣ)/(GᵀPG) exactly; with P² the
   # same with p². The per-step estimates are summed over the steps before dividing.
-  d, sigma, batch, steps = 16, 0.5, 64, 1500
+  d, sigma, batch, steps = 16, 0.5, 64, 600
   rng = np.random.default_rng(2)
   w_star = rng.normal(size=d)
   p = rng.uniform(0.3, 3.0, size=d)

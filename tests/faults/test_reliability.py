@@ -185,8 +185,8 @@ def test_second_trainer_on_one_run_dir_is_refused_at_once(tmp_path):
          "--config.train.steps=100000", "--config.checkpoint.every=1000"]
   first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
-    deadline = time.time() + 240
-    while not (run / rundir.METRICS).is_file() and time.time() < deadline:
+    deadline = time.time() + 240   # the lock is taken once the config is validated
+    while not rundir.lock_path(run).is_file() and time.time() < deadline:
       assert first.poll() is None
       time.sleep(0.2)
     t0 = time.time()
@@ -194,7 +194,9 @@ def test_second_trainer_on_one_run_dir_is_refused_at_once(tmp_path):
     assert second.returncode == 2 and time.time() - t0 < 30
     err = second.stderr.strip()
     assert len(err.splitlines()) == 1 and f"another process (pid {first.pid})" in err, err
-    assert first.poll() is None                    # the first one trains on
+    while not (run / rundir.METRICS).is_file() and time.time() < deadline:
+      assert first.poll() is None                  # the first one trains on
+      time.sleep(0.2)
   finally:
     first.kill()
     first.wait()
@@ -280,13 +282,15 @@ def _vocabulary_smaller_than_asked(w, tmp, capsys):
   corpus = tmp / "small.txt"
   corpus.write_text("\n\n".join(f"the cat number {i} sat on the mat and ran off." for i in range(60)))
   capsys.readouterr()
-  assert cli_main(_train_args(tmp / "r", tmp / "cache", f"--config.data.source={corpus}",
-                              "--config.data.vocab_size=5000", "--config.train.steps=2")) == 0
+  assert cli_main(["tokenize", "--config", str(REPO / "configs/test_small.py"), "--out",
+                   str(tmp / "store"), f"--config.data.source={corpus}",
+                   f"--config.data.cache_dir={tmp / 'cache'}",
+                   "--config.data.vocab_size=5000"]) == 0
   out = capsys.readouterr().out
-  summary = json.loads((tmp / "r" / "summary.json").read_text())
-  assert summary["vocab_size_requested"] == 5000 and summary["n_vocab"] < 1000
+  meta = json.loads((tmp / "store" / "meta.json").read_text())
+  assert meta["vocab_size_requested"] == 5000 and meta["n_vocab"] < 1000
   assert f"data.vocab_size=5,000 was asked, but this corpus's training text gives only " \
-         f"{summary['n_vocab']:,} tokens" in out, out
+         f"{meta['n_vocab']:,} tokens" in out, out
 
 
 def _fit_on_three_points(w, tmp, capsys):
