@@ -150,6 +150,14 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
   return 0
 
 
+def _cmd_compile(args, overrides) -> int:
+  from scaling import aot   # libtpu is an optional extra
+  cfg = _load(args.config, overrides)
+  for line in aot.report_lines(aot.compile_step(cfg, args.topology)):
+    print(line)
+  return 0
+
+
 def _cmd_bench(args, overrides) -> int:
   if not args.no_compile_cache:
     hardware.enable_compilation_cache()
@@ -312,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
                                              "losses overlap")
   p.add_argument("--analyze-only", action="store_true",
                  help="train nothing: analyse the sources and forks already on disk")
+
+  p = sub.add_parser("compile", help="compile the train step for a TPU topology, here (no TPU)",
+                     description="Lowers and compiles the real train step of --config for a TPU "
+                                 "topology with libtpu (pip install -e '.[tpu-aot]'), and prints "
+                                 "XLA's memory per chip against the chip's HBM and XLA's FLOPs "
+                                 "per step against the PaLM count. Shard parameters with "
+                                 "--config.mesh.fsdp=F.")
+  p.add_argument("--config", required=True)
+  p.add_argument("--topology", default="v5e:4x4", help="CHIP:SHAPE, e.g. v5e:4x4, v4:2x2x2")
+  p.set_defaults(func=_cmd_compile)
 
   p = sub.add_parser("bench", help="tokens/s, MFU, compile time, memory and loader speed",
                      description="Times the trainer's own step for each shape; MFU against the "
