@@ -87,6 +87,10 @@ def compile_step(cfg, topology: str) -> CompileReport:
   dtype = spec.model.get("compute_dtype", "auto")
   mcfg = ModelConfig.from_config(dict(spec.model, n_vocab=spec.data.vocab_size,
                                       compute_dtype="bfloat16" if dtype == "auto" else dtype))
+  # What "auto" resolves to on a TPU (this process's own backend is the CPU): XLA's attention,
+  # and the cross-entropy in one chunk (scaling/model.py).
+  mcfg = dataclasses.replace(mcfg, attention="xla" if mcfg.attention == "auto" else mcfg.attention,
+                             loss_chunk=mcfg.loss_chunk or 2**31 - 1)
   geom = steplib.BatchGeometry(spec.train.batch_size, mcfg.n_ctx, len(devices),
                                steplib.micro_batches(spec.gns, len(devices))).check()
   graphdef, tx, state, sharding = _abstract_state(mcfg, spec.train, mesh)

@@ -34,6 +34,7 @@ class ModelConfig:
   tie_embeddings: bool = True
   compute_dtype: str = "float32"
   attention: str = "auto"  # auto | explicit | xla | cudnn (see resolve_attention)
+  loss_chunk: int = 0       # tokens per chunk of the fused cross-entropy (0: by platform)
 
   @property
   def head_dim(self) -> int:
@@ -249,7 +250,7 @@ class Transformer(nnx.Module):
     """Mean next-token cross-entropy without materializing all logits (fused_cross_entropy)."""
     x_TD = self.hidden(tokens_BL)
     return fused_cross_entropy(x_TD, self.unembedding().astype(x_TD.dtype),
-                               targets_BL.reshape(-1), chunk)
+                               targets_BL.reshape(-1), chunk or self.cfg.loss_chunk)
 
 
 def is_embedding_path(path: tuple) -> bool:
