@@ -19,6 +19,13 @@ def get_config():
   cfg.eval.batches = 32
   cfg.checkpoint.every = 2000
   cfg.distributed.enabled = True
+  cfg.topology = "v5p:2x2x2"   # what `scaling compile` compiles it for: v5p-16, 8 chips
+  # The largest point does not fit 8 chips as plain data parallelism (XLA: 324 GB of temporaries
+  # per chip, 96 GB HBM). Parameters and AdamW moments sharded over the 8 chips, and each chip's
+  # 64 sequences taken as 16 micro-batches of 4 (also the noise estimator's small batches):
+  # 32.5 GB per chip (`scaling compile --config configs/ladder_tpu.py`).
+  cfg.mesh.fsdp = 8
+  cfg.gns.micro_batches = 16
   cfg.sweep = ml_collections.ConfigDict()
   # N = 12·n_layer·d_model²: 1.3e7, 8.5e7, 3.0e8, 7.1e8, 1.2e9
   cfg.sweep.models = [(6, 384, 6), (12, 768, 12), (24, 1024, 16), (24, 1536, 24), (24, 2048, 32)]

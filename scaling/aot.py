@@ -72,6 +72,8 @@ class CompileReport:
   xla_flop_per_step: float      # XLA's cost analysis, whole program (all chips)
   our_flop_per_step: float      # PaLM count × tokens per step
   compile_s: float
+  oom: str = ""                 # XLA's own refusal when the program cannot fit the chip's HBM
+  micro_batches: int = 1        # per device; XLA counts the body of their loop once
 
 
 def compile_step(cfg, topology: str) -> CompileReport:
@@ -100,7 +102,20 @@ def compile_step(cfg, topology: str) -> CompileReport:
                                sharding=NamedSharding(mesh, P(steplib.BATCH)))
   lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, P()))
   t0 = time.time()
-  compiled = step_fn.lower(state, batch, lr).compile()
+  counts = param_count(mcfg)
+  tokens = spec.train.batch_size * mcfg.n_ctx
+  chip = topology.split(":")[0].lower()
+  try:
+    compiled = step_fn.lower(state, batch, lr).compile()
+  except Exception as e:   # XLA's TPU compiler refuses a program that cannot fit in HBM
+    text = " ".join(str(e).split())
+    if "RESOURCE_EXHAUSTED" not in text and "Ran out of memory" not in text:
+      raise
+    reason = text[text.find("Ran out of memory"):].split(" HLO module")[0] or text[:300]
+    return CompileReport(topology, len(devices), (len(devices) // fsdp, fsdp),
+                         counts["n_kaplan"], counts["n_total"], {}, HBM_BYTES.get(chip), False,
+                         float("nan"), flop_per_token(mcfg)["palm_train"] * tokens,
+                         time.time() - t0, oom=reason)
   compile_s = time.time() - t0
   mem = compiled.memory_analysis()
   sizes = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
@@ -108,22 +123,24 @@ def compile_step(cfg, topology: str) -> CompileReport:
   sizes["total"] = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  chip = topology.split(":")[0].lower()
   hbm = HBM_BYTES.get(chip)
-  counts = param_count(mcfg)
-  tokens = spec.train.batch_size * mcfg.n_ctx
   return CompileReport(
       topology, len(devices), (len(devices) // fsdp, fsdp), counts["n_kaplan"],
       counts["n_total"], sizes, hbm, None if hbm is None else sizes["total"] <= hbm,
       float(cost.get("flops", float("nan"))) * len(devices),
-      flop_per_token(mcfg)["palm_train"] * tokens, compile_s)
+      flop_per_token(mcfg)["palm_train"] * tokens, compile_s, micro_batches=geom.micro_batches)
 
 
 def report_lines(r: CompileReport) -> list[str]:
   gib = lambda b: f"{b / 2**30:.2f} GiB"
   b = r.bytes_per_device
-  lines = [f"{r.topology}: {r.n_chips} chips, mesh (data, fsdp) = {r.mesh}; N = {r.n_kaplan:,} "
-           f"non-embedding, {r.n_total:,} in all; compiled in {r.compile_s:.1f} s",
+  head = (f"{r.topology}: {r.n_chips} chips, mesh (data, fsdp) = {r.mesh}; N = {r.n_kaplan:,} "
+          f"non-embedding, {r.n_total:,} in all")
+  if r.oom:
+    return [f"{head}; not compiled ({r.compile_s:.1f} s)",
+            f"  does NOT fit: XLA's compiler says: {r.oom}",
+            "  shard the parameters (--config.mesh.fsdp=F), or a smaller batch per chip"]
+  lines = [f"{head}; compiled in {r.compile_s:.1f} s",
            f"  memory per chip (XLA): {gib(b['total'])} = arguments {gib(b['argument'])} + "
            f"outputs {gib(b['output'])} + temporaries {gib(b['temp'])} - aliased "
            f"{gib(b['alias'])}"]
@@ -134,4 +151,7 @@ def report_lines(r: CompileReport) -> list[str]:
   ratio = r.xla_flop_per_step / r.our_flop_per_step
   lines.append(f"  FLOPs per step: XLA {r.xla_flop_per_step:.4g}, ours (PaLM count) "
                f"{r.our_flop_per_step:.4g}, ratio {ratio:.3f}")
+  if r.micro_batches > 1:   # XLA's cost analysis counts a while loop's body once
+    lines.append(f"  (XLA counts the loop over the {r.micro_batches} micro-batches once: "
+                 f"× {r.micro_batches} gives ratio {ratio * r.micro_batches:.3f})")
   return lines

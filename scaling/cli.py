@@ -152,8 +152,16 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
 
 def _cmd_compile(args, overrides) -> int:
   from scaling import aot   # libtpu is an optional extra
+  from scaling.expand import expand
   cfg = _load(args.config, overrides)
-  for line in aot.report_lines(aot.compile_step(cfg, args.topology)):
+  topology = args.topology or cfg.get("topology", "") or "v5e:4x4"
+  if "sweep" in cfg:   # a ladder or grid: one of its points (default the largest)
+    points = expand(cfg)
+    if not -len(points) <= args.point < len(points):
+      raise UserError(f"--point {args.point}: the sweep has points 0..{len(points) - 1}")
+    cfg = points[args.point]
+    print(f"sweep point {args.point % len(points)} of {len(points)}: {cfg.name}")
+  for line in aot.report_lines(aot.compile_step(cfg, topology)):
     print(line)
   return 0
 
@@ -328,7 +336,11 @@ def build_parser() -> argparse.ArgumentParser:
                                  "per step against the PaLM count. Shard parameters with "
                                  "--config.mesh.fsdp=F.")
   p.add_argument("--config", required=True)
-  p.add_argument("--topology", default="v5e:4x4", help="CHIP:SHAPE, e.g. v5e:4x4, v4:2x2x2")
+  p.add_argument("--topology", default="",
+                 help="CHIP:SHAPE, e.g. v5e:4x4, v4:2x2x2 (default: the config's `topology`, "
+                      "else v5e:4x4)")
+  p.add_argument("--point", type=int, default=-1,
+                 help="for a sweep config: which point to compile (default -1, the largest)")
   p.set_defaults(func=_cmd_compile)
 
   p = sub.add_parser("bench", help="tokens/s, MFU, compile time, memory and loader speed",
