@@ -71,8 +71,10 @@ def _cmd_tokenize(args, overrides: list[str]) -> int:
 
 
 def _print_headline(h: dict) -> None:
-  lo, hi = h["alpha_N_interval"]
-  print(f"  alpha_N = {h['alpha_N']:.4f}  (95% interval [{lo:.4f}, {hi:.4f}])")
+  lo, hi = (x if x is not None else math.nan for x in h["alpha_N_interval"])
+  interval = (f"95% interval [{lo:.4f}, {hi:.4f}]" if math.isfinite(lo) and math.isfinite(hi)
+              else "no interval: too few sizes to resample")
+  print(f"  alpha_N = {h['alpha_N']:.4f}  ({interval})")
   if h["extrapolation_rel_error"] is not None:
     print(f"  largest model (N = {h['extrapolation_N']:.3g}) predicted from the others: "
           f"{100 * h['extrapolation_rel_error']:+.2f}% error")

@@ -25,6 +25,8 @@ def bootstrap(fit_once: Callable[[np.ndarray], dict], n_points: int, n_boot: int
               groups: np.ndarray | None = None, min_unique: int = 2) -> list[dict]:
   """Refits on resamples of the points (runs) with replacement; `groups` resamples within each
   group (IsoFLOP budgets). Resamples whose fit fails are dropped, and counted in the result."""
+  if groups is None and n_points <= min_unique:
+    return []   # every usable resample is the data itself: no interval can be had
   rng = np.random.default_rng(seed)
   results = []
   for _ in range(n_boot):
