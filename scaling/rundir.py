@@ -77,12 +77,22 @@ def _lookup(tree: dict, key: str):
 _MISSING = object()
 
 
+# Fields added since some runs were written whose behaviour before them was not today's
+# default: an old run trained as the value here (windows drawn with replacement).
+_LEGACY_BEHAVIOUR = {"data.sampling": "uniform"}
+
+
 def config_diff(old: dict, new: dict) -> list[str]:
   """The fields in which two run configs differ, leaving out fields added to the config since
-  the old run was written (absent there) that the new one leaves at their default."""
+  the old run was written (absent there) that the new one leaves at their default, unless the
+  old run behaved otherwise (_LEGACY_BEHAVIOUR)."""
   defaults = base_config().to_dict()
-  return [k for k in _diff_keys(old, new)
-          if not (_lookup(old, k) is _MISSING and _lookup(new, k) == _lookup(defaults, k))]
+
+  def same(k):
+    if _lookup(old, k) is not _MISSING:
+      return False
+    return _lookup(new, k) == _LEGACY_BEHAVIOUR.get(k, _lookup(defaults, k))
+  return [k for k in _diff_keys(old, new) if not same(k)]
 
 
 def read_config(run_dir: Path) -> dict:
@@ -120,9 +130,11 @@ def check_or_write_config(run_dir: Path, cfg_json: str, overwrite: bool) -> None
             f"config.before-{stamp}.json)", flush=True)
       return
     if diff and not overwrite:
+      legacy = "".join(f" (it was trained before {k} existed, as {k}={v}: resume it with "
+                       f"--config.{k}={v})" for k, v in _LEGACY_BEHAVIOUR.items() if k in diff)
       raise UserError(f"{run_dir} holds a run with a different config ({', '.join(diff[:4])}"
-                      f"{' …' if len(diff) > 4 else ''}); choose another run_dir or pass "
-                      "--overwrite to move the old run aside")
+                      f"{' …' if len(diff) > 4 else ''}){legacy}; choose another run_dir or "
+                      "pass --overwrite to move the old run aside")
     if diff:
       move_aside(run_dir)
   if run_dir.is_dir() and not os.access(run_dir, os.W_OK):
@@ -145,7 +157,9 @@ def is_finished(run_dir: Path, cfg_json: str) -> bool:
   run_dir = Path(run_dir)
   if not (run_dir / SUMMARY).is_file() or not (run_dir / CONFIG).is_file():
     return False
-  return all(_resumable(k) for k in config_diff(read_config(run_dir), json.loads(cfg_json)))
+  # A finished run written before a field existed stays finished whatever that field says now.
+  return all(_resumable(k) or k in _LEGACY_BEHAVIOUR
+             for k in config_diff(read_config(run_dir), json.loads(cfg_json)))
 
 
 def finished_note(run_dir: Path, cfg_json: str) -> str:

@@ -126,3 +126,21 @@ def test_a_field_added_since_the_run_at_its_default_is_no_difference(tmp_path):
   new["data"]["store"] = "/somewhere/else"                                  # not the default
   assert rundir.config_diff(old, new) == ["data.store"]
   assert not rundir.is_finished(tmp_path, json.dumps(new))
+
+
+def test_a_run_from_before_epoch_sampling_resumes_only_as_it_was_trained(tmp_path):
+  """data.sampling did not exist: those runs drew windows with replacement. Unfinished, they
+  resume only with data.sampling=uniform; finished, they stay finished."""
+  from scaling.defaults import base_config
+  new = base_config().to_dict()
+  old = json.loads(json.dumps(new))
+  del old["data"]["sampling"]
+  rundir.check_or_write_config(tmp_path, json.dumps(old), overwrite=False)
+  assert rundir.config_diff(old, new) == ["data.sampling"]
+  with pytest.raises(UserError, match="data.sampling"):
+    rundir.check_or_write_config(tmp_path, json.dumps(new), overwrite=False)
+  new["data"]["sampling"] = "uniform"
+  rundir.check_or_write_config(tmp_path, json.dumps(new), overwrite=False)   # accepted
+  rundir.write_summary(tmp_path, {"steps": 1})
+  new["data"]["sampling"] = "epochs"
+  assert rundir.is_finished(tmp_path, json.dumps(new))
