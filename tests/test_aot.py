@@ -9,8 +9,8 @@ from scaling import aot
 from scaling.config import apply_overrides, load_config_file
 from conftest import REPO
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
-                                reason="libtpu is not installed (pip install -e '.[tpu-aot]')")
+needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                                  reason="libtpu is not installed (pip install -e '.[tpu-aot]')")
 
 
 def _small(*overrides):
@@ -21,6 +21,17 @@ def _small(*overrides):
                           "model.n_layer=2", "model.n_ctx=64", *overrides])
 
 
+def test_a_bad_topology_is_one_line_with_or_without_libtpu(capsys):
+  from scaling.cli import main as cli_main
+  for topology, expect in (("v5e", "must be CHIP:SHAPE"), ("v9z:1x1", "cannot describe TPU")):
+    capsys.readouterr()
+    assert cli_main(["compile", "--config", str(REPO / "configs/test_small.py"),
+                     "--topology", topology]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and expect in err[-1] and "Traceback" not in "".join(err), err
+
+
+@needs_libtpu
 def test_small_model_compiles_for_v5e_2x2_and_fsdp_divides_the_state():
   dp = aot.compile_step(_small(), "v5e:2x2")
   fsdp = aot.compile_step(_small("mesh.fsdp=4"), "v5e:2x2")
