@@ -87,7 +87,7 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.gns.ema_tokens = 0           # … this is > 0: the EMA's horizon in tokens, the same at every
                                    # batch size (decay exp(−batch tokens / ema_tokens) per step)
   cfg.gns.preconditioned = False   # also |G|² and tr(Σ) weighted by Adam's P = 1/(√v̂ + ε) …
-  cfg.gns.precond_every = 4        # … at every 4th step (+2.4 to +4.9 % mean step time against
+  cfg.gns.precond_every = 4        # … at every 4th step (+1.7 to +6.1 % mean step time against
                                    # no estimator on 8 CPU devices, benchmarks/gns_overhead.py;
                                    # a second step program to compile, so off unless asked for)
   cfg.gns.preconditioned_p2 = False  # and by P² (H ∝ I in the original coordinates)
