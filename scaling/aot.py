@@ -10,6 +10,8 @@ devices, (data = chips/fsdp, fsdp).
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -78,7 +80,6 @@ class CompileReport:
 
 def compile_step(cfg, topology: str) -> CompileReport:
   """Compiles the train step of cfg (its model, batch, mesh.fsdp, gns) for `topology`."""
-  import time
   spec = validate(cfg)
   devices = topology_devices(topology)
   fsdp = spec.mesh.fsdp
@@ -101,34 +102,35 @@ def compile_step(cfg, topology: str) -> CompileReport:
   batch = jax.ShapeDtypeStruct((spec.train.batch_size, mcfg.n_ctx + 1), jnp.int32,
                                sharding=NamedSharding(mesh, P(steplib.BATCH)))
   lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, P()))
-  t0 = time.time()
   counts = param_count(mcfg)
-  tokens = spec.train.batch_size * mcfg.n_ctx
-  chip = topology.split(":")[0].lower()
+  report = CompileReport(
+      topology, len(devices), (len(devices) // fsdp, fsdp), counts["n_kaplan"], counts["n_total"],
+      {}, HBM_BYTES.get(topology.split(":")[0].lower()), None, math.nan,
+      flop_per_token(mcfg)["palm_train"] * spec.train.batch_size * mcfg.n_ctx, 0.0,
+      micro_batches=geom.micro_batches)
+  t0 = time.time()
   try:
     compiled = step_fn.lower(state, batch, lr).compile()
   except Exception as e:   # XLA's TPU compiler refuses a program that cannot fit in HBM
     text = " ".join(str(e).split())
     if "RESOURCE_EXHAUSTED" not in text and "Ran out of memory" not in text:
       raise
-    reason = text[text.find("Ran out of memory"):].split(" HLO module")[0] or text[:300]
-    return CompileReport(topology, len(devices), (len(devices) // fsdp, fsdp),
-                         counts["n_kaplan"], counts["n_total"], {}, HBM_BYTES.get(chip), False,
-                         float("nan"), flop_per_token(mcfg)["palm_train"] * tokens,
-                         time.time() - t0, oom=reason)
-  compile_s = time.time() - t0
+    report.oom = text[text.find("Ran out of memory"):].split(" HLO module")[0] or text[:300]
+    report.fits, report.compile_s = False, time.time() - t0
+    return report
+  report.compile_s = time.time() - t0
   mem = compiled.memory_analysis()
   sizes = {k: int(getattr(mem, f"{k}_size_in_bytes", 0) or 0)
            for k in ("argument", "output", "temp", "alias", "generated_code")}
   sizes["total"] = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
+  report.bytes_per_device = sizes
+  if report.hbm_bytes is not None:
+    report.fits = sizes["total"] <= report.hbm_bytes
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  hbm = HBM_BYTES.get(chip)
-  return CompileReport(
-      topology, len(devices), (len(devices) // fsdp, fsdp), counts["n_kaplan"],
-      counts["n_total"], sizes, hbm, None if hbm is None else sizes["total"] <= hbm,
-      float(cost.get("flops", float("nan"))) * len(devices),
-      flop_per_token(mcfg)["palm_train"] * tokens, compile_s, micro_batches=geom.micro_batches)
+  # XLA's count is per chip (an SPMD program): × chips for the whole step.
+  report.xla_flop_per_step = float(cost.get("flops", math.nan)) * len(devices)
+  return report
 
 
 def report_lines(r: CompileReport) -> list[str]:

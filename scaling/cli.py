@@ -33,14 +33,15 @@ class _Parser(argparse.ArgumentParser):
     self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _number(kind, low: float, low_ok: bool, what: str):
-  """An argparse type: a finite number above `low` (or at it when low_ok)."""
+def _number(kind, low: float, low_ok: bool, what: str, high: float = math.inf):
+  """An argparse type: a finite number above `low` (or at it when low_ok) and below `high`."""
   def parse(text: str):
     try:
       value = kind(text)
     except ValueError:
       raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-    if not math.isfinite(value) or value < low or (value == low and not low_ok):
+    if (not math.isfinite(value) or value < low or (value == low and not low_ok)
+        or value >= high):
       raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
     return value
   parse.__name__ = what  # argparse names the type in its messages
@@ -50,7 +51,7 @@ def _number(kind, low: float, low_ok: bool, what: str):
 POSITIVE = _number(float, 0.0, False, "a positive finite number")
 POSITIVE_INT = _number(int, 0, False, "a positive integer")
 COUNT = _number(int, 0, True, "a non-negative integer")
-FRACTION = _number(float, 0.0, True, "a fraction in [0, 1)")
+FRACTION = _number(float, 0.0, True, "a fraction in [0, 1)", high=1.0)
 
 
 def _load(path: str, overrides: list[str]):

@@ -32,7 +32,6 @@ from scaling import files
 from scaling.errors import UserError
 
 EOS = "<|endoftext|>"
-SAMPLINGS = ("epochs", "uniform")   # data.sampling: windows without replacement, or uniform
 EMBEDDED = "embedded"
 _TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst")
 
@@ -262,8 +261,6 @@ class WindowBatches:
                       f"({seq_len + 1}); use a larger corpus or a smaller model.n_ctx")
     if global_batch % process_count:
       raise UserError(f"global batch {global_batch} is not divisible by {process_count} processes")
-    if sampling not in SAMPLINGS:
-      raise UserError(f"data.sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
     self.tokens_T, self.seq_len, self.n = tokens_T, seq_len, n
     self.global_batch, self.num_steps, self.seed = global_batch, num_steps, seed
     self.local_batch = global_batch // process_count
@@ -303,7 +300,7 @@ class WindowBatches:
     return out
 
   def __getitem__(self, step: int) -> np.ndarray:
-    if self.sampling == "epochs":
+    if self.sampling == "epochs":   # (data.sampling, validated in scaling/spec.py)
       mine = self.window_indices(step) * self.seq_len
     else:
       rng = np.random.default_rng((self.seed, int(step)))

@@ -265,6 +265,9 @@ def _nonsense_calculator_inputs(w, tmp, capsys):
     _one_line_error(capsys, args, "expected a positive finite number")
   _one_line_error(capsys, ["predict", "--preset", "chinchilla2022", "--loss", "1.5"],
                   "at or below the irreducible loss")
+  for bad in ("5", "1", "-0.1"):
+    _one_line_error(capsys, ["fit", str(w / "good.csv"), "--budget-tolerance", bad],
+                    "expected a fraction in [0, 1)")
 
 
 def _jsonl_text_not_a_string(w, tmp, capsys):
