@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from scaling import distributed, rundir
+from scaling import distributed, rundir, runlock
 from scaling import train as trainlib
 from scaling.config import to_json
 from scaling.errors import UserError
@@ -39,8 +39,8 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
     if distributed.agreed(rundir.is_finished(run_dir, to_json(rc))):
       print(f"{head}: finished, skipped", flush=True)
       continue
-    lock = rundir.lock_path(run_dir)
-    if not distributed.agreed(rundir.acquire(lock)):
+    lock = runlock.lock_path(run_dir)
+    if not distributed.agreed(runlock.acquire(lock)):
       print(f"{head}: another runner holds {lock}, skipped", flush=True)
       continue
     try:

@@ -27,6 +27,7 @@ from scaling import distributed
 from scaling import hardware
 from scaling import loggers
 from scaling import rundir
+from scaling import runlock
 from scaling import step as steplib
 from scaling import store as storelib
 from scaling.config import to_json
@@ -146,7 +147,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
     return rundir.read_summary(run_dir)
   setup = prepare(cfg, verbose and is_main)
   # Everything validated: only now touch the run directory, holding its lock.
-  with rundir.locked(run_dir, enabled=is_main):
+  with runlock.locked(run_dir, enabled=is_main):
     if is_main:
       # Progress whose checkpoints are gone is never silently started over.
       every = setup.spec.checkpoint.every

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from scaling import rundir
+from scaling import rundir, runlock
 from scaling.errors import UserError
 
 
@@ -72,13 +72,13 @@ def test_is_finished_needs_the_summary_and_the_same_config(tmp_path):
 
 
 def test_locks_keep_runners_apart_and_stale_locks_are_taken(tmp_path):
-  lock = rundir.lock_path(tmp_path / "point")
+  lock = runlock.lock_path(tmp_path / "point")
   assert lock.name == "point.lock"
-  assert rundir.acquire(lock)
-  assert not rundir.acquire(lock)                  # held by this live process
+  assert runlock.acquire(lock)
+  assert not runlock.acquire(lock)                  # held by this live process
   assert int(lock.read_text()) == os.getpid()
   lock.write_text("999999999")                     # a pid that does not exist
-  assert rundir.acquire(lock)
+  assert runlock.acquire(lock)
 
 
 def test_the_smoother_is_a_centred_moving_average():

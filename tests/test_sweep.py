@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, read_metrics
-from scaling import rundir, sweep
+from scaling import runlock, sweep
 from scaling.expand import expand
 from scaling.config import load_config_file
 
@@ -53,10 +53,10 @@ def test_killed_sweep_finishes_only_what_was_missing(tmp_path):
 
 def test_lock_keeps_runners_apart_and_stale_locks_are_taken(tmp_path):
   lock = tmp_path / "p.lock"
-  assert rundir.acquire(lock)
-  assert not rundir.acquire(lock)          # held by this live process
+  assert runlock.acquire(lock)
+  assert not runlock.acquire(lock)          # held by this live process
   lock.write_text("999999999")            # a pid that does not exist
-  assert rundir.acquire(lock)
+  assert runlock.acquire(lock)
 
 
 def test_points_of_a_grid():

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, fake_run, read_metrics
-from scaling import rundir
+from scaling import rundir, runlock
 from scaling.cli import main as cli_main
 
 pytestmark = pytest.mark.faults
@@ -118,7 +118,7 @@ def _lock_held_by_a_live_process(w, tmp, capsys):
   before = _files(run)
   holder = subprocess.Popen(["sleep", "60"])
   try:
-    rundir.lock_path(run).write_text(str(holder.pid))
+    runlock.lock_path(run).write_text(str(holder.pid))
     _one_line_error(capsys, _train_args(run, w / "cache"), f"another process (pid {holder.pid})")
   finally:
     holder.kill()
@@ -186,7 +186,7 @@ def test_second_trainer_on_one_run_dir_is_refused_at_once(tmp_path):
   first = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
     deadline = time.time() + 240   # the lock is taken once the config is validated
-    while not rundir.lock_path(run).is_file() and time.time() < deadline:
+    while not runlock.lock_path(run).is_file() and time.time() < deadline:
       assert first.poll() is None
       time.sleep(0.2)
     t0 = time.time()
