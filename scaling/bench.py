@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from scaling import data as datalib
+from scaling import encode
 from scaling import step as steplib
 from scaling import store as storelib
 from scaling.defaults import base_config
@@ -126,7 +127,7 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
 
 
 def _embedded_store(vocab_size: int, source: str = "embedded") -> storelib.TokenStore:
-  return storelib.build_store(data_spec(source=source, vocab_size=vocab_size), verbose=False)
+  return encode.build_store(data_spec(source=source, vocab_size=vocab_size), verbose=False)
 
 
 def loop_overhead(n_layer: int = 1, d_model: int = 24, n_heads: int = 1, n_ctx: int = 128,

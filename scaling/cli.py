@@ -10,8 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from scaling import bench, files, hardware, isoflop, rundir
-from scaling import store as storelib
+from scaling import bench, encode, files, hardware, isoflop, rundir
 from scaling import train as trainlib
 from scaling.batchsweep import run_batch_sweep
 from scaling.cbs import run_cbs
@@ -65,7 +64,7 @@ def _cmd_train(args, overrides: list[str]) -> int:
 
 def _cmd_tokenize(args, overrides: list[str]) -> int:
   cfg = _load(args.config, overrides)
-  store = storelib.build_store(validate(cfg).data, out=args.out or "", verbose=True)
+  store = encode.build_store(validate(cfg).data, out=args.out or "", verbose=True)
   print(f"token store: {store.folder}  (sha256/16 {store.sha256_16}; train with "
         f"--config.data.store={store.folder})")
   return 0
@@ -141,7 +140,7 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
   out = Path(args.out)
   cfg = _load("isoflop_cpu", overrides)
   cfg.run_dir = str(out)
-  store = storelib.build_store(validate(cfg).data, out=str(out / "store"), verbose=not args.quiet)
+  store = encode.build_store(validate(cfg).data, out=str(out / "store"), verbose=not args.quiet)
   cfg.data.store = str(store.folder)
   run_sweep(cfg, overwrite=args.overwrite, verbose=not args.quiet)
   _heldout(cfg, out, args.bootstrap, 3.0, args.budget or 0.0, args.overwrite, not args.quiet)

@@ -1,12 +1,5 @@
-"""Corpus → documents → byte-level BPE tokenizer; token windows → grain batches (the token store
-itself is scaling/store.py).
-
-Sources (the `data.source` config string):
-  "embedded"            the TinyStories sample shipped in the package (scaling/corpora/)
-  path/to/file.txt      one text file, split into documents at blank lines
-  path/to/folder, glob  every *.txt/*.md file under it (or matching it), one document per file
-  path/to/file.jsonl    one document per line, the text in `data.text_field`
-  hf:NAME[:SPLIT]       a Hugging Face `datasets` data set (a saved local directory works offline)
+"""The byte-level BPE tokenizer; token windows → grain batches. (Documents come from
+scaling/sources.py; the token store, written by scaling/encode.py, is scaling/store.py.)
 
 The split is by document: the last `data.eval_fraction` of the documents are held out and never
 trained on. The batch at step s is a pure function of (seed, s, process index), so a resumed run
@@ -15,13 +8,8 @@ sees exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
-import glob as globlib
 import hashlib
-import importlib.resources
-import json
-import lzma
 import os
-import re
 from pathlib import Path
 
 import grain
@@ -30,149 +18,36 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from scaling import files
 from scaling.errors import UserError
+from scaling.sources import load_documents
 
 EOS = "<|endoftext|>"
-EMBEDDED = "embedded"
-_TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst")
-
-
-# ---------------------------------------------------------------------------------------------
-# Documents.
-
-
-def _read_text(path: Path) -> str:
-  raw = path.read_bytes()
-  if b"\x00" in raw[:65536]:
-    raise UserError(f"{path} looks binary (it holds NUL bytes); give a UTF-8 text file")
-  try:
-    return raw.decode("utf-8")
-  except UnicodeDecodeError as e:
-    raise UserError(f"{path} is not UTF-8 text (byte {e.start}: {e.reason}); "
-                    "convert it, e.g. with iconv -t UTF-8") from None
-
-
-def _read_jsonl(path: Path, text_field: str) -> list[str]:
-  docs = []
-  opener = lzma.open if path.suffix == ".xz" else open
-  try:
-    with opener(path, "rt", encoding="utf-8") as f:
-      for i, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          raise UserError(f"{path}:{i} is not valid JSON; each line must be one JSON object") from None
-        if not isinstance(record, dict) or text_field not in record:
-          raise UserError(f"{path}:{i} has no field {text_field!r}; set data.text_field")
-        docs.append(_text_of(record[text_field], f"{path}:{i}", text_field))
-  except UnicodeDecodeError:
-    raise UserError(f"{path} is not UTF-8 text; convert it, e.g. with iconv -t UTF-8") from None
-  except (lzma.LZMAError, EOFError) as e:
-    raise UserError(f"{path} is not a complete xz file ({e}); check it with xz -t") from None
-  return docs
-
-
-def _text_of(value, where: str, text_field: str) -> str:
-  """A record's text, which must be a string (not null, a number or a list)."""
-  if not isinstance(value, str):
-    kind = "null" if value is None else f"a {type(value).__name__}"
-    raise UserError(f"{where}: the field {text_field!r} is {kind}, not a string; fix or drop "
-                    "that record (or set data.text_field to the text's field)")
-  return value
-
-
-def _read_hf(spec: str, text_field: str) -> list[str]:
-  try:
-    import datasets  # optional extra: pip install 'scaling[hf]'
-  except ImportError:
-    raise UserError("a hf: source needs the `datasets` package: pip install 'scaling[hf]'") from None
-  name, _, split = spec[len("hf:"):].partition(":")
-  if Path(name).is_dir():
-    ds = datasets.load_from_disk(name)
-    if isinstance(ds, datasets.DatasetDict):
-      ds = ds[split or "train"]
-  else:
-    ds = datasets.load_dataset(name, split=split or "train")
-  if text_field not in ds.column_names:
-    raise UserError(f"{spec} has no column {text_field!r} (columns: {ds.column_names}); "
-                    "set data.text_field")
-  return [_text_of(t, f"{spec} row {i}", text_field) for i, t in enumerate(ds[text_field])]
-
-
-def embedded_corpus_path() -> Path:
-  return Path(str(importlib.resources.files("scaling") / "corpora" / "tinystories.jsonl.xz"))
-
-
-def python_docs() -> list[str]:
-  """Python's own documentation topics, shipped with every CPython (pydoc_data.topics): an
-  out-of-distribution text set that needs no download."""
-  from pydoc_data.topics import topics
-  return [topics[k] for k in sorted(topics)]
-
-
-# A whitespace-free run this long is not text: byte-level BPE training on it takes hours.
-_LONG_RUN = re.compile(r"\S{20000,}")
-
-
-def load_documents(source: str, text_field: str = "text") -> list[str]:
-  """Reads a source into a list of non-empty documents; raises UserError for bad input."""
-  if not source:
-    raise UserError("data.source is empty; give 'embedded', a file, a folder, a glob or hf:NAME")
-  if source == EMBEDDED:
-    docs = _read_jsonl(embedded_corpus_path(), "text")
-  elif source == "builtin:python-docs":
-    docs = python_docs()
-  elif source.startswith("hf:"):
-    docs = _read_hf(source, text_field)
-  else:
-    path = Path(source).expanduser()
-    if path.is_dir():
-      files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _TEXT_SUFFIXES)
-      if not files:
-        raise UserError(f"folder {path} holds no text files ({', '.join(_TEXT_SUFFIXES)})")
-      docs = [_read_text(p) for p in files]
-    elif path.is_file():
-      if path.name.endswith((".jsonl", ".jsonl.xz")):
-        docs = _read_jsonl(path, text_field)
-      else:
-        docs = re.split(r"\n\s*\n", _read_text(path))
-    else:
-      files = sorted(Path(p) for p in globlib.glob(str(path), recursive=True) if Path(p).is_file())
-      if not files:
-        raise UserError(f"corpus {source!r} does not exist (no file, folder or glob match)")
-      docs = [_read_text(p) for p in files]
-  docs = [d.strip() for d in docs if d.strip()]
-  if not docs:
-    raise UserError(f"corpus {source!r} is empty: it holds no text")
-  for i, doc in enumerate(docs):
-    run = _LONG_RUN.search(doc)
-    if run:
-      raise UserError(f"corpus {source!r}: document {i} holds {len(run.group()):,} characters "
-                      "without whitespace, which is not natural text (minified or encoded data?) "
-                      "and would stall tokenizer training; split or remove it")
-  return docs
-
-
-def split_documents(docs: list[str], eval_fraction: float) -> tuple[list[str], list[str]]:
-  """Last `eval_fraction` of the documents (at least one) are held out."""
-  if not 0.0 < eval_fraction < 1.0:
-    raise UserError(f"data.eval_fraction must lie in (0, 1), got {eval_fraction}")
-  if len(docs) < 2:
-    raise UserError(f"the corpus has {len(docs)} document; a held-out split needs at least 2")
-  n_eval = min(len(docs) - 1, max(1, round(len(docs) * eval_fraction)))
-  return docs[:-n_eval], docs[-n_eval:]
-
-
-def hash_docs(docs: list[str]) -> str:
-  h = hashlib.sha256()
-  for d in docs:
-    h.update(hashlib.sha256(d.encode("utf-8")).digest())
-  return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
 # Tokenizer.
+
+
+class DocsHash:
+  """The identity of a sequence of documents: sha256 over each document's own sha256 digest, in
+  order, fed one document at a time (with their count and UTF-8 bytes)."""
+
+  def __init__(self):
+    self._h, self.n_docs, self.n_bytes = hashlib.sha256(), 0, 0
+
+  def add(self, doc_utf8: bytes) -> None:
+    self._h.update(hashlib.sha256(doc_utf8).digest())
+    self.n_docs += 1
+    self.n_bytes += len(doc_utf8)
+
+  def hexdigest(self) -> str:
+    return self._h.hexdigest()
+
+
+def hash_docs(docs: list[str]) -> str:
+  h = DocsHash()
+  for d in docs:
+    h.add(d.encode("utf-8"))
+  return h.hexdigest()
 
 
 def cache_root(cache_dir: str = "") -> Path:
@@ -206,7 +81,8 @@ def load_tokenizer(path) -> Tokenizer:
 
 
 def get_tokenizer(train_docs: list[str], vocab_size: int, tokenizer_path: str, cache_dir: str):
-  """Loads `tokenizer_path` if given, else trains one, cached by (training-text hash, vocab)."""
+  """Loads `tokenizer_path` if given, else trains one on `train_docs` (the training split, or an
+  evenly spread sample of it), cached by (their hash, vocab)."""
   if tokenizer_path:
     return load_tokenizer(tokenizer_path)
   key = hashlib.sha256(f"{hash_docs(train_docs)}:{vocab_size}:bpe-v1".encode()).hexdigest()[:16]
@@ -222,13 +98,22 @@ def get_tokenizer(train_docs: list[str], vocab_size: int, tokenizer_path: str, c
   return tok
 
 
+def encode_with_lengths(tok, docs: list[str], eos_id: int, dtype) -> tuple[np.ndarray, np.ndarray]:
+  """Documents joined into one stream, each preceded by EOS, and each one's token count (EOS
+  included). tokenizers encodes a batch on every core (its Rust threads, the GIL released)."""
+  encs = tok.encode_batch_fast(docs) if hasattr(tok, "encode_batch_fast") else tok.encode_batch(docs)
+  lengths = np.fromiter((len(e.ids) + 1 for e in encs), np.int64, len(encs))
+  out = np.empty(int(lengths.sum()), dtype)
+  ends = np.cumsum(lengths)
+  for enc, end, n in zip(encs, ends, lengths):
+    out[end - n] = eos_id
+    out[end - n + 1:end] = enc.ids
+  return out, lengths
+
+
 def encode(tok, docs: list[str], eos_id: int, dtype) -> np.ndarray:
   """Documents joined into one stream, each preceded by EOS."""
-  pieces = []
-  for start in range(0, len(docs), 1024):
-    for enc in tok.encode_batch(docs[start:start + 1024]):
-      pieces.append(np.asarray([eos_id] + enc.ids, dtype=dtype))
-  return np.concatenate(pieces)
+  return encode_with_lengths(tok, docs, eos_id, dtype)[0]
 
 
 # ---------------------------------------------------------------------------------------------

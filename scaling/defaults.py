@@ -29,6 +29,9 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.data.text_field = "text"     # JSONL / Hugging Face column holding the text
   cfg.data.vocab_size = 2048       # byte-level BPE trained on the training split
   cfg.data.tokenizer = ""          # path to an existing tokenizer.json instead of training one
+  cfg.data.tokenizer_sample_bytes = 64_000_000  # the BPE is trained on an evenly spread sample
+                                   # of the training documents of at most this many bytes
+  cfg.data.shard_tokens = 1 << 27  # tokens per shard file of the store (256 MiB at uint16)
   cfg.data.eval_fraction = 0.1     # last 10% of documents held out
   cfg.data.max_train_tokens = 0    # D-limited runs: train on the first D tokens only (0: all)
   # "epochs": each epoch a seeded permutation of the non-overlapping windows (every token seen

@@ -30,7 +30,7 @@ CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
 # the run directory and the cache live, so a copied or moved run goes on).
 RESUMABLE_FIELDS = ("train.peak_lr", "train.skip_batches", "train.grad_clip", "train.patience",
                     "log.", "compilation_cache", "data.loader_threads", "run_dir",
-                    "data.cache_dir")
+                    "data.cache_dir", "data.shard_tokens")
 
 # Older run directories used other key names; readers see the current ones.
 _LEGACY_SUMMARY_KEYS = {"flops_kaplan": "flop_kaplan", "flops_palm": "flop_palm",

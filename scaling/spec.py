@@ -29,6 +29,8 @@ class DataSpec:
   loader_threads: int
   store: str = ""          # a folder written by `scaling tokenize`; "" → build or reuse the cache
   sampling: str = "epochs"  # windows without replacement per epoch, or "uniform" (data.py)
+  tokenizer_sample_bytes: int = 64_000_000  # the BPE's training sample (scaling/encode.py)
+  shard_tokens: int = 1 << 27                # tokens per shard file (scaling/store.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +128,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.eval_fraction": (lambda v: 0 < v < 1, "between 0 and 1 (exclusive)"),
     "data.max_train_tokens": (_nonneg, "a non-negative integer (0: all)"),
     "data.loader_threads": (_nonneg, "a non-negative integer"),
+    "data.tokenizer_sample_bytes": (lambda v: v >= 1_000, "at least 1000 bytes"),
+    "data.shard_tokens": (lambda v: v >= 1_024, "at least 1024 tokens"),
     "data.sampling": (lambda v: v in ("epochs", "uniform"),
                       "epochs (each window once per epoch) or uniform (with replacement)"),
     "train.batch_size": (_positive, "a positive integer"),

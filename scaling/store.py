@@ -1,12 +1,20 @@
-"""The token store, its one owner: a corpus tokenized once into a folder that runs read.
+"""The token store, its one owner: a corpus tokenized once into a folder of shards that runs read.
 
-    <store>/train.bin, eval.bin   token ids (uint16 or uint32), documents joined, each after EOS
-    <store>/tokenizer.json        the byte-level BPE tokenizer that made them
-    <store>/meta.json             source, sizes, dtype, vocabulary, hashes (written last)
+    <store>/train-00000.bin …   training token ids (uint16 or uint32), documents joined, each
+                                after EOS, cut into shards of `shard_tokens` tokens (the last one
+                                shorter); a document may continue in the next shard
+    <store>/eval-00000.bin …    the held-out documents, the same way
+    <store>/tokenizer.json      the byte-level BPE tokenizer that made them
+    <store>/meta.json           the index: every shard's file, tokens and hash; source, sizes,
+                                dtype, vocabulary, the tokenizer's sample (written last)
+    <store>/progress.json       only while being written: the finished shards and where the
+                                encoding goes on (scaling/encode.py resumes from it after a kill)
 
-`scaling tokenize` writes a store and prints its folder; a run given `data.store=<folder>` opens
-it without reading the corpus again, and records the store's folder and hash in its summary.
-Without `data.store` a run builds (or reuses) the store of its corpus in the cache directory.
+Stores written before shards existed (train.bin, eval.bin; meta.json without "shards") are read
+as one shard per split. `scaling tokenize` writes a store (scaling/encode.py) and prints its
+folder; a run given `data.store=<folder>` opens it without reading the corpus again, and records
+the store's folder and hash in its summary. Without `data.store` a run builds (or reuses) the
+store of its corpus in the cache directory.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,14 +30,57 @@ import numpy as np
 from scaling import data as datalib
 from scaling import files
 from scaling.errors import UserError
-from scaling.spec import DataSpec
+
+META, PROGRESS, TOKENIZER = "meta.json", "progress.json", "tokenizer.json"
+SPLITS = ("train", "eval")
+
+
+class ShardedTokens:
+  """One split's tokens over its shards, indexed like one flat array: `size`, `dtype`, integer
+  index arrays of any shape (a window may straddle two shards) and contiguous slices."""
+
+  def __init__(self, parts: list[np.ndarray]):
+    self.parts = parts
+    self.starts = np.cumsum([0] + [p.size for p in parts])
+    self.size = int(self.starts[-1])
+    self.dtype = parts[0].dtype
+
+  def __len__(self) -> int:
+    return self.size
+
+  def __getitem__(self, key):
+    if isinstance(key, slice):
+      start, stop, step = key.indices(self.size)
+      if step != 1:
+        return self[np.arange(start, stop, step)]
+      key = np.arange(start, max(start, stop))
+    idx = np.asarray(key)
+    scalar = idx.ndim == 0
+    idx = np.atleast_1d(idx)
+    if idx.size and (idx.min() < 0 or idx.max() >= self.size):
+      raise IndexError(f"token index outside 0..{self.size - 1}")
+    which = np.searchsorted(self.starts, idx, side="right") - 1
+    out = np.empty(idx.shape, self.dtype)
+    for s in np.unique(which):
+      mask = which == s
+      out[mask] = self.parts[s][idx[mask] - self.starts[s]]
+    return out[0] if scalar else out
+
+  def __array__(self, dtype=None, copy=None):
+    out = np.concatenate(self.parts)
+    return out.astype(dtype) if dtype is not None else out
+
+
+def parts_of(tokens_T) -> list[np.ndarray]:
+  """The shards of a split's tokens (a plain array is one)."""
+  return tokens_T.parts if isinstance(tokens_T, ShardedTokens) else [tokens_T]
 
 
 @dataclasses.dataclass
 class TokenStore:
-  """The corpus tokenized once: memory-mapped train and eval token arrays plus their sizes."""
-  train_T: np.ndarray
-  eval_T: np.ndarray
+  """The corpus tokenized once: memory-mapped train and eval tokens plus their sizes."""
+  train_T: np.ndarray | ShardedTokens
+  eval_T: np.ndarray | ShardedTokens
   n_vocab: int
   tokenizer: object
   meta: dict
@@ -41,20 +93,24 @@ class TokenStore:
 
   def summary(self) -> str:
     m = self.meta
+    n_shards = sum(len(v) for v in m.get("shards", {}).values()) or 2
     return (f"corpus: {m['n_docs_train']:,} + {m['n_docs_eval']:,} documents (train + held out), "
             f"{m['n_bytes_train']:,} + {m['n_bytes_eval']:,} bytes, "
-            f"{m['n_tokens_train']:,} + {m['n_tokens_eval']:,} tokens, vocabulary {self.n_vocab:,}")
+            f"{m['n_tokens_train']:,} + {m['n_tokens_eval']:,} tokens in {n_shards} shards, "
+            f"vocabulary {self.n_vocab:,}")
 
   def unigram_entropy(self) -> float:
     """Entropy (nats/token) of the training split's unigram distribution: the loss of a model
     that ignores context. A trained model must end clearly below it."""
-    counts = np.bincount(np.asarray(self.train_T), minlength=self.n_vocab).astype(np.float64)
+    counts = np.zeros(self.n_vocab, np.float64)
+    for part in parts_of(self.train_T):
+      counts += np.bincount(np.asarray(part), minlength=self.n_vocab)
     p = counts[counts > 0] / counts.sum()
     return float(-(p * np.log(p)).sum())
 
 
 def _max_token(tokens_T: np.ndarray, full_below: int = 100_000_000) -> int:
-  """The largest token id: every token of a store up to 1e8 tokens (a fraction of a second), a
+  """The largest token id: every token of a shard up to 1e8 tokens (a fraction of a second), a
   strided tenth-of-a-percent sample beyond, so that opening a huge store stays cheap. A store made
   with another tokenizer has out-of-range ids everywhere, which a sample finds as well."""
   if tokens_T.size <= full_below:
@@ -62,42 +118,22 @@ def _max_token(tokens_T: np.ndarray, full_below: int = 100_000_000) -> int:
   return int(tokens_T[::997].max())
 
 
-def _key(train_docs, eval_docs, tok_hash: str) -> str:
-  text = f"{datalib.hash_docs(train_docs)}:{datalib.hash_docs(eval_docs)}:{tok_hash}"
-  return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _write(folder: Path, tok, train_docs, eval_docs, source: str, key: str,
-           vocab_requested: int | None) -> None:
-  """Encodes both splits into `folder`; meta.json is written last, so a store without it is
-  unfinished and is written again."""
-  n_vocab = tok.get_vocab_size()
-  eos_id = tok.token_to_id(datalib.EOS)
-  dtype = np.uint16 if n_vocab <= 2**16 else np.uint32
-  train_T = datalib.encode(tok, train_docs, eos_id, dtype)
-  eval_T = datalib.encode(tok, eval_docs, eos_id, dtype)
-  files.atomic_write_bytes(folder / "train.bin", train_T.tobytes())
-  files.atomic_write_bytes(folder / "eval.bin", eval_T.tobytes())
-  files.atomic_write_bytes(folder / "tokenizer.json", tok.to_str().encode("utf-8"))
-  meta = {
-      "source": source, "tokenizer_sha256_16": tokenizer_hash(tok), "store_sha256_16": key,
-      "dtype": np.dtype(dtype).name, "n_vocab": n_vocab, "vocab_size_requested": vocab_requested,
-      "eos_id": eos_id,
-      "n_docs_train": len(train_docs), "n_docs_eval": len(eval_docs),
-      "n_bytes_train": sum(len(d.encode("utf-8")) for d in train_docs),
-      "n_bytes_eval": sum(len(d.encode("utf-8")) for d in eval_docs),
-      "n_tokens_train": int(train_T.size), "n_tokens_eval": int(eval_T.size),
-  }
-  files.atomic_write_bytes(folder / "meta.json", json.dumps(meta, indent=1).encode())
-
-
-def _read_meta(path: Path) -> dict:
+def read_json(path: Path, what: str) -> dict:
+  """meta.json or progress.json, or a one-line error saying what to do."""
   try:
-    meta = json.loads(path.read_text())
+    doc = json.loads(path.read_text())
   except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
     raise UserError(f"{path} cannot be read ({' '.join(str(e).split())}); delete the folder "
                     f"{path.parent} and rerun (the store is rebuilt from the corpus)") from None
-  if not isinstance(meta, dict) or not {"dtype", "n_tokens_train", "n_tokens_eval"} <= set(meta):
+  if not isinstance(doc, dict):
+    raise UserError(f"{path} is not a token store's {what} (not an object); delete the folder "
+                    f"{path.parent} and rerun")
+  return doc
+
+
+def _read_meta(path: Path) -> dict:
+  meta = read_json(path, "meta.json")
+  if not {"dtype", "n_tokens_train", "n_tokens_eval"} <= set(meta):
     raise UserError(f"{path} is not a token store's meta.json (fields missing); delete the "
                     f"folder {path.parent} and rerun")
   return meta
@@ -107,30 +143,45 @@ def tokenizer_hash(tok) -> str:
   return hashlib.sha256(tok.to_str().encode("utf-8")).hexdigest()[:16]
 
 
+def shard_list(meta: dict, split: str) -> list[dict]:
+  """A split's shards as recorded in meta.json (a store without shards: one file per split)."""
+  if "shards" in meta:
+    return meta["shards"][split]
+  return [{"file": f"{split}.bin", "n_tokens": meta[f"n_tokens_{split}"]}]
+
+
+def _map_split(folder: Path, meta: dict, split: str, dtype: np.dtype):
+  """Memory-maps a split's shards after checking each file's size against the index."""
+  parts = []
+  for shard in shard_list(meta, split):
+    path = folder / shard["file"]
+    size = path.stat().st_size if path.is_file() else -1
+    if size != shard["n_tokens"] * dtype.itemsize:
+      raise UserError(f"token store {folder}: {shard['file']} holds {max(size, 0):,} bytes, not the "
+                      f"{shard['n_tokens'] * dtype.itemsize:,} its meta.json records "
+                      "(truncated?); delete the folder and rerun")
+    parts.append(np.memmap(path, dtype=dtype, mode="r"))
+  return parts[0] if len(parts) == 1 else ShardedTokens(parts)
+
+
 def open_store(folder, tok=None, verbose: bool = False) -> TokenStore:
   """Memory-maps a store folder, checking its files against meta.json and its token ids against
   the tokenizer (the store's own tokenizer.json when `tok` is None)."""
   folder = Path(folder)
-  meta_path = folder / "meta.json"
+  meta_path = folder / META
   if not meta_path.is_file():
-    raise UserError(f"{folder} is not a token store (no meta.json); write one with "
-                    "`scaling tokenize`")
+    hint = (" (it is being written or was stopped: rerun `scaling tokenize` to finish it)"
+            if (folder / PROGRESS).is_file() else "; write one with `scaling tokenize`")
+    raise UserError(f"{folder} is not a token store (no meta.json){hint}")
   meta = _read_meta(meta_path)
   if tok is None:
-    tok = datalib.load_tokenizer(folder / "tokenizer.json")
+    tok = datalib.load_tokenizer(folder / TOKENIZER)
   n_vocab = tok.get_vocab_size()
   if meta.get("tokenizer_sha256_16") != tokenizer_hash(tok) or meta.get("n_vocab") != n_vocab:
     raise UserError(f"token store {folder} was made with another tokenizer; delete it and rerun")
   dtype = np.dtype(meta["dtype"])
-  for split in ("train", "eval"):
-    size = (folder / f"{split}.bin").stat().st_size if (folder / f"{split}.bin").is_file() else -1
-    if size != meta[f"n_tokens_{split}"] * dtype.itemsize:
-      raise UserError(f"token store {folder}: {split}.bin holds {max(size, 0):,} bytes, not the "
-                      f"{meta[f'n_tokens_{split}'] * dtype.itemsize:,} its meta.json records "
-                      "(truncated?); delete the folder and rerun")
-  train_T = np.memmap(folder / "train.bin", dtype=dtype, mode="r")
-  eval_T = np.memmap(folder / "eval.bin", dtype=dtype, mode="r")
-  top = max(_max_token(train_T), _max_token(eval_T))
+  train_T, eval_T = (_map_split(folder, meta, split, dtype) for split in SPLITS)
+  top = max(_max_token(p) for t in (train_T, eval_T) for p in parts_of(t))
   if top >= n_vocab:
     raise UserError(f"token store {folder} holds token id {top}, outside the tokenizer's "
                     f"vocabulary of {n_vocab}; the store does not match the tokenizer: delete the "
@@ -141,33 +192,104 @@ def open_store(folder, tok=None, verbose: bool = False) -> TokenStore:
   return store
 
 
-def build_store(data: DataSpec, out: str = "", verbose: bool = True) -> TokenStore:
-  """Reads, splits and tokenizes the corpus of `data` into a store: in `out` when given, else in
-  the cache directory under the store's hash (reused when already there)."""
-  docs = datalib.load_documents(data.source, data.text_field)
-  train_docs, eval_docs = datalib.split_documents(docs, data.eval_fraction)
-  tok = datalib.get_tokenizer(train_docs, data.vocab_size, data.tokenizer, data.cache_dir)
-  if tok.token_to_id(datalib.EOS) is None:
-    raise UserError(f"the tokenizer has no {datalib.EOS} token; train one with scaling or add it")
-  if not data.tokenizer and tok.get_vocab_size() < data.vocab_size and verbose:
-    print(f"note: data.vocab_size={data.vocab_size:,} was asked, but this corpus's training text "
-          f"gives only {tok.get_vocab_size():,} tokens (BPE ran out of pairs to merge); runs use "
-          f"{tok.get_vocab_size():,} (both recorded: vocab_size_requested and n_vocab in the "
-          "store's meta.json and each run's summary.json)", flush=True)
-  key = _key(train_docs, eval_docs, tokenizer_hash(tok))
-  folder = Path(out) if out else datalib.cache_root(data.cache_dir) / "stores" / key
-  meta = folder / "meta.json"
-  if meta.is_file() and _read_meta(meta).get("store_sha256_16", key) != key:
-    raise UserError(f"{folder} holds a token store of another corpus or tokenizer; choose "
-                    "another folder or delete it")
-  if not meta.is_file():
-    _write(folder, tok, train_docs, eval_docs, data.source, key,
-           None if data.tokenizer else data.vocab_size)
-  return open_store(folder, tok, verbose)
+class ShardWriter:
+  """Writes the token stream (training documents, then held-out ones) into shards of
+  `shard_tokens` tokens. Each shard is written as <name>.partial, synced and renamed when full;
+  then progress.json records it with the place the stream goes on (a document index and how many
+  of that document's tokens the finished shards already hold). A writer opened on a folder whose
+  progress.json belongs to the same corpus, tokenizer and layout keeps the finished shards and
+  resumes there; anything else in the folder is removed first."""
+
+  def __init__(self, folder: Path, identity: dict):
+    self.folder, self.identity = Path(folder), identity
+    self.dtype = np.dtype(identity["dtype"])
+    self.shard_tokens = int(identity["shard_tokens"])
+    self.shards = {split: [] for split in SPLITS}
+    self.next_doc, self.skip_tokens = 0, 0
+    self._file, self._hash, self._filled, self._split = None, None, 0, "train"
+    self.folder.mkdir(parents=True, exist_ok=True)
+    self._resume_or_clear()
+
+  def _resume_or_clear(self) -> None:
+    path = self.folder / PROGRESS
+    state = read_json(path, "progress.json") if path.is_file() else {}
+    if state.get("identity") == self.identity and self._shards_intact(state["shards"]):
+      self.shards = state["shards"]
+      self.next_doc, self.skip_tokens = state["next_doc"], state["skip_tokens"]
+      self._split = state["split"]
+    keep = {s["file"] for split in SPLITS for s in self.shards[split]} | {PROGRESS}
+    for p in self.folder.iterdir():
+      if p.is_file() and p.name not in keep and (p.suffix in (".bin", ".partial")
+                                                  or p.name in (META, PROGRESS)):
+        p.unlink()
+
+  def _shards_intact(self, shards: dict) -> bool:
+    return all((self.folder / s["file"]).is_file()
+               and (self.folder / s["file"]).stat().st_size == s["n_tokens"] * self.dtype.itemsize
+               for split in SPLITS for s in shards.get(split, []))
+
+  @property
+  def resuming(self) -> bool:
+    return self.next_doc > 0 or self.skip_tokens > 0
+
+  def write(self, split: str, tokens: np.ndarray, lengths: np.ndarray, first_doc: int,
+            skip: int = 0) -> None:
+    """Appends the tokens of documents first_doc, first_doc + 1, … (their token counts in
+    `lengths`) to the split's shards, leaving out the first `skip` (already written)."""
+    self._split, pos = split, skip
+    ends = np.cumsum(lengths)
+    while pos < tokens.size:
+      if self._file is None:
+        self._open_shard(split)
+      take = min(self.shard_tokens - self._filled, tokens.size - pos)
+      piece = np.ascontiguousarray(tokens[pos:pos + take], self.dtype)
+      self._file.write(piece.tobytes())
+      self._hash.update(piece.tobytes())
+      self._filled += take
+      pos += take
+      if self._filled == self.shard_tokens:
+        done = int(np.searchsorted(ends, pos, side="right"))  # documents wholly written
+        before = int(ends[done - 1]) if done else 0
+        self._finish_shard(split, first_doc + done, pos - before)
+
+  def end_split(self, split: str, next_doc: int) -> None:
+    """Closes the split's last (shorter) shard; the stream goes on at document `next_doc`."""
+    if self._file is not None:
+      self._finish_shard(split, next_doc, 0)
+    self._split = "eval" if split == "train" else "done"
+
+  def _open_shard(self, split: str) -> None:
+    name = f"{split}-{len(self.shards[split]):05d}.bin"
+    self._file = open(self.folder / (name + ".partial"), "wb")
+    self._hash, self._filled, self._name = hashlib.sha256(), 0, name
+
+  def _finish_shard(self, split: str, next_doc: int, skip_tokens: int) -> None:
+    self._file.flush()
+    os.fsync(self._file.fileno())
+    self._file.close()
+    os.chmod(self._file.name, 0o644)
+    os.replace(self._file.name, self.folder / self._name)
+    self.shards[split].append({"file": self._name, "n_tokens": self._filled,
+                               "sha256_16": self._hash.hexdigest()[:16]})
+    self._file = None
+    self.next_doc, self.skip_tokens = next_doc, skip_tokens
+    files.atomic_write_text(self.folder / PROGRESS, json.dumps(
+        {"identity": self.identity, "shards": self.shards, "next_doc": next_doc,
+         "skip_tokens": skip_tokens, "split": split}, indent=1))
+
+  def finish(self, tok, meta: dict) -> None:
+    """Writes tokenizer.json, then meta.json (the index, last), and removes progress.json."""
+    files.atomic_write_bytes(self.folder / TOKENIZER, tok.to_str().encode("utf-8"))
+    meta = dict(meta, **self.identity, shards=self.shards,
+                n_tokens_train=sum(s["n_tokens"] for s in self.shards["train"]),
+                n_tokens_eval=sum(s["n_tokens"] for s in self.shards["eval"]))
+    files.atomic_write_bytes(self.folder / META, json.dumps(meta, indent=1).encode())
+    (self.folder / PROGRESS).unlink(missing_ok=True)
 
 
-def store_for(data: DataSpec, verbose: bool = True) -> TokenStore:
+def store_for(data, verbose: bool = True) -> TokenStore:
   """The store a run trains on: data.store when set, else the corpus's store in the cache."""
   if data.store:
     return open_store(data.store, verbose=verbose)
+  from scaling.encode import build_store  # the writer imports this module
   return build_store(data, verbose=verbose)

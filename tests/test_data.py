@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
-from scaling import data
+from scaling import sources as data
 from scaling.errors import UserError
 from scaling.spec import data_spec
-from scaling.store import build_store
+from scaling.encode import build_store
+from scaling import data as datalib
 
 
 def test_embedded_corpus_reads_all_stories():
@@ -71,8 +72,8 @@ def test_store_is_cached_and_tokens_round_trip(tmp_path, monkeypatch):
   def must_not_run(*args, **kwargs):
     raise AssertionError("a cached tokenizer or store was built again")
   # The second build is a cache hit: neither the tokenizer is trained nor the text encoded.
-  monkeypatch.setattr(data, "train_tokenizer", must_not_run)
-  monkeypatch.setattr(data, "encode", must_not_run)
+  monkeypatch.setattr(datalib, "train_tokenizer", must_not_run)
+  monkeypatch.setattr(datalib, "encode_with_lengths", must_not_run)
   again = build_store(data_spec(source=source, vocab_size=300, cache_dir=str(tmp_path / "cache")),
                       verbose=False)
   monkeypatch.undo()
@@ -81,7 +82,7 @@ def test_store_is_cached_and_tokens_round_trip(tmp_path, monkeypatch):
   assert store.meta["n_docs_train"] == 36 and store.meta["n_docs_eval"] == 4
   assert store.train_T.dtype == np.uint16
   # Decoding the token stream gives back the documents (EOS between them).
-  eos = store.tokenizer.token_to_id(data.EOS)
+  eos = store.tokenizer.token_to_id(datalib.EOS)
   text = store.tokenizer.decode([int(t) for t in store.eval_T if t != eos])
   held = data.split_documents(data.load_documents(source), 0.1)[1]
   assert text.replace(" ", "") == "".join(held).replace(" ", "")
@@ -103,40 +104,40 @@ def test_unigram_entropy_against_counts(tmp_path):
 
 def test_batches_are_a_pure_function_of_seed_step_and_process():
   tokens = np.arange(10_000, dtype=np.uint16)
-  src = data.WindowBatches(tokens, 16, 8, 100, seed=3)
+  src = datalib.WindowBatches(tokens, 16, 8, 100, seed=3)
   b5 = src[5]
   assert b5.shape == (8, 17)
-  np.testing.assert_array_equal(b5, data.WindowBatches(tokens, 16, 8, 100, seed=3)[5])
+  np.testing.assert_array_equal(b5, datalib.WindowBatches(tokens, 16, 8, 100, seed=3)[5])
   assert not np.array_equal(b5, src[6])
   np.testing.assert_array_equal(np.diff(b5, axis=1), 1)  # consecutive windows
   # Two processes each take their half of the same global batch.
-  halves = [data.WindowBatches(tokens, 16, 8, 100, seed=3, process_index=p, process_count=2)[5]
+  halves = [datalib.WindowBatches(tokens, 16, 8, 100, seed=3, process_index=p, process_count=2)[5]
             for p in (0, 1)]
   np.testing.assert_array_equal(np.concatenate(halves), b5)
   # The grain iterator started at step 5 yields exactly the batches of steps 5, 6, ...
-  it = data.train_iterator(src, 5)
+  it = datalib.train_iterator(src, 5)
   np.testing.assert_array_equal(next(it), b5)
   np.testing.assert_array_equal(next(it), src[6])
 
 
 def test_d_limited_windows_stay_in_the_first_d_tokens():
   tokens = np.arange(10_000, dtype=np.uint16)
-  src = data.WindowBatches(tokens, 16, 32, 50, seed=0, limit_tokens=100)
+  src = datalib.WindowBatches(tokens, 16, 32, 50, seed=0, limit_tokens=100)
   assert max(src[s].max() for s in range(50)) < 100
   with pytest.raises(UserError, match="exceeds the training split"):
-    data.WindowBatches(tokens, 16, 8, 10, seed=0, limit_tokens=20_000)
+    datalib.WindowBatches(tokens, 16, 8, 10, seed=0, limit_tokens=20_000)
 
 
 def test_corpus_shorter_than_a_window():
   with pytest.raises(UserError, match="shorter than one context window"):
-    data.WindowBatches(np.arange(10, dtype=np.uint16), 16, 8, 10, seed=0)
+    datalib.WindowBatches(np.arange(10, dtype=np.uint16), 16, 8, 10, seed=0)
   with pytest.raises(UserError, match="shorter than one context window"):
-    data.eval_batches(np.arange(10, dtype=np.uint16), 16, 8, 2)
+    datalib.eval_batches(np.arange(10, dtype=np.uint16), 16, 8, 2)
 
 
 def test_eval_batches_fixed_and_disjoint():
   tokens = np.arange(1000, dtype=np.uint16)
-  ev = data.eval_batches(tokens, 16, 4, 3)
+  ev = datalib.eval_batches(tokens, 16, 4, 3)
   assert ev.shape == (3, 4, 17)
   np.testing.assert_array_equal(ev.reshape(-1, 17)[:, 0], np.arange(12) * 16)
 
@@ -154,7 +155,7 @@ def test_one_epoch_sees_every_window_exactly_once():
   another permutation of the same windows."""
   seq, n_tokens, batch = 16, 16 * 63 + 1, 6          # 63 non-overlapping windows
   tokens = np.arange(n_tokens, dtype=np.uint32)
-  full = data.WindowBatches(tokens, seq, batch, 100, seed=7)
+  full = datalib.WindowBatches(tokens, seq, batch, 100, seed=7)
   assert full.n_windows == 63
   rows = np.concatenate([full[s] for s in range(21)])   # 126 rows: two epochs exactly
   first = rows[:, 0] // seq
@@ -163,7 +164,7 @@ def test_one_epoch_sees_every_window_exactly_once():
   np.testing.assert_array_equal(np.diff(rows, axis=1), 1)
   assert rows.max() == n_tokens - 1                       # the last token is reached, never past
   # Step 10 straddles the epochs (rows 60..65); three processes share each global batch.
-  parts = [data.WindowBatches(tokens, seq, batch, 100, seed=7, process_index=p,
+  parts = [datalib.WindowBatches(tokens, seq, batch, 100, seed=7, process_index=p,
                               process_count=3)[10] for p in range(3)]
   np.testing.assert_array_equal(np.concatenate(parts), full[10])
   assert full.epoch_of(21) == pytest.approx(2.0)

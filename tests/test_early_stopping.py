@@ -10,7 +10,7 @@ from scaling import data as datalib
 from scaling import train as trainlib
 from scaling.checkpoint import restore_best_params
 from scaling.spec import data_spec
-from scaling.store import build_store
+from scaling.encode import build_store
 from scaling.model import ModelConfig, Transformer, cross_entropy
 
 

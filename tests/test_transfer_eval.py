@@ -12,7 +12,8 @@ from scaling import data as datalib
 from scaling import train as trainlib
 from scaling.errors import UserError
 from scaling.spec import data_spec
-from scaling.store import build_store
+from scaling.encode import build_store
+from scaling import sources
 
 EXTRA = "python-docs=builtin:python-docs"
 
@@ -20,7 +21,7 @@ EXTRA = "python-docs=builtin:python-docs"
 def test_extra_set_uses_the_runs_tokenizer():
   store = build_store(data_spec(source="embedded", vocab_size=300), verbose=False)
   tokens = datalib.extra_eval_tokens(store.tokenizer, "builtin:python-docs", "text", True)
-  docs = [d.strip().lower() for d in datalib.python_docs() if d.strip()]
+  docs = [d.strip().lower() for d in sources.python_docs() if d.strip()]
   eos = store.tokenizer.token_to_id(datalib.EOS)
   first = [eos] + store.tokenizer.encode(docs[0]).ids
   np.testing.assert_array_equal(tokens[:len(first)], first)

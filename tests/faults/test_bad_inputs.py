@@ -99,7 +99,7 @@ def test_token_store_that_does_not_match_its_tokenizer(tmp_path, witness, capsys
   assert len(stores) == 1
   args = ["train", "--config", str(REPO / "configs/test_small.py"),
           f"--config.run_dir={tmp_path / 'r'}", f"--config.data.cache_dir={cache}"]
-  train_bin = stores[0] / "train.bin"
+  train_bin = stores[0] / "train-00000.bin"
   good = train_bin.read_bytes()
   # ids from a bigger vocabulary than this tokenizer's 300
   tokens = np.frombuffer(good, np.uint16).copy()
