@@ -10,7 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from scaling import bench, encode, files, hardware, isoflop, rundir
+from scaling import bench, encode, files, hardware, isoflop, remote, rundir
+from scaling import data as datalib
 from scaling import train as trainlib
 from scaling.batchsweep import run_batch_sweep
 from scaling.cbs import run_cbs
@@ -187,10 +188,17 @@ def _cmd_bench(args, overrides) -> int:
 
 
 def _cmd_report(args, overrides) -> int:
-  result = make_report(args.path, n_boot=args.bootstrap)
-  print(f"wrote {result['report']} and {', '.join(result['figures'].values())} "
-        f"(from {result['fits']})")
+  with remote.local_copy(args.path, datalib.cache_root()) as local:
+    result = make_report(str(local), n_boot=args.bootstrap)
+    print(f"wrote {result['report']} and {', '.join(result['figures'].values())} "
+          f"(from {result['fits']})")
+  _say_pushed(args.path)
   return 0
+
+
+def _say_pushed(path: str) -> None:
+  if remote.is_remote(path):
+    print(f"(worked in a local copy; written back to {path})")
 
 
 def _cmd_sweep(args, overrides) -> int:
@@ -211,15 +219,16 @@ def _cmd_cbs(args, overrides) -> int:
 
 
 def _cmd_fit(args, overrides) -> int:
-  path = Path(args.path)
-  if path.is_dir() and not args.law and not rundir.is_run(path):
-    doc = sweepfit.fit_sweep(str(path), args.bootstrap, args.holdout, args.seed)
-    _print_any_headline(doc["headline"])
-    print(f"wrote {sweepfit.fits_path(path)} ({', '.join(doc['fits'])})")
-    return 0
-  fit_command(args.path, args.law or [], args.bootstrap, args.holdout, args.seed,
-              args.n_convention, args.loss_key, args.budget, args.out, args.flops,
-              args.budget_tolerance)
+  with remote.local_copy(args.path, datalib.cache_root()) as path:
+    if path.is_dir() and not args.law and not rundir.is_run(path):
+      doc = sweepfit.fit_sweep(str(path), args.bootstrap, args.holdout, args.seed)
+      _print_any_headline(doc["headline"])
+      print(f"wrote {sweepfit.fits_path(path)} ({', '.join(doc['fits'])})")
+    else:
+      fit_command(str(path), args.law or [], args.bootstrap, args.holdout, args.seed,
+                  args.n_convention, args.loss_key, args.budget, args.out, args.flops,
+                  args.budget_tolerance)
+  _say_pushed(args.path)
   return 0
 
 

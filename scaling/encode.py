@@ -142,7 +142,7 @@ def _encode_stream(data, tok, writer: storelib.ShardWriter, n_train: int, total_
 def _tokenizer(data, scanned: Scan, n_train: int, verbose: bool):
   sample = [doc for i, doc, _ in scanned.sample.docs if i < n_train]
   if verbose and not data.tokenizer and scanned.sample.stride > 1:
-    print(f"tokenize: the BPE is trained on every {scanned.sample.stride}th document "
+    print(f"tokenize: the BPE is trained on one document in {scanned.sample.stride} "
           f"({scanned.sample.n_bytes / 1e6:,.0f} MB, data.tokenizer_sample_bytes="
           f"{data.tokenizer_sample_bytes:,})", flush=True)
   tok = datalib.get_tokenizer(sample, data.vocab_size, data.tokenizer, data.cache_dir)

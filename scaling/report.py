@@ -36,8 +36,9 @@ def _save_panels(fig, title: str, path: Path, figures: dict) -> None:
 
 
 def _save(fig, ax, path: Path, figures: dict, key: str, legend_size: int = 8) -> None:
-  """Legend, then _write_png."""
-  ax.legend(fontsize=legend_size)
+  """Legend (when something is labelled), then _write_png."""
+  if ax.get_legend_handles_labels()[0]:
+    ax.legend(fontsize=legend_size)
   _write_png(fig, path, figures, key, dpi=120, bbox_inches="tight")
 
 

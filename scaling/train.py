@@ -26,6 +26,7 @@ from scaling import data as datalib
 from scaling import distributed
 from scaling import hardware
 from scaling import loggers
+from scaling import remote
 from scaling import rundir
 from scaling import runlock
 from scaling import step as steplib
@@ -135,7 +136,30 @@ def _local_rows(batch_BW: np.ndarray) -> np.ndarray:
 
 
 def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool = True) -> dict:
-  """Trains (or resumes) the run described by cfg; returns the summary dict."""
+  """Trains (or resumes) the run described by cfg; returns the summary dict. A run_dir that is a
+  URL (gs://, memory://, …) is trained in a local mirror, pushed at every checkpoint and at the
+  end (scaling/remote.py)."""
+  if remote.is_remote(cfg.get("run_dir", "")):
+    return _train_mirrored(cfg, overwrite, verbose)
+  return _train_here(cfg, overwrite, verbose, sync=None)
+
+
+def _train_mirrored(cfg, overwrite: bool, verbose: bool) -> dict:
+  distributed.initialize(cfg)
+  if jax.process_count() > 1:
+    raise UserError(f"run_dir {cfg.run_dir} is not local: a run on several hosts needs a "
+                    "filesystem path they share (each host would mirror its own copy)")
+  mirror = remote.Mirror(cfg.run_dir, datalib.cache_root(cfg.data.cache_dir))
+  mirror.pull()
+  local = ml_collections.ConfigDict(cfg.to_dict())
+  local.run_dir = str(mirror.local)
+  try:
+    return _train_here(local, overwrite, verbose, sync=mirror.push)
+  finally:
+    mirror.push()
+
+
+def _train_here(cfg, overwrite: bool, verbose: bool, sync) -> dict:
   distributed.initialize(cfg)
   if cfg.get("compilation_cache", True):
     hardware.enable_compilation_cache(cfg.data.cache_dir)
@@ -155,7 +179,7 @@ def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool
       rundir.check_progress_kept(run_dir, bool(ckptlib.committed_steps(run_dir / "checkpoints")),
                                  start + every, every, overwrite)
       rundir.check_or_write_config(run_dir, cfg_json, overwrite)
-    return _train(cfg, setup, run_dir, is_main, say)
+    return _train(cfg, setup, run_dir, is_main, say, sync)
 
 
 def _finished(run_dir: Path, cfg_json: str, overwrite: bool) -> bool:
@@ -166,11 +190,11 @@ def _finished(run_dir: Path, cfg_json: str, overwrite: bool) -> bool:
   return distributed.agreed(finished)
 
 
-def _train(cfg, setup: Setup, run_dir: Path, is_main: bool, say) -> dict:
+def _train(cfg, setup: Setup, run_dir: Path, is_main: bool, say, sync) -> dict:
   spec, mcfg = setup.spec, setup.mcfg
   trainer = steplib.build(mcfg, spec.train, spec.gns, setup.mesh, setup.peak_lr,
                           setup.total_steps, spec.seed)
-  loop = _Loop(cfg, setup, trainer, run_dir, is_main, say)
+  loop = _Loop(cfg, setup, trainer, run_dir, is_main, say, sync)
   geom = trainer.geom
   say(f"model: n_layer={mcfg.n_layer} d_model={mcfg.d_model} heads={mcfg.n_heads}x{mcfg.head_dim} "
       f"n_ctx={mcfg.n_ctx} | N (Kaplan, non-embedding) = {setup.counts['n_kaplan']:,}, "
@@ -194,9 +218,9 @@ class _Loop:
   """The steps of one run, with their metrics, evaluations, checkpoints and stopping rules."""
 
   def __init__(self, cfg, setup: Setup, trainer: steplib.Trainer, run_dir: Path, is_main: bool,
-               say):
+               say, sync):
     self.cfg, self.setup, self.trainer, self.run_dir = cfg, setup, trainer, run_dir
-    self.is_main, self.say = is_main, say
+    self.is_main, self.say, self.sync = is_main, say, sync
     self.ckpt_dir = (run_dir / "checkpoints").resolve()
     ck = setup.spec.checkpoint
     self.manager = ckptlib.state_manager(self.ckpt_dir, ck.keep, setup.keep_steps)
@@ -310,6 +334,7 @@ class _Loop:
           self.say(_progress_line(record, total, eta))
       if save_now:
         ckptlib.save(self.manager, done, self.state, self.ckpt_dir)
+        self._synced()
       if stop:
         self.say(f"stopping at step {done}: {self.stop_reason}")
         break
@@ -317,6 +342,13 @@ class _Loop:
         self._preempted(done, save_now, pending)
     if pending is not None:
       self.flush(pending)
+
+  def _synced(self) -> None:
+    """A mirrored run's files pushed to its remote run_dir once the checkpoint is complete (a
+    local run's sync does nothing, and its saves stay asynchronous)."""
+    if self.sync is not None:
+      ckptlib.wait(self.manager, self.ckpt_dir)
+      self.sync()
 
   def _early_stop(self, done: int, eval_loss: float, eval_every: int) -> bool:
     """Keeps the best parameters; True once train.patience evaluations brought no lower loss."""
