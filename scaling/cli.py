@@ -64,10 +64,15 @@ def _cmd_train(args, overrides: list[str]) -> int:
 
 
 def _cmd_tokenize(args, overrides: list[str]) -> int:
-  cfg = _load(args.config, overrides)
-  store = encode.build_store(validate(cfg).data, out=args.out or "", verbose=True)
-  print(f"token store: {store.folder}  (sha256/16 {store.sha256_16}; train with "
-        f"--config.data.store={store.folder})")
+  data = validate(_load(args.config, overrides)).data
+  folder, mirror = remote.store_folder(args.out, datalib.cache_root(data.cache_dir),
+                                       writing=True) if args.out else ("", None)
+  store = encode.build_store(data, out=str(folder), verbose=True)
+  if mirror is not None:
+    mirror.push()
+  where = args.out or store.folder
+  print(f"token store: {where}  (sha256/16 {store.sha256_16}; train with "
+        f"--config.data.store={where})")
   return 0
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from scaling.errors import UserError
 
 _MANIFEST = ".scaling-mirror.json"
+_WRITTEN_LAST = ("meta.json", "summary.json")
 SKIP_FOR_READING = ("checkpoints", "best")  # folders fit and report never read
 
 
@@ -77,11 +78,22 @@ class Mirror:
           out[rel] = (st.st_size, st.st_mtime_ns)
     return out
 
+  def read(self, rel: str) -> bytes | None:
+    """One remote file's bytes, or None when it does not exist."""
+    try:
+      return self.fs.cat_file(f"{self.root}/{rel}")
+    except FileNotFoundError:
+      return None
+    except OSError as e:
+      raise UserError(f"cannot read {self.url}/{rel} ({e})") from None
+
   def pull(self) -> Path:
-    """Replaces the local copy with the remote folder's files (minus the skipped folders)."""
+    """Replaces the local copy with the remote folder's files (minus the skipped folders); the
+    files that say a folder is complete (meta.json, summary.json) come last, so an interrupted
+    pull never looks complete."""
     shutil.rmtree(self.local, ignore_errors=True)
     self.local.mkdir(parents=True)
-    for rel in self._remote_files():
+    for rel in sorted(self._remote_files(), key=lambda r: r in _WRITTEN_LAST):
       target = self.local / rel
       target.parent.mkdir(parents=True, exist_ok=True)
       try:
@@ -121,3 +133,22 @@ def local_copy(path: str, cache_root: Path, skip: tuple[str, ...] = SKIP_FOR_REA
     yield mirror.local
   finally:
     mirror.push()
+
+
+def store_folder(url: str, cache_root: Path, writing: bool = False) -> tuple[Path, Mirror | None]:
+  """A local folder for the token store at `url`, and its mirror (None when local). A finished
+  remote store is downloaded once (again only when its meta.json changed); with `writing`, a
+  folder not finished remotely is the local one as it stands (a stopped `scaling tokenize`
+  resumes there), to be pushed when written."""
+  if not is_remote(url):
+    return local_path(url), None
+  mirror = Mirror(url, cache_root)
+  meta = mirror.read("meta.json")
+  if meta is None and not writing:
+    raise UserError(f"{url} is not a token store (no meta.json); write one with "
+                    "`scaling tokenize --out URL`")
+  local_meta = mirror.local / "meta.json"
+  if meta is not None and not (local_meta.is_file() and local_meta.read_bytes() == meta):
+    mirror.pull()
+  mirror.local.mkdir(parents=True, exist_ok=True)
+  return mirror.local, mirror

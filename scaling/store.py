@@ -29,6 +29,7 @@ import numpy as np
 
 from scaling import data as datalib
 from scaling import files
+from scaling import remote
 from scaling.errors import UserError
 
 META, PROGRESS, TOKENIZER = "meta.json", "progress.json", "tokenizer.json"
@@ -290,6 +291,7 @@ class ShardWriter:
 def store_for(data, verbose: bool = True) -> TokenStore:
   """The store a run trains on: data.store when set, else the corpus's store in the cache."""
   if data.store:
-    return open_store(data.store, verbose=verbose)
+    folder, _ = remote.store_folder(data.store, datalib.cache_root(data.cache_dir))
+    return open_store(folder, verbose=verbose)
   from scaling.encode import build_store  # the writer imports this module
   return build_store(data, verbose=verbose)

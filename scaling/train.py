@@ -389,7 +389,7 @@ def _summary(setup: Setup, loop: _Loop, run_dir: Path, is_main: bool) -> dict:
                               else spec.data.vocab_size,
       "peak_lr": setup.peak_lr, "d_train_tokens": setup.d_train_tokens,
       "epochs": steps * batch_tokens / setup.d_train_tokens, "sampling": spec.data.sampling,
-      "store": str(store.folder), "store_sha256_16": store.sha256_16,
+      "store": spec.data.store or str(store.folder), "store_sha256_16": store.sha256_16,
       "tokenizer_sha256_16": store.meta["tokenizer_sha256_16"],
       **setup.counts, "flop_per_token": fpt,
       "flop_kaplan": fpt["kaplan_train"] * steps * batch_tokens,

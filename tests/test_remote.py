@@ -69,3 +69,19 @@ def test_memory_run_dirs_train_resume_fit_report(tmp_path, small_cfg, monkeypatc
 def test_file_urls_are_local_paths(tmp_path):
   assert not remote.is_remote(f"file://{tmp_path}") and remote.is_remote("gs://bucket/run")
   assert remote.local_path(f"file://{tmp_path}/run") == tmp_path / "run"
+
+
+def test_a_store_written_to_and_read_from_memory(tmp_path, small_cfg, monkeypatch):
+  from conftest import REPO
+  fs = fsspec.filesystem("memory")
+  url = f"memory://{tmp_path.name}/store"
+  cache = f"--config.data.cache_dir={tmp_path / 'cache'}"
+  assert cli_main(["tokenize", "--config", str(REPO / "configs/test_small.py"), "--out", url,
+                   cache]) == 0
+  names = {f.rsplit("/", 1)[1] for f in fs.find(f"/{tmp_path.name}/store")}
+  assert names == {"meta.json", "tokenizer.json", "train-00000.bin", "eval-00000.bin"}
+  meta = json.loads(fs.cat_file(f"/{tmp_path.name}/store/meta.json"))
+  c = small_cfg(**{"data.store": url, "train.steps": 2, "mesh.num_devices": 1,
+                   "data.cache_dir": str(tmp_path / "cache2")})   # a machine without the copy
+  summary = trainlib.train(c, verbose=False)
+  assert summary["store"] == url and summary["store_sha256_16"] == meta["store_sha256_16"]
