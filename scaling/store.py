@@ -102,12 +102,19 @@ class TokenStore:
 
   def unigram_entropy(self) -> float:
     """Entropy (nats/token) of the training split's unigram distribution: the loss of a model
-    that ignores context. A trained model must end clearly below it."""
-    counts = np.zeros(self.n_vocab, np.float64)
-    for part in parts_of(self.train_T):
-      counts += np.bincount(np.asarray(part), minlength=self.n_vocab)
-    p = counts[counts > 0] / counts.sum()
-    return float(-(p * np.log(p)).sum())
+    that ignores context. A trained model must end clearly below it. (Recorded in meta.json when
+    the store is written; counted here for stores written before.)"""
+    recorded = self.meta.get("unigram_entropy_train")
+    return recorded if recorded is not None else unigram_entropy(self.train_T, self.n_vocab)
+
+
+def unigram_entropy(tokens_T, n_vocab: int) -> float:
+  """Entropy (nats/token) of the token frequencies, counted a shard at a time."""
+  counts = np.zeros(n_vocab, np.float64)
+  for part in parts_of(tokens_T):
+    counts += np.bincount(np.asarray(part), minlength=n_vocab)
+  p = counts[counts > 0] / counts.sum()
+  return float(-(p * np.log(p)).sum())
 
 
 def _max_token(tokens_T: np.ndarray, full_below: int = 100_000_000) -> int:
@@ -281,7 +288,10 @@ class ShardWriter:
   def finish(self, tok, meta: dict) -> None:
     """Writes tokenizer.json, then meta.json (the index, last), and removes progress.json."""
     files.atomic_write_bytes(self.folder / TOKENIZER, tok.to_str().encode("utf-8"))
+    train_T = ShardedTokens([np.memmap(self.folder / s["file"], dtype=self.dtype, mode="r")
+                             for s in self.shards["train"]])
     meta = dict(meta, **self.identity, shards=self.shards,
+                unigram_entropy_train=unigram_entropy(train_T, tok.get_vocab_size()),
                 n_tokens_train=sum(s["n_tokens"] for s in self.shards["train"]),
                 n_tokens_eval=sum(s["n_tokens"] for s in self.shards["eval"]))
     files.atomic_write_bytes(self.folder / META, json.dumps(meta, indent=1).encode())
