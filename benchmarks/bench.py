@@ -39,7 +39,9 @@ def main():
   print("\n== summary")
   for row in first["rows"]:
     print(f"shape {row['shape']}: {row['tokens_per_s']:,.0f} tokens/s; MFU {100 * row['mfu_paired']:.1f}% "
-          f"against the matmul timed beside each step (median over steps), "
+          f"against XLA's matmul timed beside each step (median over steps), "
+          f"{100 * row.get('mfu_paired_fastest', float('nan')):.1f}% against the faster of XLA's "
+          f"and numpy's matmul beside each step, "
           f"{100 * row['mfu_measured']:.1f}% against the run's fastest matmul "
           f"({first['peak_measured_flop_per_s_per_device'] / 1e9:.0f} GFLOP/s), "
           f"{100 * row['mfu_measured_best_step']:.1f}% for its fastest step")

@@ -20,8 +20,8 @@ from scaling import step as steplib
 from scaling import store as storelib
 from scaling.defaults import base_config
 from scaling.errors import UserError
-from scaling.hardware import (matmul_peak, matmul_timer, nominal_peak, peak_memory_bytes,
-                              resolve_dtype)
+from scaling.hardware import (matmul_peak, matmul_timer, nominal_peak, numpy_matmul_timer,
+                              peak_memory_bytes, resolve_dtype)
 from scaling.model import ModelConfig, flop_per_token, param_count
 from scaling.spec import data_spec, validate
 
@@ -82,15 +82,21 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
     peak_flop_per_s, peak_size = matmul_peak(mcfg.compute_dtype, device=device)
   paired_n = min(peak_size or 2048, 2048)
   mm_rate = matmul_timer(paired_n, mcfg.compute_dtype, device)
+  # On CPU numpy's BLAS is timed beside XLA's matmul (float32): the faster of the two is the
+  # machine's fp32 matmul limit.
+  np_rate = (numpy_matmul_timer(paired_n) if device.platform == "cpu"
+             and mcfg.compute_dtype == "float32" else (lambda: 0.0))
   # Each step timed on its own (a blocked step: compute only, no dispatch overlap) between blocks
   # of three matmul timings. The median step is the reported speed, the fastest is kept too.
   times, mm_rates = [], [max(mm_rate() for _ in range(3))]
+  np_rates = [max(np_rate() for _ in range(3))]
   for i in range(steps):
     t0 = time.perf_counter()
     state, metrics = compiled(state, batches[i % 2], lr)
     jax.block_until_ready((state, metrics))
     times.append(time.perf_counter() - t0)
     mm_rates.append(max(mm_rate() for _ in range(3)))
+    np_rates.append(max(np_rate() for _ in range(3)))
   step_s, best_step_s = float(np.median(times)), float(np.min(times))
   if not np.isfinite(float(metrics["loss"])):
     raise RuntimeError("the benchmarked step produced a non-finite loss")
@@ -104,6 +110,9 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
   scale = 1 if device.platform == "cpu" else n_dev
   paired = [step_flop / t / (max(r0, r1) * scale)
             for t, r0, r1 in zip(times, mm_rates[:-1], mm_rates[1:])]
+  fastest = [max(a, b) for a, b in zip(mm_rates, np_rates)]
+  paired_fastest = [step_flop / t / (max(r0, r1) * scale)
+                    for t, r0, r1 in zip(times, fastest[:-1], fastest[1:])]
   return {
       "shape": [n_layer, d_model, n_heads], "n_vocab": n_vocab, "n_ctx": n_ctx, "batch": batch,
       "compute_dtype": mcfg.compute_dtype, "micro_batches": micro, "gns": gns_on,
@@ -119,6 +128,9 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
       "paired_matmul_size": paired_n,
       "matmul_flop_per_s_beside_steps": mm_rates,           # the best of each block of three
       "mfu_paired": float(np.median(paired)),
+      # The same against the faster of XLA's and numpy's matmul beside each step (CPU, float32).
+      "numpy_matmul_flop_per_s_beside_steps": np_rates,
+      "mfu_paired_fastest": float(np.median(paired_fastest)),
       "peak_nominal_flop_per_s": nominal * n_dev if nominal else None,
       "mfu_nominal": achieved / (nominal * n_dev) if nominal else None,
       "trace_s": trace_s, "compile_s": compile_s, "peak_memory_bytes": peak_memory_bytes(device),
@@ -237,8 +249,8 @@ def run_bench(shapes, n_vocab=4096, n_ctx=256, batch=16, steps=10, compute_dtype
 
 
 HEADER = (f"{'shape':>12} {'tokens/s':>10} {'ms/step':>8} {'FLOP/tok':>9} {'GFLOP/s':>8} "
-          f"{'MFU(pair)':>9} {'MFU(run)':>8} {'MFU(nom)':>8} {'trace s':>7} {'compile s':>9} "
-          f"{'mem MiB':>8}")
+          f"{'MFU(pair)':>9} {'MFU(fast)':>9} {'MFU(run)':>8} {'MFU(nom)':>8} {'trace s':>7} "
+          f"{'compile s':>9} {'mem MiB':>8}")
 
 
 def format_row(r: dict) -> str:
@@ -247,6 +259,7 @@ def format_row(r: dict) -> str:
   return (f"{'x'.join(map(str, r['shape'])):>12} {r['tokens_per_s']:>10,.0f} "
           f"{1e3 * r['step_s']:>8.1f} {r['flop_per_token']:>9.3g} "
           f"{r['achieved_flop_per_s'] / 1e9:>8.1f} {100 * r['mfu_paired']:>8.1f}% "
+          f"{100 * r['mfu_paired_fastest']:>8.1f}% "
           f"{100 * r['mfu_measured']:>7.1f}% {nom:>8} "
           f"{r['trace_s']:>7.2f} {r['compile_s']:>9.2f} {mem:>8}")
 

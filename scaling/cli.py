@@ -181,8 +181,9 @@ def _cmd_bench(args, overrides) -> int:
                            batch=args.batch, steps=args.steps, compute_dtype=args.dtype,
                            gns_on=not args.no_gns, num_devices=args.devices,
                            loader=not args.no_loader, overhead=not args.no_overhead)
-  print("\nMFU(pair): against the matmul timed beside each step (median over steps); MFU(run):\n"
-        "median step against the fastest matmul of the whole run (a lower bound).")
+  print("\nMFU(pair): against XLA's matmul timed beside each step (median over steps); MFU(fast):\n"
+        "the same against the faster of XLA's and numpy's BLAS matmul (CPU, float32); MFU(run):\n"
+        "median step against the fastest XLA matmul of the whole run (a lower bound).")
   print(bench.HEADER)
   for row in result["rows"]:
     print(bench.format_row(row))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from scaling.data import cache_root
 
@@ -59,6 +60,21 @@ def matmul_timer(n: int, dtype: str, device):
   def timed() -> float:
     t0 = time.perf_counter()
     mm(a, b).block_until_ready()
+    return 2 * n ** 3 / (time.perf_counter() - t0)
+  return timed
+
+
+def numpy_matmul_timer(n: int):
+  """The same n×n×n float32 matmul through numpy's BLAS (OpenBLAS in the PyPI wheels), the
+  machine's other fp32 matmul: XLA's own may be the slower of the two, which would flatter an MFU
+  measured against it alone. Returns a function giving one matmul's FLOP/s."""
+  rng = np.random.default_rng(0)
+  a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+  a @ b
+
+  def timed() -> float:
+    t0 = time.perf_counter()
+    a @ b
     return 2 * n ** 3 / (time.perf_counter() - t0)
   return timed
 

@@ -127,9 +127,9 @@ def _varying(x):
 
 def micro_batches(gns_spec: GnsSpec, n_devices: int) -> int:
   """Micro-batches per device: gns.micro_batches, else 1 on several devices (the devices give the
-  small batches of the noise estimator) and 2 on one; 1 when the estimator is off."""
-  if not gns_spec.enabled:
-    return 1
+  small batches of the noise estimator) and 2 on one. The same with the estimator off: the
+  micro-batches are also the step's gradient accumulation, so turning the estimator off only
+  removes its work (one 4096-token gradient instead of two of 2048 was 20 % slower on CPU)."""
   return gns_spec.micro_batches or (1 if n_devices > 1 else 2)
 
 

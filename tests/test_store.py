@@ -109,3 +109,23 @@ def test_tokenize_killed_midway_reruns_to_identical_shards(tmp_path, witness):
   # The shards recorded as finished before the kill were kept, not written again (one renamed
   # just before the kill, before progress.json named it, is written again).
   assert all((killed / n).stat().st_mtime_ns == t for n, t in kept.items())
+
+
+def test_a_store_written_before_shards_is_read(tmp_path):
+  """The older layout (train.bin, eval.bin; no shard index) opens as one shard per split."""
+  from scaling.encode import build_store
+  from scaling.spec import data_spec
+  store = build_store(data_spec(source=str(REPO / "README.md"), vocab_size=300,
+                                cache_dir=str(tmp_path / "c")), out=str(tmp_path / "s"),
+                      verbose=False)
+  meta = json.loads((tmp_path / "s" / "meta.json").read_text())
+  for split in ("train", "eval"):
+    assert len(meta["shards"][split]) == 1
+    (tmp_path / "s" / f"{split}-00000.bin").rename(tmp_path / "s" / f"{split}.bin")
+  for key in ("shards", "unigram_entropy_train", "content_sha256_16", "shard_tokens"):
+    meta.pop(key)
+  (tmp_path / "s" / "meta.json").write_text(json.dumps(meta))
+  old = storelib.open_store(tmp_path / "s")
+  assert np.array_equal(np.asarray(old.train_T), np.asarray(store.train_T))
+  assert np.array_equal(np.asarray(old.eval_T), np.asarray(store.eval_T))
+  assert old.unigram_entropy() == pytest.approx(store.unigram_entropy(), rel=1e-12)
