@@ -273,12 +273,15 @@ def build_parser() -> argparse.ArgumentParser:
   p.set_defaults(func=_cmd_train)
 
   p = sub.add_parser("tokenize", help="write the token store of a config's corpus",
-                     description="Reads the corpus of --config (data.source, data.vocab_size, "
-                                 "data.eval_fraction …), trains or loads its tokenizer and writes "
-                                 "the token store; prints its folder. Train on it with "
-                                 "--config.data.store=FOLDER.")
+                     description="Streams the corpus of --config (data.source, data.vocab_size, "
+                                 "data.eval_fraction …) in bounded memory, trains its tokenizer on "
+                                 "a sample (data.tokenizer_sample_bytes) or loads one, and writes "
+                                 "the token store in shards (data.shard_tokens); prints its folder. "
+                                 "Stopped, it resumes at its last finished shard when rerun. "
+                                 "Train on it with --config.data.store=FOLDER.")
   p.add_argument("--config", default="ladder_cpu", help="configs/<file>.py with get_config()")
-  p.add_argument("--out", help="store folder (default: the cache directory, under its hash)")
+  p.add_argument("--out", help="store folder or URL (gs://…; default: the cache directory, "
+                               "under the corpus's hash)")
   p.set_defaults(func=_cmd_tokenize)
 
   p = sub.add_parser("quickstart", help="how big, how long, what loss: an isoFLOP sweep, fits, "
