@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import data as datalib
+from scaling import runlock
 from scaling import sources
 from scaling import store as storelib
 from scaling.errors import UserError
@@ -172,6 +173,29 @@ def _check_folder(folder: Path, content: str) -> bool:
   return False
 
 
+def _write(data, tok, folder: Path, content: str, scanned: Scan, n_train: int, sample: list,
+           verbose: bool) -> None:
+  tok_hash = storelib.tokenizer_hash(tok)
+  n_vocab = tok.get_vocab_size()
+  identity = {"content_sha256_16": content,
+              "dtype": np.dtype(np.uint16 if n_vocab <= 2**16 else np.uint32).name,
+              "shard_tokens": data.shard_tokens}
+  writer = storelib.ShardWriter(folder, identity)
+  if writer.resuming and verbose:
+    print(f"tokenize: resuming {folder} at document {writer.next_doc:,} "
+          f"({sum(len(v) for v in writer.shards.values())} shards kept)", flush=True)
+  counts = _encode_stream(data, tok, writer, n_train, scanned.n_bytes, verbose)
+  train_hash, eval_hash = counts.pop("split_hashes")
+  key = hashlib.sha256(f"{train_hash}:{eval_hash}:{tok_hash}".encode()).hexdigest()[:16]
+  writer.finish(tok, dict(
+      counts, source=data.source, tokenizer_sha256_16=tok_hash, store_sha256_16=key,
+      n_vocab=n_vocab, vocab_size_requested=None if data.tokenizer else data.vocab_size,
+      eos_id=tok.token_to_id(datalib.EOS),
+      tokenizer_sample={"budget_bytes": data.tokenizer_sample_bytes, "n_docs": len(sample),
+                        "n_bytes": sum(b for i, _, b in scanned.sample.docs if i < n_train),
+                        "every": scanned.sample.stride}))
+
+
 def build_store(data, out: str = "", verbose: bool = True) -> storelib.TokenStore:
   """Reads, splits and tokenizes the corpus of `data` into a store: in `out` when given, else in
   the cache directory under the corpus's hash (reused when already there, finished when a
@@ -183,23 +207,8 @@ def build_store(data, out: str = "", verbose: bool = True) -> storelib.TokenStor
   tok_hash = storelib.tokenizer_hash(tok)
   content = hashlib.sha256(f"{scanned.content_hash}:{n_eval}:{tok_hash}".encode()).hexdigest()[:16]
   folder = Path(out) if out else datalib.cache_root(data.cache_dir) / "stores" / content
-  if not _check_folder(folder, content):
-    n_vocab = tok.get_vocab_size()
-    identity = {"content_sha256_16": content,
-                "dtype": np.dtype(np.uint16 if n_vocab <= 2**16 else np.uint32).name,
-                "shard_tokens": data.shard_tokens}
-    writer = storelib.ShardWriter(folder, identity)
-    if writer.resuming and verbose:
-      print(f"tokenize: resuming {folder} at document {writer.next_doc:,} "
-            f"({sum(len(v) for v in writer.shards.values())} shards kept)", flush=True)
-    counts = _encode_stream(data, tok, writer, n_train, scanned.n_bytes, verbose)
-    train_hash, eval_hash = counts.pop("split_hashes")
-    key = hashlib.sha256(f"{train_hash}:{eval_hash}:{tok_hash}".encode()).hexdigest()[:16]
-    writer.finish(tok, dict(
-        counts, source=data.source, tokenizer_sha256_16=tok_hash, store_sha256_16=key,
-        n_vocab=n_vocab, vocab_size_requested=None if data.tokenizer else data.vocab_size,
-        eos_id=tok.token_to_id(datalib.EOS),
-        tokenizer_sample={"budget_bytes": data.tokenizer_sample_bytes, "n_docs": len(sample),
-                          "n_bytes": sum(b for i, _, b in scanned.sample.docs if i < n_train),
-                          "every": scanned.sample.stride}))
+  say = (lambda m: print(m, flush=True)) if verbose else None
+  with runlock.waiting(folder, say):   # one writer; another process building it waits
+    if not _check_folder(folder, content):
+      _write(data, tok, folder, content, scanned, n_train, sample, verbose)
   return storelib.open_store(folder, tok, verbose)

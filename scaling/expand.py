@@ -91,7 +91,7 @@ def batch_sweep_runs(cfg, grid: dict | None = None) -> list:
     for m in mults:
       name = bsweep_run_name(b, m)
       rc = sub_run(cfg, name)
-      rc.run_dir = str(rundir.path_of(cfg) / name)
+      rc.run_dir = rundir.child_of(cfg, name)
       rc.train.batch_size = int(b)
       rc.train.peak_lr = sweep_lr(s, b) * m
       rc.train.tokens = 0

@@ -30,7 +30,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from pathlib import Path
 
 import ml_collections
 import numpy as np
@@ -236,7 +235,7 @@ def heldout_runs(cfg, budget_flop: float, n_opt: float) -> list:
   store = storelib.store_for(spec.data, verbose=False)
   batch_tokens = spec.train.batch_size * cfg.model.n_ctx
   held = copy.deepcopy(cfg)
-  held.run_dir = str(Path(rundir.path_of(cfg)) / HELDOUT)
+  held.run_dir = rundir.child_of(cfg, HELDOUT)
   runs = []
   for factor in (0.5, 1.0, 2.0):
     shape = shape_for(cfg, factor * n_opt, store.n_vocab, s.flop_convention)

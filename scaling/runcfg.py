@@ -41,7 +41,7 @@ def run_of_shape(cfg, shape: tuple, name: str):
   if group:
     with rc.unlocked():
       rc.group = group
-  rc.run_dir = str(rundir.path_of(cfg) / name)
+  rc.run_dir = rundir.child_of(cfg, name)
   rc.model.n_layer, rc.model.d_model, rc.model.n_heads = n_layer, d_model, n_heads
   if d_ff:
     rc.model.d_ff = d_ff

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import files, gns
+from scaling import files, gns, remote
 from scaling.defaults import base_config
 from scaling.errors import UserError
 
@@ -48,6 +48,14 @@ def path_of(cfg) -> Path:
   """The run-directory rule: cfg.run_dir, else runs/<cfg.name> (a config or a RunSpec)."""
   run_dir = cfg.run_dir if hasattr(cfg, "run_dir") else cfg.get("run_dir", "")
   return Path(run_dir or Path("runs") / cfg.name)
+
+
+def child_of(cfg, name: str) -> str:
+  """The run directory of a sweep's point `name`, under the sweep's (a URL stays a URL)."""
+  base = cfg.run_dir if hasattr(cfg, "run_dir") else cfg.get("run_dir", "")
+  if remote.is_remote(base):
+    return f"{base.rstrip('/')}/{name}"
+  return str(path_of(cfg) / name)
 
 
 # ---------------------------------------------------------------------------------------------

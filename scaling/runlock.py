@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 
 from scaling.errors import UserError
@@ -45,6 +46,23 @@ def locked(run_dir: Path, enabled: bool = True):
   if not acquire(lock):
     raise UserError(f"another process (pid {lock_owner(lock)}) is training {run_dir}: it holds "
                     f"{lock}. Wait for it to end, or delete the lock if that process is gone")
+  try:
+    yield
+  finally:
+    lock.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def waiting(folder: Path, say=None, poll_s: float = 0.5):
+  """Holds `<folder>.lock`, waiting while another live process holds it (two runs building the
+  same cached token store: the second waits, then finds it written)."""
+  lock = lock_path(folder)
+  told = False
+  while not acquire(lock):
+    if say and not told:
+      say(f"waiting for another process (pid {lock_owner(lock)}) writing {folder}")
+      told = True
+    time.sleep(poll_s)
   try:
     yield
   finally:

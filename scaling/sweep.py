@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from scaling import distributed, rundir, runlock
+from scaling import data as datalib
+from scaling import distributed, remote, rundir, runlock
 from scaling import train as trainlib
 from scaling.config import to_json
 from scaling.errors import UserError
@@ -32,14 +33,18 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
   t0 = time.time()
   done_now = 0
   for i, rc in enumerate(configs, 1):
-    run_dir = rundir.path_of(rc)
-    head = f"[sweep {i}/{len(configs)}] {run_dir.name}"
+    head = f"[sweep {i}/{len(configs)}] {str(rc.run_dir).rstrip('/').rsplit('/', 1)[-1]}"
     if not owned(i - 1, worker, num_workers):
       continue
-    if distributed.agreed(rundir.is_finished(run_dir, to_json(rc))):
+    if distributed.agreed(_finished(rc)):
       print(f"{head}: finished, skipped", flush=True)
       continue
-    lock = runlock.lock_path(run_dir)
+    if remote.is_remote(rc.run_dir):   # no lock file on a URL: one runner per remote sweep
+      print(f"{head}: training", flush=True)
+      trainlib.train(rc, overwrite=overwrite, verbose=verbose)
+      done_now += 1
+      continue
+    lock = runlock.lock_path(rundir.path_of(rc))
     if not distributed.agreed(runlock.acquire(lock)):
       print(f"{head}: another runner holds {lock}, skipped", flush=True)
       continue
@@ -53,6 +58,13 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
     finally:
       lock.unlink(missing_ok=True)
   return [rundir.path_of(rc) for rc in configs]
+
+
+def _finished(rc) -> bool:
+  if not remote.is_remote(rc.run_dir):
+    return rundir.is_finished(rundir.path_of(rc), to_json(rc))
+  with remote.local_copy(rc.run_dir, datalib.cache_root(rc.data.cache_dir)) as local:
+    return rundir.is_finished(local, to_json(rc))
 
 
 def run_sweep(cfg, overwrite: bool = False, verbose: bool = True, worker: int = 0,

@@ -109,6 +109,9 @@ def _branch(spec: RunSpec, total_steps: int) -> tuple | None:
   if not spec.train.init_from:
     return None
   source, step = rundir.parse_branch(spec.train.init_from)
+  where = spec.train.init_from.rpartition("@")[0]
+  if remote.is_remote(where):   # a local copy of the source, its checkpoints included
+    source = remote.Mirror(where, datalib.cache_root(spec.data.cache_dir), skip=("best",)).pull()
   config = source / rundir.CONFIG
   if not config.is_file():
     raise UserError(f"train.init_from: {source} is not a run directory (no {rundir.CONFIG})")
@@ -153,19 +156,19 @@ def _train_mirrored(cfg, overwrite: bool, verbose: bool) -> dict:
   mirror.pull()
   local = ml_collections.ConfigDict(cfg.to_dict())
   local.run_dir = str(mirror.local)
-  try:
-    return _train_here(local, overwrite, verbose, sync=mirror.push)
+  try:   # config.json keeps the URL as run_dir
+    return _train_here(local, overwrite, verbose, sync=mirror.push, cfg_json=to_json(cfg))
   finally:
     mirror.push()
 
 
-def _train_here(cfg, overwrite: bool, verbose: bool, sync) -> dict:
+def _train_here(cfg, overwrite: bool, verbose: bool, sync, cfg_json: str = "") -> dict:
   distributed.initialize(cfg)
   if cfg.get("compilation_cache", True):
     hardware.enable_compilation_cache(cfg.data.cache_dir)
   is_main = distributed.is_main()
   say = (lambda *a: print(*a, flush=True)) if (verbose and is_main) else (lambda *a: None)
-  run_dir, cfg_json = rundir.path_of(cfg), to_json(cfg)
+  run_dir, cfg_json = rundir.path_of(cfg), cfg_json or to_json(cfg)
   if _finished(run_dir, cfg_json, overwrite):
     say(rundir.finished_note(run_dir, cfg_json))
     return rundir.read_summary(run_dir)

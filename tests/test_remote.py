@@ -16,7 +16,7 @@ class _Killed(Exception):
   pass
 
 
-def test_memory_run_dirs_train_resume_fit_report(tmp_path, small_cfg, monkeypatch):
+def test_memory_run_dirs_train_resume_fit_report(tmp_path, small_cfg, monkeypatch, capsys):
   fs = fsspec.filesystem("memory")
   sweep = f"memory://{tmp_path.name}/sweep"
   monkeypatch.setenv("SCALING_CACHE", str(tmp_path / "cache"))
@@ -50,12 +50,19 @@ def test_memory_run_dirs_train_resume_fit_report(tmp_path, small_cfg, monkeypatc
   resumed = trainlib.train(cfg(32, f"{sweep}/m32"), verbose=False)
   whole = trainlib.train(cfg(32, str(tmp_path / "local")), verbose=False)
   assert resumed["final_eval_loss"] == whole["final_eval_loss"]
+  recorded = json.loads(fs.cat_file(f"/{tmp_path.name}/sweep/m32/config.json"))
+  assert recorded["run_dir"] == f"{sweep}/m32"                   # the URL, not the local mirror
+  assert not any("config.before" in f for f in fs.find(f"/{tmp_path.name}/sweep/m32"))
   with fs.open(f"/{tmp_path.name}/sweep/m32/metrics.jsonl") as f:
     remote_losses = [json.loads(line)["loss"] for line in f if b'"loss"' in line]
   assert remote_losses == [m["loss"] for m in read_metrics(tmp_path / "local")]
 
   for d in (16, 64):
     trainlib.train(cfg(d, f"{sweep}/m{d}"), verbose=False)
+  # A sweep over the same points finds them finished in the remote folder.
+  from scaling.sweep import run_points
+  run_points([cfg(d, f"{sweep}/m{d}") for d in (16, 32, 64)], verbose=False)
+  assert capsys.readouterr().out.count("finished, skipped") == 3
   assert cli_main(["fit", sweep, "--bootstrap", "20"]) == 0
   assert cli_main(["report", sweep, "--bootstrap", "20"]) == 0
   names = {f.rsplit("/", 1)[1] for f in fs.find(f"/{tmp_path.name}/sweep")}
