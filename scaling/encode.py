@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import data as datalib
+from scaling import remote
 from scaling import runlock
 from scaling import sources
 from scaling import store as storelib
@@ -212,3 +213,12 @@ def build_store(data, out: str = "", verbose: bool = True) -> storelib.TokenStor
     if not _check_folder(folder, content):
       _write(data, tok, folder, content, scanned, n_train, sample, verbose)
   return storelib.open_store(folder, tok, verbose)
+
+
+def store_for(data, verbose: bool = True) -> storelib.TokenStore:
+  """The store a run trains on: data.store when set (a local copy when it is a URL), else the
+  corpus's store in the cache, built when missing."""
+  if data.store:
+    folder, _ = remote.store_folder(data.store, datalib.cache_root(data.cache_dir))
+    return storelib.open_store(folder, verbose=verbose)
+  return build_store(data, verbose=verbose)

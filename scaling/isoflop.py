@@ -35,7 +35,7 @@ import ml_collections
 import numpy as np
 
 from scaling import optim, rundir
-from scaling import store as storelib
+from scaling import encode
 from scaling.errors import UserError
 from scaling.runcfg import parse_shape, run_of_shape, shape_name
 from scaling.model import ModelConfig, flop_per_token, kaplan_learning_rate, param_count
@@ -114,7 +114,7 @@ def design(cfg) -> tuple[list[Point], list[str]]:
   """The sweep's points, and a line for each (size, budget) left out and why."""
   s = _with_defaults(cfg.sweep)
   spec = validate(cfg)
-  store = storelib.store_for(spec.data, verbose=False)
+  store = encode.store_for(spec.data, verbose=False)
   d_train = spec.data.max_train_tokens or store.meta["n_tokens_train"]
   batch_tokens = spec.train.batch_size * cfg.model.n_ctx
   key = convention_key(s.flop_convention)
@@ -232,7 +232,7 @@ def heldout_runs(cfg, budget_flop: float, n_opt: float) -> list:
   <sweep>/heldout/."""
   s = _with_defaults(cfg.sweep)
   spec = validate(cfg)
-  store = storelib.store_for(spec.data, verbose=False)
+  store = encode.store_for(spec.data, verbose=False)
   batch_tokens = spec.train.batch_size * cfg.model.n_ctx
   held = copy.deepcopy(cfg)
   held.run_dir = rundir.child_of(cfg, HELDOUT)

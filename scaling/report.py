@@ -83,9 +83,10 @@ def _figure_curves(doc: dict, out: Path, figures: dict) -> None:
   c_env = np.asarray(fr["envelope"]["C"])
   ax.plot(c_env / forms.PF_DAY_FLOP, fr["envelope"]["loss"], "k:", lw=2,
           label="compute-efficient frontier")
-  p = fr["params"]
-  ax.plot(c_env / forms.PF_DAY_FLOP, (p["C_c"] / c_env) ** p["alpha_C"], "r--",
-          label=f"L(C) fit: α_C = {p['alpha_C']:.3f}")
+  p = fr.get("params") or {}
+  if p.get("C_c") is not None and p.get("alpha_C") is not None:   # None: the fit failed
+    ax.plot(c_env / forms.PF_DAY_FLOP, (p["C_c"] / c_env) ** p["alpha_C"], "r--",
+            label=f"L(C) fit: α_C = {p['alpha_C']:.3f}")
   ax.set(xscale="log", yscale="log", xlabel="compute C = 6·N·tokens (PF-days)",
          ylabel="training loss (smoothed)", title="Learning curves against compute")
   _save(fig, ax, out / "curves_compute.png", figures, "curves", 7)

@@ -25,8 +25,8 @@ def _rows(fits: dict) -> list[tuple]:
   fr = fits["frontier"]
   for k in ("alpha_C", "C_c", "a", "b"):
     v, ci = fr["params"][k], fr["intervals"].get(k)
-    if k == "C_c":
-      k, v = "C_c (PF-days)", v / forms.PF_DAY_FLOP
+    if k == "C_c":   # (None when the frontier fit failed: shown as such)
+      k, v = "C_c (PF-days)", v / forms.PF_DAY_FLOP if v is not None else None
       ci = [x / forms.PF_DAY_FLOP if x is not None else None for x in ci] if ci else None
     rows.append(("frontier", k, v, ci))
   for law in ("b_simple_law", "L(N,S)", "L(N,D)"):

@@ -14,7 +14,7 @@ Stores written before shards existed (train.bin, eval.bin; meta.json without "sh
 as one shard per split. `scaling tokenize` writes a store (scaling/encode.py) and prints its
 folder; a run given `data.store=<folder>` opens it without reading the corpus again, and records
 the store's folder and hash in its summary. Without `data.store` a run builds (or reuses) the
-store of its corpus in the cache directory.
+store of its corpus in the cache directory (encode.store_for).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ import numpy as np
 
 from scaling import data as datalib
 from scaling import files
-from scaling import remote
 from scaling.errors import UserError
 
 META, PROGRESS, TOKENIZER = "meta.json", "progress.json", "tokenizer.json"
@@ -315,12 +314,3 @@ class ShardWriter:
                 n_tokens_eval=sum(s["n_tokens"] for s in self.shards["eval"]))
     files.atomic_write_bytes(self.folder / META, json.dumps(meta, indent=1).encode())
     (self.folder / PROGRESS).unlink(missing_ok=True)
-
-
-def store_for(data, verbose: bool = True) -> TokenStore:
-  """The store a run trains on: data.store when set, else the corpus's store in the cache."""
-  if data.store:
-    folder, _ = remote.store_folder(data.store, datalib.cache_root(data.cache_dir))
-    return open_store(folder, verbose=verbose)
-  from scaling.encode import build_store  # the writer imports this module
-  return build_store(data, verbose=verbose)

@@ -24,6 +24,7 @@ import numpy as np
 from scaling import checkpoint as ckptlib
 from scaling import data as datalib
 from scaling import distributed
+from scaling import encode
 from scaling import hardware
 from scaling import loggers
 from scaling import remote
@@ -72,7 +73,7 @@ def prepare(cfg, verbose: bool) -> Setup:
   if spec.eval.batch_size % n_devices:
     raise UserError(f"eval.batch_size={spec.eval.batch_size} is not divisible by the "
                     f"{n_devices} devices")
-  store = storelib.store_for(spec.data, verbose=verbose)
+  store = encode.store_for(spec.data, verbose=verbose)
   mcfg = ModelConfig.from_config(dict(spec.model, n_vocab=store.n_vocab,
                                       compute_dtype=hardware.resolve_dtype(spec.model.get(
                                           "compute_dtype", "auto"))))

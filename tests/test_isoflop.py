@@ -27,8 +27,8 @@ def _cfg(tmp_path, **sweep):
 
 
 def _fpt(cfg, shape, key="palm_train"):
-  from scaling import store as storelib
-  n_vocab = storelib.store_for(validate(cfg).data, verbose=False).n_vocab
+  from scaling import encode
+  n_vocab = encode.store_for(validate(cfg).data, verbose=False).n_vocab
   m = ModelConfig(n_layer=shape[0], d_model=shape[1], n_heads=shape[2], n_ctx=cfg.model.n_ctx,
                   n_vocab=n_vocab).validate()
   return flop_per_token(m)[key], param_count(m)

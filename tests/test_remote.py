@@ -23,13 +23,13 @@ def test_memory_run_dirs_train_resume_fit_report(tmp_path, small_cfg, monkeypatc
   monkeypatch.chdir(tmp_path)
 
   def cfg(d_model, run_dir):
-    c = small_cfg(**{"model.d_model": d_model, "train.steps": 20, "checkpoint.every": 10,
-                     "eval.every": 10, "mesh.num_devices": 1, "gns.enabled": False,
+    c = small_cfg(**{"model.d_model": d_model, "train.steps": 10, "checkpoint.every": 5,
+                     "eval.every": 5, "mesh.num_devices": 1, "gns.enabled": False,
                      "data.cache_dir": str(tmp_path / "cache")})
     c.run_dir = run_dir
     return c
 
-  # One run stopped right after its step-10 checkpoint was pushed (as if the machine died) …
+  # One run stopped right after its step-5 checkpoint was pushed (as if the machine died) …
   real_sync = trainlib._Loop._synced
 
   def sync_then_die(loop):
@@ -40,7 +40,7 @@ def test_memory_run_dirs_train_resume_fit_report(tmp_path, small_cfg, monkeypatc
     trainlib.train(cfg(32, f"{sweep}/m32"), verbose=False)
   monkeypatch.setattr(trainlib._Loop, "_synced", real_sync)
   remote_files = set(fs.find(f"/{tmp_path.name}/sweep/m32"))
-  assert any("/checkpoints/10/" in f for f in remote_files)      # pushed when it failed
+  assert any("/checkpoints/5/" in f for f in remote_files)      # pushed when it failed
   assert not any(f.endswith("summary.json") for f in remote_files)
 
   # … resumes from what the remote folder holds (the local mirror is gone), and ends exactly
@@ -63,8 +63,8 @@ def test_memory_run_dirs_train_resume_fit_report(tmp_path, small_cfg, monkeypatc
   from scaling.sweep import run_points
   run_points([cfg(d, f"{sweep}/m{d}") for d in (16, 32, 64)], verbose=False)
   assert capsys.readouterr().out.count("finished, skipped") == 3
-  assert cli_main(["fit", sweep, "--bootstrap", "20"]) == 0
-  assert cli_main(["report", sweep, "--bootstrap", "20"]) == 0
+  assert cli_main(["fit", sweep, "--bootstrap", "10"]) == 0
+  assert cli_main(["report", sweep, "--bootstrap", "10"]) == 0
   names = {f.rsplit("/", 1)[1] for f in fs.find(f"/{tmp_path.name}/sweep")}
   assert {"fits.json", "report.md", "summary.json", "metrics.jsonl", "config.json"} <= names
   fits = json.loads(fs.cat_file(f"/{tmp_path.name}/sweep/fits.json"))
