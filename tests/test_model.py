@@ -112,7 +112,7 @@ def test_bad_shapes_rejected(bad):
     ModelConfig(**shape).validate()
 
 
-@pytest.mark.parametrize("n_ctx", [16, 96, 256])   # 1, 1 and 4 causal blocks
+@pytest.mark.parametrize("n_ctx", [16, 256])   # 1 and 4 causal blocks
 def test_blocked_attention_equals_jax_attention(n_ctx):
   from scaling.model import attention
   q, k, v = (jax.random.normal(jax.random.key(i), (2, n_ctx, 3, 8)) for i in range(3))

@@ -48,6 +48,7 @@ def test_quickstart_notebook(tmp_path):
   print(f"quickstart notebook: {time.time() - t0:.0f} s")
 
 
+@pytest.mark.slow   # 33 s; moved out of the default suite to keep it under 10 minutes
 def test_laws_notebook(tmp_path):
   t0 = time.time()
   nb = _execute("laws", tmp_path)
