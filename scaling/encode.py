@@ -174,9 +174,8 @@ def _check_folder(folder: Path, content: str) -> bool:
   return False
 
 
-def _write(data, tok, folder: Path, content: str, scanned: Scan, n_train: int, sample: list,
-           verbose: bool) -> None:
-  tok_hash = storelib.tokenizer_hash(tok)
+def _write(data, tok, tok_hash: str, folder: Path, content: str, scanned: Scan, n_train: int,
+           sample: list, verbose: bool) -> None:
   n_vocab = tok.get_vocab_size()
   identity = {"content_sha256_16": content,
               "dtype": np.dtype(np.uint16 if n_vocab <= 2**16 else np.uint32).name,
@@ -211,7 +210,7 @@ def build_store(data, out: str = "", verbose: bool = True) -> storelib.TokenStor
   say = (lambda m: print(m, flush=True)) if verbose else None
   with runlock.waiting(folder, say):   # one writer; another process building it waits
     if not _check_folder(folder, content):
-      _write(data, tok, folder, content, scanned, n_train, sample, verbose)
+      _write(data, tok, tok_hash, folder, content, scanned, n_train, sample, verbose)
   return storelib.open_store(folder, tok, verbose)
 
 

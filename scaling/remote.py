@@ -23,7 +23,6 @@ from pathlib import Path
 
 from scaling.errors import UserError
 
-_MANIFEST = ".scaling-mirror.json"
 _WRITTEN_LAST = ("meta.json", "summary.json")
 SKIP_FOR_READING = ("checkpoints", "best")  # folders fit and report never read
 
@@ -71,7 +70,7 @@ class Mirror:
   def _local_files(self) -> dict[str, tuple[int, int]]:
     out = {}
     for p in self.local.rglob("*"):
-      if p.is_file() and p.name != _MANIFEST:
+      if p.is_file():
         rel = p.relative_to(self.local).as_posix()
         if rel.split("/")[0] not in self.skip:
           st = p.stat()

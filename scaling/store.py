@@ -230,7 +230,7 @@ class ShardWriter:
     self.shard_tokens = int(identity["shard_tokens"])
     self.shards = {split: [] for split in SPLITS}
     self.next_doc, self.skip_tokens = 0, 0
-    self._file, self._hash, self._filled, self._split = None, None, 0, "train"
+    self._file, self._hash, self._filled = None, None, 0
     self.folder.mkdir(parents=True, exist_ok=True)
     self._resume_or_clear()
 
@@ -240,7 +240,6 @@ class ShardWriter:
     if state.get("identity") == self.identity and self._shards_intact(state["shards"]):
       self.shards = state["shards"]
       self.next_doc, self.skip_tokens = state["next_doc"], state["skip_tokens"]
-      self._split = state["split"]
     keep = {s["file"] for split in SPLITS for s in self.shards[split]} | {PROGRESS}
     for p in self.folder.iterdir():
       if p.is_file() and p.name not in keep and (p.suffix in (".bin", ".partial")
@@ -260,7 +259,7 @@ class ShardWriter:
             skip: int = 0) -> None:
     """Appends the tokens of documents first_doc, first_doc + 1, … (their token counts in
     `lengths`) to the split's shards, leaving out the first `skip` (already written)."""
-    self._split, pos = split, skip
+    pos = skip
     ends = np.cumsum(lengths)
     while pos < tokens.size:
       if self._file is None:
@@ -280,7 +279,6 @@ class ShardWriter:
     """Closes the split's last (shorter) shard; the stream goes on at document `next_doc`."""
     if self._file is not None:
       self._finish_shard(split, next_doc, 0)
-    self._split = "eval" if split == "train" else "done"
 
   def _open_shard(self, split: str) -> None:
     name = f"{split}-{len(self.shards[split]):05d}.bin"
@@ -299,7 +297,7 @@ class ShardWriter:
     self.next_doc, self.skip_tokens = next_doc, skip_tokens
     files.atomic_write_text(self.folder / PROGRESS, json.dumps(
         {"identity": self.identity, "shards": self.shards, "next_doc": next_doc,
-         "skip_tokens": skip_tokens, "split": split}, indent=1))
+         "skip_tokens": skip_tokens}, indent=1))
 
   def finish(self, tok, meta: dict) -> None:
     """Writes tokenizer.json, then meta.json (the index, last), and removes progress.json."""
