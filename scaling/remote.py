@@ -73,7 +73,10 @@ class Mirror:
       if p.is_file():
         rel = p.relative_to(self.local).as_posix()
         if rel.split("/")[0] not in self.skip:
-          st = p.stat()
+          try:
+            st = p.stat()
+          except FileNotFoundError:   # an async checkpoint writer renamed it meanwhile
+            continue
           out[rel] = (st.st_size, st.st_mtime_ns)
     return out
 
@@ -106,10 +109,13 @@ class Mirror:
     """Uploads new and changed files; deletes remote files deleted here since the last sync."""
     now = self._local_files()
     try:
-      for rel, stamp in now.items():
+      for rel, stamp in list(now.items()):
         if self._seen.get(rel) != stamp:
           self.fs.makedirs(f"{self.root}/{os.path.dirname(rel)}".rstrip("/"), exist_ok=True)
-          self.fs.put_file(str(self.local / rel), f"{self.root}/{rel}")
+          try:
+            self.fs.put_file(str(self.local / rel), f"{self.root}/{rel}")
+          except FileNotFoundError:   # renamed by an async writer: the next push sends it
+            now.pop(rel)
       for rel in set(self._seen) - set(now):
         if self.fs.exists(f"{self.root}/{rel}"):
           self.fs.rm_file(f"{self.root}/{rel}")
