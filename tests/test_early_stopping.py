@@ -14,6 +14,7 @@ from scaling.encode import build_store
 from scaling.model import ModelConfig, Transformer, cross_entropy
 
 
+@pytest.mark.slow   # 17 s; the patience test below keeps early stopping in the default suite
 def test_overfitting_run_keeps_its_minimum(small_cfg):
   cfg = small_cfg(**{"model.d_model": 64, "model.n_heads": 2, "data.max_train_tokens": 800,
                      "train.steps": 400, "train.peak_lr": 1e-2, "train.min_lr_ratio": 1.0,

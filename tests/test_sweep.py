@@ -101,6 +101,7 @@ def test_ladder_configs_spread_n_evenly_in_log_space(name):
   assert len(expand(cfg)) == len(cfg.sweep.models) * len(cfg.sweep.max_train_tokens)
 
 
+@pytest.mark.slow   # 38 s: three processes each compiling three shapes
 def test_two_workers_split_a_sweep_and_run_each_point_once(tmp_path):
   env = dict(os.environ, PYTHONPATH=str(REPO))
   out = tmp_path / "sw"

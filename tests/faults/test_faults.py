@@ -114,6 +114,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path, reference):
   _assert_same_curve(run, reference)
 
 
+@pytest.mark.slow   # 30 s: three trainer processes
 def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, reference):
   run = tmp_path / "run"
   subprocess.run(_train_cmd(run), env=ENV, check=True, capture_output=True)

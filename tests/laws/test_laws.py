@@ -57,7 +57,8 @@ def test_exponents_within_5_percent_at_low_noise(name):
 
 
 @pytest.mark.parametrize("name, n_boot, n_seeds", [
-    ("N", 300, 10), ("D", 300, 10), ("N+E", 200, 4),
+    ("N", 300, 10), ("D", 300, 10),
+    pytest.param("N+E", 200, 4, marks=pytest.mark.slow),   # 11 s; N and chinchilla stay
     pytest.param("ND", 60, 4, marks=pytest.mark.slow),    # 20 s each: the 5-constant forms
     pytest.param("NS", 60, 4, marks=pytest.mark.slow),
     ("chinchilla", 120, 4)])
