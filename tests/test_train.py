@@ -135,3 +135,35 @@ def test_stop_loss_ends_the_run_and_records_it(small_cfg):
   recent = [m["loss"] for m in metrics if m["tokens"] > metrics[-1]["tokens"] - 256 - 128]
   assert np.mean(recent[-3:]) < 5.6
   assert summary["tokens"] == summary["steps"] * 8 * 16
+
+
+def test_runs_of_one_shape_share_programs_and_their_results(small_cfg):
+  """A second trainer of the same shape (another seed, LR and length) reuses the first one's
+  compiled programs, and takes the same steps as that trainer built with no programs kept; other
+  optimizer constants get programs of their own."""
+  import dataclasses
+  import jax
+  from scaling import step as steplib
+  setup = trainlib.prepare(small_cfg(**{"mesh.num_devices": 1, "model.n_layer": 1}), verbose=False)
+  build = lambda train, lr, steps, seed: steplib.build(setup.mcfg, train, setup.spec.gns,
+                                                       setup.mesh, lr, steps, seed)
+
+  def losses(trainer):
+    state, out = trainer.state, []
+    for s in range(4):
+      state, metrics = trainer.step_for(s)(state, steplib.global_batch(
+          trainer.mesh, setup.train_source[s]), trainer.lr(s))
+      out.append(float(jax.device_get(metrics)["loss"]))
+    return out
+
+  first = build(setup.spec.train, setup.peak_lr, setup.total_steps, 0)
+  second = build(setup.spec.train, 3 * setup.peak_lr, 2 * setup.total_steps, 1)
+  assert second.step_fn is first.step_fn and second.eval_fn is first.eval_fn
+  shared = losses(second)
+  steplib._PROGRAMS.clear()
+  fresh = build(setup.spec.train, 3 * setup.peak_lr, 2 * setup.total_steps, 1)
+  assert fresh.step_fn is not first.step_fn
+  assert losses(fresh) == shared
+  other = build(dataclasses.replace(setup.spec.train, b2=0.99), setup.peak_lr,
+                setup.total_steps, 0)
+  assert other.step_fn is not fresh.step_fn

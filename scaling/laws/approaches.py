@@ -116,7 +116,7 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
       if len(np.unique(n[sel])) < 3:
         raise ValueError("too few sizes in a resampled budget")
       v, ok = isoflop_vertex(np.log(n[sel]), y[sel])
-      if not math.isfinite(v):
+      if not math.isfinite(v) or abs(v) > 700:     # no minimum, or one beyond float range
         raise ValueError("profile without a minimum")
       cs.append(c)
       n_opts.append(math.exp(v))

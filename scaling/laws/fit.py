@@ -65,7 +65,8 @@ def fit_power_law(x, y) -> tuple[float, float]:
 def fit_loglinear(x, y) -> tuple[float, float]:
   """y = k·x^e: returns (e, k) by least squares in log space (allocation laws, B_crit)."""
   slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
-  return float(slope), float(math.exp(intercept))
+  # A resample with a vertex far outside its sizes can put k beyond float range: infinite.
+  return float(slope), (math.exp(intercept) if intercept < 709 else math.inf)
 
 
 # ---------------------------------------------------------------------------------------------

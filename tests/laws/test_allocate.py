@@ -88,3 +88,19 @@ def test_an_approach_without_an_answer_is_a_warning(tmp_path):
   out = howbig.fit_allocation(tmp_path, "kaplan", 10, 0)
   assert out["approach1"] is None
   assert any("approach 1 gives no answer" in w for w in out["warnings"])
+
+
+def test_a_flat_profile_is_no_minimum_not_an_overflow():
+  """A parabola with almost no curvature puts its vertex at N ≈ e^(10^9): approach 2 says the
+  profile has no minimum (ValueError, a warning upstream) instead of overflowing in exp; a
+  log-linear fit whose constant is beyond float range gives an infinite constant."""
+  from scaling.laws import approaches, fit
+  log_n = np.log([1e4, 2e4, 4e4, 8e4, 1.6e5])
+  compute = np.repeat([1e11, 2e11], 5)
+  curved = 3.0 + 0.05 * (log_n - math.log(4e4)) ** 2
+  flat = 3.0 - 0.01 * log_n + 1e-12 * log_n ** 2
+  with pytest.raises(ValueError, match="without a minimum"):
+    approaches.fit_isoflop(compute, np.tile(np.exp(log_n), 2), np.concatenate([curved, flat]),
+                           n_boot=0)
+  slope, k = fit.fit_loglinear([1e10, 1e11], [1e200, 1e-200])
+  assert slope == pytest.approx(-400.0) and k == math.inf
