@@ -5,7 +5,7 @@ Runs the real sharded train step of a (n_layer, d_model, heads) model on 8 force
 (one micro-batch per device, as the trainer uses on several devices), in rotating blocks so drift
 in machine speed affects all alike, and prints the median step times and the overheads.
 
-  python benchmarks/gns_overhead.py [--steps 60] [--shape 2,128,2]
+  python benchmarks/gns_overhead.py [--steps 40] [--blocks 12] [--shape 2,128,2]
 """
 
 import argparse
@@ -18,6 +18,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from scaling.bench import trainer_step  # noqa: E402
@@ -25,8 +26,8 @@ from scaling.bench import trainer_step  # noqa: E402
 
 def main():
   ap = argparse.ArgumentParser()
-  ap.add_argument("--steps", type=int, default=60)
-  ap.add_argument("--blocks", type=int, default=4)
+  ap.add_argument("--steps", type=int, default=40)
+  ap.add_argument("--blocks", type=int, default=12)
   ap.add_argument("--shape", default="2,128,2")
   ap.add_argument("--batch", type=int, default=16)
   ap.add_argument("--n_ctx", type=int, default=128)
@@ -55,16 +56,20 @@ def main():
     m["loss"].block_until_ready()
     print(f"{name:6s}: compile + 3 steps {time.perf_counter() - t:.2f} s")
   times = {name: [] for name in variants}
+  per_block = {name: [] for name in variants}   # each block's mean step time per variant
   order = list(variants)
   for block in range(args.blocks):
     for name in order[block % 3:] + order[:block % 3]:   # rotate: drift hits all alike
+      block_times = []
       for i in range(args.steps + 2):
         t = time.perf_counter()
         states[name], m = steps[name].step_for(taken[name])(states[name], batches[i % 8], lr)
         taken[name] += 1
         m["loss"].block_until_ready()
         if i >= 2:
-          times[name].append(time.perf_counter() - t)
+          block_times.append(time.perf_counter() - t)
+      times[name] += block_times
+      per_block[name].append(float(np.mean(block_times)))
   # The mean, not the median: with precond_every > 1 the steps are of two kinds, and the mean is
   # what a run pays. Each block's first steps are left out (they wait for the other variant's
   # last dispatched work).
@@ -77,7 +82,14 @@ def main():
   print(f"overhead against off (mean): raw {over('raw', mean):+.1f}%, raw + preconditioned every "
         f"{args.precond_every} steps {over('raw+P', mean):+.1f}% (median: {over('raw', med):+.1f}%, "
         f"{over('raw+P', med):+.1f}%)")
-
+  # Paired by block (the variants of one block ran back to back): the overhead of each block and
+  # a 95 % interval of their mean (Student t over blocks), so one run says how sure it is.
+  off = np.asarray(per_block["off"])
+  for name in ("raw", "raw+P"):
+    o = 100 * (np.asarray(per_block[name]) / off - 1)
+    half = stats.t.ppf(0.975, len(o) - 1) * o.std(ddof=1) / np.sqrt(len(o)) if len(o) > 1 else 0
+    print(f"  {name}: per-block overhead {o.mean():+.1f}% [{o.mean() - half:+.1f}, "
+          f"{o.mean() + half:+.1f}] over {len(o)} blocks")
 
 if __name__ == "__main__":
   main()

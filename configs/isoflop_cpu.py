@@ -1,8 +1,14 @@
-"""IsoFLOP sweep for this machine (2 CPU cores), the design `scaling quickstart` runs: five FLOP
-budgets (PaLM count: 6N + attention + unembedding) from 1e11 to 4.2e11, sizes N ≈ 3e3 … 5.5e4
-(non-embedding), a 512-token BPE (the unembedding would otherwise be most of a tiny model's
-FLOPs), warm-up–stable–decay schedules with each shorter budget's cooldown branched from the
-size's longest run. Runs stay within 4 epochs of the embedded corpus.
+"""IsoFLOP sweep for this machine (2 CPU cores), the design `scaling quickstart` runs: seven FLOP
+budgets (PaLM count: 6N + attention + unembedding) a factor √2 apart, 5e10 to 4e11, each with
+five sizes of one family (2 layers, one head, widths 12–48: N = 3.5e3 … 5.5e4 non-embedding)
+centred on its optimum, a 512-token BPE (the unembedding would otherwise be most of a tiny
+model's FLOPs), warm-up–stable–decay schedules with each shorter budget's cooldown branched from
+the size's longest run. Runs stay within 4 epochs of the embedded corpus.
+
+One depth for every size: with 1- and 2-layer models mixed (the earlier design), a 1-layer model
+was the best at every budget and the profiles zig-zagged with the depth, not with N; the
+parabolas' vertices then moved with the noise (a = 0.34 [−0.89, 1.03]). Measured on a 7 × 5 full
+grid of this family: smooth profiles, vertices 5.6e3 → 2.5e4 over the five budgets.
 
 The Kaplan–Chinchilla switches (Porian et al. 2024, arXiv 2406.19146) as an argument,
 `isoflop_cpu.py:SWITCH,SWITCH,...`:
@@ -50,11 +56,19 @@ def get_config(arg: str = ""):
   cfg.eval.batches = 16
   cfg.checkpoint.every = 1000
   cfg.sweep = defaults()
-  # Five budgets a factor √2 apart: with WSD, a budget between two others costs only the
-  # cooldown branch of each size (20 % of its length).
-  cfg.sweep.budgets_flop = [1e11, 1.5e11, 2.1e11, 3e11, 4.2e11]
-  # (n_layer, d_model, n_heads): N = 12·n_layer·d_model² = 3.1e3, 6.9e3, 1.4e4, 2.5e4, 5.5e4
-  cfg.sweep.models = [(1, 16, 1), (1, 24, 1), (2, 24, 1), (2, 32, 1), (2, 48, 1)]
+  # Seven budgets a factor √2 apart over a span of 8 (below 5e10 the larger sizes get under 40
+  # steps and the smallest size wins every budget). With WSD a budget between two others costs
+  # each size only its cooldown branch (20 % of its length).
+  cfg.sweep.budgets_flop = [5e10, 7e10, 1e11, 1.4e11, 2e11, 2.8e11, 4e11]
+  # (n_layer, d_model, n_heads): N = 24·d_model² = 3.5e3, 6.1e3, 9.6e3, 1.4e4, 2.5e4, 3.8e4, 5.5e4
+  cfg.sweep.models = [(2, 12, 1), (2, 16, 1), (2, 20, 1), (2, 24, 1), (2, 32, 1), (2, 40, 1),
+                      (2, 48, 1)]
+  # Per budget the five sizes centred (in log N) on its vertex, as measured on this corpus (a
+  # first run of this design with 5–7 sizes per budget, uncentred: vertices 9.6e3, 1.0e4, 1.2e4,
+  # 1.4e4, 1.7e4, 1.8e4, 2.4e4). Sizes far to the right of a vertex get few steps and make the
+  # profile steep on one side, which a parabola in log N fits badly (Approach 2 is biased and
+  # noisy on lopsided profiles).
+  cfg.sweep.budget_models = [[0, 1, 2, 3, 4]] * 3 + [[1, 2, 3, 4, 5]] * 3 + [[2, 3, 4, 5, 6]]
   # 8 × Kaplan's LR(N): measured on this corpus (benchmarks/lr_scan.py, 600-step WSD runs of
   # (1,16,1) and (2,48,1)), the held-out loss falls from 1× to 8× (3.78 → 3.53 and 3.32 → 3.02)
   # and is flat or worse beyond (16×: 3.52 and 3.34; 32×: 3.56 and 4.69).

@@ -8,8 +8,8 @@
               of scaling/laws/fit.py), N_opt(C) = argmin_N L(N, C/F(N)).
   Contrast    Kaplan's frontier: the envelope of learning curves whose schedules were set for
               another horizon (Kaplan 2020, arXiv 2001.08361, §6.1) — labelled as such.
-Each gives N_opt ∝ C^a and D_opt ∝ C^b with 95 % bootstrap intervals (over runs; within budgets
-for approach 2; over sizes for approach 1).
+Each gives N_opt ∝ C^a and D_opt ∝ C^b with 95 % bootstrap intervals (over runs; parabola residuals
+pooled over budgets for approach 2; over sizes for approach 1).
 
 N and C follow the sweep's FLOP convention (scaling/isoflop.py): N non-embedding with the palm
 and kaplan counts, N_total with chinchilla; F(N) is the FLOPs per token of a model of N

@@ -92,8 +92,8 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
   N_opt ∝ C^a and D_opt = C/F(N_opt) ∝ C^b, F(N) = 6N unless flop_per_token is given (a FLOP
   count with attention and unembedding). Budgets are the points' C, binned within
   ±tolerance when it is above 0 (bin_budgets). The bootstrap resamples within each budget either
-  the points ("cases": points gathered from elsewhere) or the residuals of each budget's parabola
-  added back to it at the same sizes ("residuals": a designed sweep, whose sizes are fixed by
+  the points ("cases": points gathered from elsewhere) or the parabolas' residuals, pooled over
+  budgets, added back at the same sizes ("residuals": a designed sweep, whose sizes are fixed by
   the design; case resampling of 5–7 designed sizes leaves many resamples with 3–4 distinct
   sizes, whose parabola says more about the resampling than about the data)."""
   compute, n, loss = (np.asarray(v, float) for v in (compute, n, loss))
@@ -139,22 +139,22 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
 
 
 def _residual_bootstrap(compute, log_n, loss, budgets, n_boot: int, seed: int, fit_y) -> list:
-  """Residual bootstrap within budgets: each budget's parabola plus its own residuals drawn with
-  replacement (rescaled by √(n/(n−3)) for the three fitted constants), refitted by fit_y."""
+  """Residual bootstrap of the parabolas: each budget's fitted profile plus residuals drawn with
+  replacement from those of every budget, pooled (rescaled by √(n/(n − 3·budgets)) for the
+  three constants fitted per budget), refitted by fit_y. Pooled, not per budget: with five sizes
+  a budget's own residuals have 2 degrees of freedom, so its noise level is a guess that the
+  √(5/2) rescaling then inflates; the pooled set has 2 per budget."""
   rng = np.random.default_rng(seed)
   fitted, resid = np.empty_like(loss), np.empty_like(loss)
   for c in budgets:
     sel = compute == c
     coef = np.polyfit(log_n[sel], loss[sel], 2)
     fitted[sel] = np.polyval(coef, log_n[sel])
-    k = int(sel.sum())
-    resid[sel] = (loss[sel] - fitted[sel]) * math.sqrt(k / max(k - 3, 1))
+    resid[sel] = loss[sel] - fitted[sel]
+  resid *= math.sqrt(resid.size / max(resid.size - 3 * len(budgets), 1))
   samples = []
   for _ in range(n_boot):
-    y = fitted.copy()
-    for c in budgets:
-      idx = np.flatnonzero(compute == c)
-      y[idx] += rng.choice(resid[idx], idx.size)
+    y = fitted + rng.choice(resid, resid.size)
     try:
       samples.append(fit_y(y))
     except (UserError, ValueError, FloatingPointError, np.linalg.LinAlgError):

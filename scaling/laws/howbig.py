@@ -132,7 +132,7 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
       "N": N_KEY[convention], "C": f"{convention} FLOPs per token x tokens",
       "approach3_fit": "Huber (delta 1e-3) on log residuals, variable projection + polish "
                        "(scaling/laws/fit.py fit_chinchilla)",
-      "bootstrap": f"{n_boot} resamples: runs (approach 3), residuals within budgets "
+      "bootstrap": f"{n_boot} resamples: runs (approach 3), parabola residuals pooled over budgets "
                    "(approach 2), sizes (approach 1 and the contrast); 95% percentile intervals",
       "schedules": sorted(set(pts["schedule"])), "check_factor": check_flop / largest}
   return out
