@@ -112,7 +112,7 @@ def test_bad_shapes_rejected(bad):
     ModelConfig(**shape).validate()
 
 
-# 1 and 4 causal blocks; the 4-block case runs the first block too (10 s saved by default).
+# 1 and 8 causal blocks; the 8-block case runs the first block too (10 s saved by default).
 @pytest.mark.parametrize("n_ctx", [pytest.param(16, marks=pytest.mark.slow), 256])
 def test_blocked_attention_equals_jax_attention(n_ctx):
   from scaling.model import attention
