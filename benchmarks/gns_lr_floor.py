@@ -70,12 +70,11 @@ def _window(run: Path, skip: int) -> dict:
   g2, tr = col("gns_g2"), col("gns_trace")
   g2p, trp = col("gns_g2_p"), col("gns_trace_p")
   ok, okp = np.isfinite(g2) & np.isfinite(tr), np.isfinite(g2p) & np.isfinite(trp)
-  batch_tokens = rundir.read_summary(run).get("batch_tokens") or float("nan")
+  summary = rundir.read_summary(run)
   return {"b_simple_tokens": float(tr[ok].sum() / g2[ok].sum()),
           "b_precond_tokens": float(trp[okp].sum() / g2p[okp].sum()) if okp.any() else None,
           "mean_g2": float(g2[ok].mean()), "mean_trace": float(tr[ok].mean()),
-          "final_eval_loss": rundir.read_summary(run)["final_eval_loss"],
-          "batch_tokens": batch_tokens}
+          "final_eval_loss": summary["final_eval_loss"], "batch_tokens": summary["batch_tokens"]}
 
 
 def main():

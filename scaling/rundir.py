@@ -264,12 +264,13 @@ def copy_metrics(source_run: Path, run_dir: Path, last_step: int) -> None:
   files.atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(r) + "\n" for r in kept))
 
 
-def parse_branch(text: str) -> tuple[Path, int]:
-  """train.init_from "RUN_DIR@STEP" → (run dir, step), or a one-line error."""
+def parse_branch(text: str) -> tuple[str, int]:
+  """train.init_from "RUN_DIR@STEP" → (run dir as written, a path or a URL; step), or a one-line
+  error."""
   where, at, step = str(text).rpartition("@")
   if not at or not where or not step.isdigit() or int(step) <= 0:
     raise UserError(f"train.init_from must be RUN_DIR@STEP (a positive step), got {text!r}")
-  return Path(where), int(step)
+  return where, int(step)
 
 
 def last_record(run_dir: Path) -> dict:

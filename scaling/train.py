@@ -109,10 +109,10 @@ def _branch(spec: RunSpec, total_steps: int) -> tuple | None:
   source's; a fork (train.init_mode = fork) only takes the state, so only the model must match."""
   if not spec.train.init_from:
     return None
-  source, step = rundir.parse_branch(spec.train.init_from)
-  where = spec.train.init_from.rpartition("@")[0]
-  if remote.is_remote(where):   # a local copy of the source, its checkpoints included
-    source = remote.Mirror(where, datalib.cache_root(spec.data.cache_dir), skip=("best",)).pull()
+  where, step = rundir.parse_branch(spec.train.init_from)
+  # A source on a URL is read from a local copy, its checkpoints included.
+  source = (remote.Mirror(where, datalib.cache_root(spec.data.cache_dir), skip=("best",)).pull()
+            if remote.is_remote(where) else Path(where))
   config = source / rundir.CONFIG
   if not config.is_file():
     raise UserError(f"train.init_from: {source} is not a run directory (no {rundir.CONFIG})")
