@@ -29,6 +29,7 @@ import numpy as np
 
 from scaling import data as datalib
 from scaling import files
+from scaling import ngram
 from scaling.errors import UserError
 
 META, PROGRESS, TOKENIZER = "meta.json", "progress.json", "tokenizer.json"
@@ -105,6 +106,14 @@ class TokenStore:
     the store is written; counted here for stores written before.)"""
     recorded = self.meta.get("unigram_entropy_train")
     return recorded if recorded is not None else unigram_entropy(self.train_T, self.n_vocab)
+
+  def bigram_loss(self) -> float:
+    """Held-out loss (nats/token) of a smoothed bigram model of the training split
+    (scaling/ngram.py): a model near it predicts from the previous token only. Recorded in
+    meta.json when the store is written; counted here (a second or so) for older stores."""
+    recorded = self.meta.get("bigram_loss_eval")
+    return recorded if recorded is not None else ngram.bigram_loss(
+        parts_of(self.train_T), parts_of(self.eval_T), self.n_vocab)
 
 
 def unigram_entropy(tokens_T, n_vocab: int, chunk_tokens: int = 1 << 22) -> float:
@@ -299,6 +308,10 @@ class ShardWriter:
         {"identity": self.identity, "shards": self.shards, "next_doc": next_doc,
          "skip_tokens": skip_tokens}, indent=1))
 
+  def _mapped(self, split: str) -> list[np.ndarray]:
+    return [np.memmap(self.folder / s["file"], dtype=self.dtype, mode="r")
+            for s in self.shards[split] if s["n_tokens"]]
+
   def finish(self, tok, meta: dict) -> None:
     """Writes tokenizer.json, then meta.json (the index, last), and removes progress.json."""
     files.atomic_write_bytes(self.folder / TOKENIZER, tok.to_str().encode("utf-8"))
@@ -308,6 +321,8 @@ class ShardWriter:
         counts += np.bincount(chunk, minlength=counts.size)
     meta = dict(meta, **self.identity, shards=self.shards,
                 unigram_entropy_train=_entropy(counts),
+                bigram_loss_eval=ngram.bigram_loss(self._mapped("train"), self._mapped("eval"),
+                                                   counts.size),
                 n_tokens_train=sum(s["n_tokens"] for s in self.shards["train"]),
                 n_tokens_eval=sum(s["n_tokens"] for s in self.shards["eval"]))
     files.atomic_write_bytes(self.folder / META, json.dumps(meta, indent=1).encode())

@@ -403,7 +403,7 @@ def _summary(setup: Setup, loop: _Loop, run_dir: Path, is_main: bool) -> dict:
                             if k.startswith("eval_loss/")},
       "best_eval_loss": _finite_or_none(loop.best["eval_loss"]),
       "best_eval_step": loop.best["step"],
-      "unigram_entropy": store.unigram_entropy(),
+      "unigram_entropy": store.unigram_entropy(), "bigram_loss": store.bigram_loss(),
       "b_simple_tokens_final": final.get("b_simple_tokens"),
       "wall_time_s": elapsed_s, "n_devices": loop.trainer.geom.n_devices,
       "backend": jax.default_backend(), "peak_flop_per_s": loop.peak_flop_per_s,

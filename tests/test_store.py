@@ -122,10 +122,12 @@ def test_a_store_written_before_shards_is_read(tmp_path):
   for split in ("train", "eval"):
     assert len(meta["shards"][split]) == 1
     (tmp_path / "s" / f"{split}-00000.bin").rename(tmp_path / "s" / f"{split}.bin")
-  for key in ("shards", "unigram_entropy_train", "content_sha256_16", "shard_tokens"):
+  for key in ("shards", "unigram_entropy_train", "bigram_loss_eval", "content_sha256_16",
+              "shard_tokens"):
     meta.pop(key)
   (tmp_path / "s" / "meta.json").write_text(json.dumps(meta))
   old = storelib.open_store(tmp_path / "s")
   assert np.array_equal(np.asarray(old.train_T), np.asarray(store.train_T))
   assert np.array_equal(np.asarray(old.eval_T), np.asarray(store.eval_T))
   assert old.unigram_entropy() == pytest.approx(store.unigram_entropy(), rel=1e-12)
+  assert old.bigram_loss() == pytest.approx(store.bigram_loss(), rel=1e-12)

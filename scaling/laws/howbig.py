@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import rundir
+from scaling import store as storelib
 from scaling.errors import UserError
 from scaling.isoflop import CONVENTIONS, HELDOUT, N_KEY
 from scaling.laws import allocate
@@ -84,6 +85,35 @@ def heldout_check(runs: list[Path], prediction: dict, convention: str) -> dict |
           "gap_to_best": nearest["loss"] - best["loss"]}
 
 
+def reference_losses(runs: list[Path]) -> dict:
+  """The unigram entropy and the bigram model's held-out loss of the runs' corpus (their
+  summaries; for runs trained before the bigram loss was recorded, counted from their store)."""
+  summary = rundir.read_summary(runs[0])
+  out = {"unigram": summary.get("unigram_entropy"), "bigram": summary.get("bigram_loss")}
+  if out["bigram"] is None and summary.get("store"):
+    try:
+      out["bigram"] = storelib.open_store(summary["store"]).bigram_loss()
+    except (OSError, UserError, ValueError):
+      pass
+  return out
+
+
+def regime_warning(losses, predicted: dict, bigram: float | None) -> str | None:
+  """A warning when most fitted runs end above the bigram model's loss and a prediction falls
+  below it: the law then describes models that use little more than the previous token, and is
+  extrapolated into the phase where they learn longer context, where loss can fall faster than
+  any law fitted before it (README, "How big, how long")."""
+  if bigram is None or np.median(losses) <= bigram or predicted["loss"] >= bigram:
+    return None
+  above = int(np.sum(np.asarray(losses) > bigram))
+  return (f"{above} of {len(losses)} fitted runs end above the held-out loss of a bigram model "
+          f"of this corpus ({bigram:.3f} nats), the lowest at {min(losses):.3f}; the predicted "
+          f"loss at C = {predicted['C']:.3g} ({predicted['loss']:.3f}) lies below it. The law was "
+          "fitted where models predict mostly from the previous token and is extrapolated into "
+          "the phase where they learn longer context: expect the measured loss to fall faster "
+          "than predicted. Fit budgets whose runs reach below the bigram loss to remove this.")
+
+
 def sweep_runs(sweep: Path) -> tuple[list[Path], list[Path]]:
   """(the sweep's isoFLOP runs, the held-out budget's runs under <sweep>/heldout/)."""
   runs = rundir.find_runs(sweep)
@@ -125,6 +155,9 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
   out["target"] = at_budget(a3, target_flop or 10 * largest, f_of, n_range)
   out["approach3"] = {k: v for k, v in a3.items() if k != "samples"}
   out["heldout"] = heldout_check(held, out["check_prediction"], convention)
+  out["reference_losses"] = reference_losses(runs)
+  regime = regime_warning(pts["loss"], out["check_prediction"], out["reference_losses"]["bigram"])
+  warnings += [regime] if regime else []
   out["warnings"] = warnings
   # The choices that change the answer, recorded with it (Li et al. 2025, arXiv 2502.18969).
   out["choices"] = {

@@ -104,3 +104,12 @@ def test_a_flat_profile_is_no_minimum_not_an_overflow():
                            n_boot=0)
   slope, k = fit.fit_loglinear([1e10, 1e11], [1e200, 1e-200])
   assert slope == pytest.approx(-400.0) and k == math.inf
+
+
+def test_regime_warning_only_across_the_bigram_loss():
+  from scaling.laws.howbig import regime_warning
+  fitted = [3.8, 3.6, 3.5, 3.4, 3.25]                 # most above a bigram loss of 3.28
+  assert "4 of 5 fitted runs" in regime_warning(fitted, {"C": 1e12, "loss": 3.15}, 3.28)
+  assert regime_warning(fitted, {"C": 1e12, "loss": 3.30}, 3.28) is None   # stays above it
+  assert regime_warning([3.2, 3.1, 3.0], {"C": 1e12, "loss": 2.9}, 3.28) is None  # fitted below
+  assert regime_warning(fitted, {"C": 1e12, "loss": 3.15}, None) is None     # not known
