@@ -1,7 +1,7 @@
 """Benchmark (not a test): the performance targets of `scaling bench` on this machine.
 
 1. `scaling bench` for the issue's shapes (vocab 4096, context 256, batch 16, AdamW, the noise
-   estimator on): tokens/s and MFU against the matmul peak measured in the same run (paired with
+   estimator on, and off timed beside each step): tokens/s and MFU against the matmul peak measured in the same run (paired with
    matmuls timed beside each step, and against the run's fastest matmul), the loader's
    tokens/s beside the trainer's, and the between-step overhead of the smallest quickstart model.
 2. The persistent compilation cache: the same bench run twice in fresh processes with a fresh
@@ -33,7 +33,8 @@ def main():
   a = parser.parse_args()
   with tempfile.TemporaryDirectory() as tmp:
     cache = os.path.join(tmp, "cache")
-    first = _bench(["--steps", str(a.steps)], cache, os.path.join(tmp, "1.json"))
+    first = _bench(["--steps", str(a.steps), "--compare-off"], cache,
+                   os.path.join(tmp, "1.json"))
     second = _bench(["--steps", "3", "--no-loader", "--no-overhead"], cache,
                     os.path.join(tmp, "2.json"))
   print("\n== summary")
@@ -45,6 +46,9 @@ def main():
           f"{100 * row['mfu_measured']:.1f}% against the run's fastest matmul "
           f"({first['peak_measured_flop_per_s_per_device'] / 1e9:.0f} GFLOP/s), "
           f"{100 * row['mfu_measured_best_step']:.1f}% for its fastest step")
+    print(f"shape {row['shape']}: estimator off {row['off_tokens_per_s']:,.0f} tokens/s, timed "
+          f"beside each step; off/on speed {row['off_over_on_paired']:.3f} (median of pairs), "
+          f"off slower in {row['off_slower_pairs']} of {len(row['off_step_times_s'])} pairs")
   for r1, r2 in zip(first["rows"], second["rows"]):
     print(f"shape {r1['shape']}: XLA compile {r1['compile_s']:.2f} s, second run "
           f"{r2['compile_s']:.2f} s ({100 * r2['compile_s'] / r1['compile_s']:.0f}%); tracing "

@@ -49,17 +49,19 @@ def trainer_step(n_layer: int, d_model: int, n_heads: int, n_ctx: int, n_vocab: 
 def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n_ctx: int = 256,
                 batch: int = 16, steps: int = 10, warmup: int = 2, compute_dtype: str = "auto",
                 micro_batches: int = 0, gns_on: bool = True, num_devices: int = 0,
-                peak_flop_per_s: float | None = None, peak_size: int = 0) -> dict:
+                peak_flop_per_s: float | None = None, peak_size: int = 0,
+                compare_off: bool = False) -> dict:
   """Times the trainer's own step (AdamW, the noise estimator, the mesh) on random tokens.
 
   Around each timed step, the peak's matmul (size `peak_size` from matmul_peak, at most 2048) is
   timed three times before and three times after on the same device; the step's paired MFU is
   its FLOP/s over the fastest of those six. A shared machine's speed drifts by tens of percent
-  within minutes, which one peak measured before or after all steps cannot follow.
+  within minutes, which one peak measured before or after all steps cannot follow. With
+  compare_off, the estimator-off step is timed beside each step too (off_* keys).
   """
   trainer, mcfg = trainer_step(n_layer, d_model, n_heads, n_ctx, n_vocab, batch, compute_dtype,
                                micro_batches, gns_on, num_devices)
-  step_fn, state, mesh = trainer.step_fn, trainer.state, trainer.mesh
+  mesh = trainer.mesh
   micro = trainer.geom.micro_batches
   n_dev = mesh.devices.size
   device = mesh.devices.flat[0]
@@ -67,17 +69,12 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
   batches = [steplib.global_batch(mesh, rng.integers(0, n_vocab, (batch, n_ctx + 1),
                                                       dtype=np.int32))
              for _ in range(2)]
-
-  t0 = time.perf_counter()
-  lr = trainer.lr(0)
-  lowered = step_fn.lower(state, batches[0], lr)    # tracing: Python, never cached
-  trace_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  compiled = lowered.compile()                      # XLA: read from the persistent cache if there
-  compile_s = time.perf_counter() - t0
-  for i in range(warmup):
-    state, metrics = compiled(state, batches[i % 2], lr)
-  jax.block_until_ready(metrics)
+  run_on, trace_s, compile_s = _compiled_steps(trainer, batches, warmup)
+  # The same step without the estimator, timed beside each step (its own micro-batching, as a
+  # run with gns.enabled=false would choose it): "off" must never be the slower one.
+  run_off = (_compiled_steps(trainer_step(n_layer, d_model, n_heads, n_ctx, n_vocab, batch,
+                                          compute_dtype, micro_batches, False, num_devices)[0],
+                             batches, warmup)[0] if compare_off and gns_on else None)
   if peak_flop_per_s is None:
     peak_flop_per_s, peak_size = matmul_peak(mcfg.compute_dtype, device=device)
   paired_n = min(peak_size or 2048, 2048)
@@ -88,18 +85,18 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
              and mcfg.compute_dtype == "float32" else (lambda: 0.0))
   # Each step timed on its own (a blocked step: compute only, no dispatch overlap) between blocks
   # of three matmul timings. The median step is the reported speed, the fastest is kept too.
-  times, mm_rates = [], [max(mm_rate() for _ in range(3))]
+  times, off_times, mm_rates = [], [], [max(mm_rate() for _ in range(3))]
   np_rates = [max(np_rate() for _ in range(3))]
   for i in range(steps):
-    t0 = time.perf_counter()
-    state, metrics = compiled(state, batches[i % 2], lr)
-    jax.block_until_ready((state, metrics))
-    times.append(time.perf_counter() - t0)
+    # With the off step beside it, the two alternate which goes first.
+    if run_off is not None and i % 2:
+      off_times.append(run_off(batches[i % 2]))
+    times.append(run_on(batches[i % 2]))
+    if run_off is not None and not i % 2:
+      off_times.append(run_off(batches[i % 2]))
     mm_rates.append(max(mm_rate() for _ in range(3)))
     np_rates.append(max(np_rate() for _ in range(3)))
   step_s, best_step_s = float(np.median(times)), float(np.min(times))
-  if not np.isfinite(float(metrics["loss"])):
-    raise RuntimeError("the benchmarked step produced a non-finite loss")
 
   flop_tok = flop_per_token(mcfg)["palm_train"]
   step_flop = flop_tok * batch * n_ctx
@@ -135,7 +132,41 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
       "mfu_nominal": achieved / (nominal * n_dev) if nominal else None,
       "trace_s": trace_s, "compile_s": compile_s, "peak_memory_bytes": peak_memory_bytes(device),
       "device": device.device_kind, "backend": jax.default_backend(),
+      **(_off_row(times, off_times, batch * n_ctx) if off_times else {}),
   }
+
+
+def _off_row(on_times: list, off_times: list, tokens: int) -> dict:
+  """The estimator-off step timed beside the on step: its speed, and off/on speed paired."""
+  ratio_S = np.asarray(on_times) / np.asarray(off_times)
+  return {"off_step_times_s": off_times, "off_tokens_per_s": tokens / float(np.median(off_times)),
+          "off_over_on_paired": float(np.median(ratio_S)),
+          "off_slower_pairs": int(np.sum(ratio_S < 1))}
+
+
+def _compiled_steps(trainer, batches, warmup: int):
+  """(run(batch) → seconds of one blocked step on the trainer's carried state, trace s, compile
+  s). Tracing is Python and never cached; compiling reads the persistent cache when there."""
+  state, lr = trainer.state, trainer.lr(0)
+  t0 = time.perf_counter()
+  lowered = trainer.step_fn.lower(state, batches[0], lr)
+  trace_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t0
+  carried = [state]
+
+  def run(tokens) -> float:
+    t0 = time.perf_counter()
+    carried[0], metrics = compiled(carried[0], tokens, lr)
+    jax.block_until_ready((carried[0], metrics))
+    if not np.isfinite(float(metrics["loss"])):
+      raise RuntimeError("the benchmarked step produced a non-finite loss")
+    return time.perf_counter() - t0
+
+  for i in range(warmup):
+    run(batches[i % 2])
+  return run, trace_s, compile_s
 
 
 def _embedded_store(vocab_size: int, source: str = "embedded") -> storelib.TokenStore:
@@ -208,7 +239,7 @@ def loader_throughput(n_ctx: int = 256, batch: int = 16, steps: int = 200, threa
 
 def run_bench(shapes, n_vocab=4096, n_ctx=256, batch=16, steps=10, compute_dtype="auto",
               gns_on=True, micro_batches=0, num_devices=0, loader=True, overhead=True,
-              verbose=True) -> dict:
+              verbose=True, compare_off=False) -> dict:
   """Benchmarks every shape and the loader; returns the JSON-able result."""
   dtype = resolve_dtype(compute_dtype)
   peak, size = matmul_peak(dtype)
@@ -220,9 +251,12 @@ def run_bench(shapes, n_vocab=4096, n_ctx=256, batch=16, steps=10, compute_dtype
   for shape in shapes:
     row = bench_shape(*shape, n_vocab=n_vocab, n_ctx=n_ctx, batch=batch, steps=steps,
                       compute_dtype=compute_dtype, micro_batches=micro_batches, gns_on=gns_on,
-                      num_devices=num_devices, peak_flop_per_s=peak, peak_size=size)
+                      num_devices=num_devices, peak_flop_per_s=peak, peak_size=size,
+                      compare_off=compare_off)
     rows.append(row)
     say(format_row(row))
+    if "off_tokens_per_s" in row:
+      say(format_off(row))
   # A busy or cold processor only lowers a measured peak: the run's peak is the best of all
   # matmuls timed in it, before, beside and after the steps.
   peak = max([peak, matmul_peak(dtype)[0]] +
@@ -262,6 +296,12 @@ def format_row(r: dict) -> str:
           f"{100 * r['mfu_paired_fastest']:>8.1f}% "
           f"{100 * r['mfu_measured']:>7.1f}% {nom:>8} "
           f"{r['trace_s']:>7.2f} {r['compile_s']:>9.2f} {mem:>8}")
+
+
+def format_off(r: dict) -> str:
+  return (f"{'':>12} estimator off, timed beside each step: {r['off_tokens_per_s']:,.0f} "
+          f"tokens/s; off/on speed {r['off_over_on_paired']:.3f} (median of "
+          f"{len(r['off_step_times_s'])} pairs, off slower in {r['off_slower_pairs']})")
 
 
 def parse_shapes(text: str) -> list[tuple[int, int, int]]:

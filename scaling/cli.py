@@ -180,13 +180,16 @@ def _cmd_bench(args, overrides) -> int:
   result = bench.run_bench(bench.parse_shapes(args.shapes), n_vocab=args.vocab, n_ctx=args.ctx,
                            batch=args.batch, steps=args.steps, compute_dtype=args.dtype,
                            gns_on=not args.no_gns, num_devices=args.devices,
-                           loader=not args.no_loader, overhead=not args.no_overhead)
+                           loader=not args.no_loader, overhead=not args.no_overhead,
+                           compare_off=args.compare_off)
   print("\nMFU(pair): against XLA's matmul timed beside each step (median over steps); MFU(fast):\n"
         "the same against the faster of XLA's and numpy's BLAS matmul (CPU, float32); MFU(run):\n"
         "median step against the fastest XLA matmul of the whole run (a lower bound).")
   print(bench.HEADER)
   for row in result["rows"]:
     print(bench.format_row(row))
+    if "off_tokens_per_s" in row:
+      print(bench.format_off(row))
   if args.json:
     files.atomic_write_text(Path(args.json), json.dumps(result, indent=1))
     print(f"wrote {args.json}")
@@ -376,6 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
   p.add_argument("--devices", type=COUNT, default=0, help="data-parallel devices (0: all)")
   p.add_argument("--no-gns", action="store_true", help="without the noise-scale estimator")
+  p.add_argument("--compare-off", action="store_true",
+                 help="also time the step without the estimator beside each step (off/on speed)")
   p.add_argument("--no-loader", action="store_true", help="skip the loader throughput")
   p.add_argument("--no-overhead", action="store_true", help="skip the between-step overhead")
   p.add_argument("--no-compile-cache", action="store_true",

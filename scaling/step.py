@@ -109,10 +109,11 @@ def _gather(x, spec: P):
 
 def _reduce(g, spec: P, fsdp: int):
   """A device's own gradient → its shard of the mean over all devices (reduce-scatter)."""
-  g = jax.lax.pmean(g, "data")
   axis = _fsdp_axis(spec)
   if axis is None:
-    return jax.lax.pmean(g, "fsdp")
+    # One all-reduce over every device (two, data then a size-1 fsdp, copied the gradient again).
+    return jax.lax.pmean(g, ("data", "fsdp"))
+  g = jax.lax.pmean(g, "data")
   return jax.lax.psum_scatter(g, "fsdp", scatter_dimension=axis, tiled=True) / fsdp
 
 
@@ -150,7 +151,10 @@ def micro_batches(gns_spec: GnsSpec, n_devices: int, seqs_per_device: int = 0,
 
 
 def sq_norm(tree) -> jax.Array:
-  return sum(jnp.vdot(x, x).real for x in jax.tree.leaves(tree)).astype(jnp.float32)
+  # One scalar per leaf, summed at once: a chain of scalar adds is one small kernel each on CPU.
+  # (jnp.vdot lowers to a dot library call per leaf on CPU; a squared sum is one loop fusion.)
+  return jnp.sum(jnp.stack([jnp.sum(jnp.square(x.astype(jnp.float32)))
+                            for x in jax.tree.leaves(tree)]))
 
 
 def adam_second_moment(opt_state, step, b2: float) -> tuple | None:
@@ -171,8 +175,9 @@ def precond_sq_norms(tree, nu, correction, powers: tuple, eps: float = 1e-8) -> 
   McCandlish's B_simple (arXiv 1812.06162, app. A) with the Hessian taken ∝ P⁻¹ (P ≈ H⁻¹), k = 1.
   The alternative, H ∝ I in the original coordinates, weights by P² (k = 2)."""
   def one(k):
-    return sum(jnp.sum(x * x / (jnp.sqrt(v / correction) + eps) ** k)
-               for v, x in zip(jax.tree.leaves(nu), jax.tree.leaves(tree))).astype(jnp.float32)
+    return jnp.sum(jnp.stack([jnp.sum(x * x / (jnp.sqrt(v / correction) + eps) ** k)
+                              .astype(jnp.float32)
+                              for v, x in zip(jax.tree.leaves(nu), jax.tree.leaves(tree))]))
   return tuple(one(k) for k in powers)
 
 

@@ -12,7 +12,7 @@ from scaling.cli import main as cli_main
 def test_bench_row_against_hand_counts_and_its_own_invariants(tmp_path, capsys):
   out = tmp_path / "b.json"
   assert cli_main(["bench", "--shapes", "1,32,2", "--vocab", "300", "--ctx", "32", "--batch", "8",
-                   "--steps", "3", "--no-overhead", "--json", str(out)]) == 0
+                   "--steps", "3", "--no-overhead", "--compare-off", "--json", str(out)]) == 0
   result = json.loads(out.read_text())
   row = result["rows"][0]
   # Hand counts of (1 layer, d_model 32, context 32, vocabulary 300): N = 12·32² = 12 288; PaLM
@@ -30,6 +30,16 @@ def test_bench_row_against_hand_counts_and_its_own_invariants(tmp_path, capsys):
   assert row["compile_s"] > 0 and row["peak_memory_bytes"] > 0
   assert result["loader"]["tokens_per_s"] > 0
   assert "MFU(pair)" in capsys.readouterr().out
+  # The estimator-off step was timed beside each of the three steps.
+  assert len(row["off_step_times_s"]) == 3 and 0 <= row["off_slower_pairs"] <= 3
+
+
+def test_off_over_on_is_the_median_of_paired_speed_ratios():
+  # on 1.0, 2.0, 3.0 s against off 0.5, 2.5, 2.0 s: on/off 2.0, 0.8, 1.5 → median 1.5; one pair
+  # (0.8) has the off step slower; off's median step 2.0 s → 4 tokens / 2 s.
+  row = bench._off_row([1.0, 2.0, 3.0], [0.5, 2.5, 2.0], tokens=4)
+  assert row["off_over_on_paired"] == pytest.approx(1.5)
+  assert row["off_slower_pairs"] == 1 and row["off_tokens_per_s"] == pytest.approx(2.0)
 
 
 def test_nominal_peaks_and_shape_parsing():
