@@ -151,16 +151,17 @@ def micro_batches(gns_spec: GnsSpec, n_devices: int, seqs_per_device: int = 0,
 
 
 def sq_norm(tree) -> jax.Array:
-  """|g|² of a device's own gradient: its leaves joined, then one dot (a reduction per leaf is a
-  kernel launch each, per device: 8 forced CPU devices paid ~2 % of a step for them)."""
-  flat = _joined(jax.tree.leaves(tree))
-  return jnp.vdot(flat, flat)
-
-
-def global_sq_norm(tree) -> jax.Array:
-  """|G|² of the all-reduced gradient, written as optax.global_norm writes it so that XLA computes
-  it once for the metric and the gradient clipping."""
+  """|g|², written as optax.global_norm writes it, so that XLA computes it once for the metric
+  and the gradient clipping; on accelerators XLA fuses the per-leaf reductions."""
   return sum(jnp.sum(x * x) for x in jax.tree.leaves(tree)).astype(jnp.float32)
+
+
+def joined_sq_norm(tree) -> jax.Array:
+  """|g|² as one dot of the leaves joined: for a device's own gradient on CPU, where a reduction
+  per leaf is a kernel launch each, per device (8 forced CPU devices paid ~2 % of a step for
+  them). Not on accelerators: the join is a copy of the whole gradient in device memory."""
+  flat = jnp.concatenate([x.astype(jnp.float32).ravel() for x in jax.tree.leaves(tree)])
+  return jnp.vdot(flat, flat)
 
 
 def adam_second_moment(opt_state, step, b2: float) -> tuple | None:
@@ -188,10 +189,6 @@ def precond_sq_norms(tree, nu, correction, powers: tuple, eps: float = 1e-8) -> 
                               .astype(jnp.float32)
                               for v, x in zip(jax.tree.leaves(nu), jax.tree.leaves(tree))]))
   return tuple(one(k) for k in powers)
-
-
-def _joined(leaves: list) -> jax.Array:
-  return jnp.concatenate([x.astype(jnp.float32).ravel() for x in leaves])
 
 
 def _norms(grads, precond: tuple, powers: tuple, plain=sq_norm) -> jax.Array:
@@ -235,7 +232,7 @@ def lm_loss(graphdef):
   return loss_fn
 
 
-def _device_grads(loss_fn, k: int, powers: tuple, specs, fsdp: int):
+def _device_grads(loss_fn, k: int, powers: tuple, specs, fsdp: int, plain=sq_norm):
   """Per device: (mean loss, its shard of the mean gradient, mean |G_small|² plain and
   P^k-weighted for each k of powers) over its k micro-batches. Parameters (and Adam's ν) come
   in as this device's shards (`specs`) and are gathered whole; each device's own gradient, of
@@ -247,7 +244,7 @@ def _device_grads(loss_fn, k: int, powers: tuple, specs, fsdp: int):
     # Params become device-varying so the gradient below is this device's own, not all-reduced.
     params = jax.tree.map(_varying, params)
     grad_fn = jax.value_and_grad(loss_fn)
-    norms = lambda g: _norms(g, precond, powers)
+    norms = lambda g: _norms(g, precond, powers, plain)
     if k == 1:
       loss, grads = grad_fn(params, tokens_bW)
       sq_small = norms(grads)
@@ -292,11 +289,13 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
   decay = gns.ema_decay_per_step(gns_spec.ema_decay, gns_spec.ema_tokens, b_big)
 
   fsdp = mesh.shape["fsdp"]
+  device_norm = joined_sq_norm if mesh.devices.flat[0].platform == "cpu" else sq_norm
 
   def sharded_grads(params, powers: tuple):
     specs = jax.tree.map(lambda x: leaf_spec(np.shape(x), fsdp), params)
     precond_specs = (specs, P()) if powers else P()
-    return jax.shard_map(_device_grads(loss_fn, geom.micro_batches, powers, specs, fsdp),
+    return jax.shard_map(_device_grads(loss_fn, geom.micro_batches, powers, specs, fsdp,
+                                       device_norm),
                          mesh=mesh, in_specs=(specs, P(BATCH), precond_specs),
                          out_specs=(P(), specs, P()))
 
@@ -309,10 +308,10 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
     if not weighted:
       loss, grads, sq_small = sharded_grads(state.params, ())(state.params, tokens_BW, ())
       return (loss, grads, jnp.concatenate([sq_small, pad]),
-              jnp.concatenate([_norms(grads, (), (), global_sq_norm), pad]))
+              jnp.concatenate([_norms(grads, (), ()), pad]))
     second = adam_second_moment(state.opt_state, state.step, b2)
     loss, grads, sq_small = sharded_grads(state.params, wanted)(state.params, tokens_BW, second)
-    return loss, grads, sq_small, _norms(grads, second, wanted, global_sq_norm)
+    return loss, grads, sq_small, _norms(grads, second, wanted)
 
   def step_fn(state: TrainState, tokens_BW, lr, weighted: bool = False):
     loss, grads, sq_small_all, sq_big_all = grads_and_norms(state, tokens_BW, weighted)

@@ -170,3 +170,15 @@ def test_preconditioned_estimates_only_every_nth_step():
     seen.append((np.isfinite(float(metrics["gns_g2_p"])), np.isfinite(float(metrics["gns_g2"]))))
   assert [p for p, _ in seen] == [False, False, False, True, False, False, True]
   assert all(raw for _, raw in seen)
+
+
+def test_the_two_squared_norms_agree_with_numpy():
+  """The per-leaf |g|² (global, accelerators) and the joined one (a device's own, CPU)."""
+  from scaling.step import joined_sq_norm, sq_norm
+  rng = np.random.default_rng(0)
+  tree = {"w": rng.standard_normal((7, 5)), "b": rng.standard_normal(5),
+          "blocks": [rng.standard_normal((3, 2, 4))]}
+  want = sum(float(np.sum(np.square(x))) for x in jax.tree.leaves(tree))
+  tree = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), tree)
+  assert float(sq_norm(tree)) == pytest.approx(want, rel=1e-5)
+  assert float(joined_sq_norm(tree)) == pytest.approx(want, rel=1e-5)
