@@ -25,16 +25,17 @@ def first_tokens(parts: list, max_tokens: int) -> np.ndarray:
 
 
 def bigram_loss(train_parts: list, eval_parts: list, n_vocab: int, max_train_tokens: int = 1 << 24,
-                max_eval_tokens: int = 1 << 22) -> float:
+                max_eval_tokens: int = 1 << 22) -> float | None:
   """Held-out cross-entropy (nats/token) of a bigram model counted on the training split,
   interpolated with the add-one unigram by Witten–Bell (Witten & Bell 1991; Chen & Goodman 1998,
   §2.5): P(w|h) = (c(h,w) + T(h)·P1(w)) / (c(h) + T(h)), T(h) the distinct followers of h.
   Parameter-free, so its value is a property of the text, not of a tuned smoothing constant.
-  Counted on the first 16M training tokens and scored on the first 4M held-out ones."""
+  Counted on the first 16M training tokens and scored on the first 4M held-out ones; None when a
+  split has fewer than two tokens."""
   train = first_tokens(train_parts, max_train_tokens)
   held = first_tokens(eval_parts, max_eval_tokens)
   if train.size < 2 or held.size < 2:
-    raise ValueError("bigram_loss needs at least two tokens in each split")
+    return None                     # a split too short to count pairs in (e.g. no held-out text)
   p1_V = (np.bincount(train, minlength=n_vocab) + 1.0) / (train.size + n_vocab)
   pairs_K, pair_counts_K = np.unique(train[:-1] * n_vocab + train[1:], return_counts=True)
   context_counts_V = np.bincount(train[:-1], minlength=n_vocab).astype(np.float64)

@@ -107,12 +107,13 @@ class TokenStore:
     recorded = self.meta.get("unigram_entropy_train")
     return recorded if recorded is not None else unigram_entropy(self.train_T, self.n_vocab)
 
-  def bigram_loss(self) -> float:
+  def bigram_loss(self) -> float | None:
     """Held-out loss (nats/token) of a smoothed bigram model of the training split
     (scaling/ngram.py): a model near it predicts from the previous token only. Recorded in
     meta.json when the store is written; counted here (a second or so) for older stores."""
-    recorded = self.meta.get("bigram_loss_eval")
-    return recorded if recorded is not None else ngram.bigram_loss(
+    if "bigram_loss_eval" in self.meta:
+      return self.meta["bigram_loss_eval"]
+    return ngram.bigram_loss(
         parts_of(self.train_T), parts_of(self.eval_T), self.n_vocab)
 
 

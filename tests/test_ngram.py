@@ -44,3 +44,7 @@ def test_markov_chain_conditional_entropy():
   got = ngram.bigram_loss([train[:70_000], train[70_000:]], [held], V)
   assert got == pytest.approx(h_cond, abs=0.01)
   assert got < ngram.bigram_loss([train], [held[rng.permutation(held.size)]], V) - 0.1
+
+
+def test_no_held_out_text_gives_none():
+  assert ngram.bigram_loss([np.array([0, 1, 0])], [np.zeros(0, np.int64)], 2) is None
