@@ -148,8 +148,9 @@ def markdown(out: Path, doc: dict, figures: dict) -> str:
   ref = alloc.get("reference_losses") or {}
   if ref.get("bigram") is not None:
     lines += ["", f"Reference losses of this corpus: a bigram model (Witten–Bell, counted on the "
-              f"training split) {ref['bigram']:.3f} nats/token on the held-out split; the "
-              f"unigram entropy {ref['unigram']:.3f}. Runs above the bigram loss predict mostly "
+              f"training split) {ref['bigram']:.3f} nats/token on the held-out split"
+              + (f"; the unigram entropy {ref['unigram']:.3f}" if ref.get("unigram") else "")
+              + ". Runs above the bigram loss predict mostly "
               "from the previous token; a law fitted there does not extrapolate below it."]
   lines += ["", "## Runs", "", "| run | N | D (tokens) | C (FLOP) | epochs | final held-out loss |",
             "|---|---|---|---|---|---|"]

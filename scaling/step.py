@@ -150,51 +150,9 @@ def micro_batches(gns_spec: GnsSpec, n_devices: int, seqs_per_device: int = 0,
   return at_least[0] if at_least else (fits_min[-1] if fits_min else k_min)
 
 
-def sq_norm(tree) -> jax.Array:
-  """|g|², written as optax.global_norm writes it, so that XLA computes it once for the metric
-  and the gradient clipping; on accelerators XLA fuses the per-leaf reductions."""
-  return sum(jnp.sum(x * x) for x in jax.tree.leaves(tree)).astype(jnp.float32)
-
-
-def joined_sq_norm(tree) -> jax.Array:
-  """|g|² as one dot of the leaves joined: for a device's own gradient on several CPU devices,
-  where a reduction per leaf is a kernel launch each, per device (8 forced CPU devices paid ~2 %
-  of a step for them). Not on accelerators: the join is a copy of the whole gradient in device
-  memory."""
-  flat = jnp.concatenate([x.astype(jnp.float32).ravel() for x in jax.tree.leaves(tree)])
-  return jnp.vdot(flat, flat)
-
-
-def adam_second_moment(opt_state, step, b2: float) -> tuple | None:
-  """(ν, 1 − β2^t): Adam's second moment before this step's update and its bias correction
-  (Kingma & Ba 2015, arXiv 1412.6980, Algorithm 1: v̂ = ν/(1 − β2^t)); None when the optimizer
-  has no second moment (e.g. SGD in tests)."""
-  nu = optax.tree_utils.tree_get(opt_state, "nu")
-  if nu is None:
-    return None
-  return nu, 1.0 - b2 ** jnp.maximum(step, 1).astype(jnp.float32)
-
-
-def precond_sq_norms(tree, nu, correction, powers: tuple, eps: float = 1e-8) -> tuple:
-  """Σ g²·P^k over every leaf, for each k in powers, with P = diag(1/(√v̂ + ε)) formed inside the
-  reduction.
-
-  In coordinates where Adam's update is plain SGD (θ' = P^(−1/2)θ), B_simple' = tr(PΣ)/(GᵀPG):
-  McCandlish's B_simple (arXiv 1812.06162, app. A) with the Hessian taken ∝ P⁻¹ (P ≈ H⁻¹), k = 1.
-  The alternative, H ∝ I in the original coordinates, weights by P² (k = 2)."""
-  # Per leaf, P formed inside the reduction (one read of ν and of g, nothing stored): measured on
-  # 8 forced CPU devices, cheaper than one dot over the joined leaves, whose joins of ν and of g·P
-  # are extra passes over memory.
-  def one(k):
-    return jnp.sum(jnp.stack([jnp.sum(x * x / (jnp.sqrt(v / correction) + eps) ** k)
-                              .astype(jnp.float32)
-                              for v, x in zip(jax.tree.leaves(nu), jax.tree.leaves(tree))]))
-  return tuple(one(k) for k in powers)
-
-
-def _norms(grads, precond: tuple, powers: tuple, plain=sq_norm) -> jax.Array:
+def _norms(grads, precond: tuple, powers: tuple, plain=gns.sq_norm) -> jax.Array:
   """(|g|², then Σ g²·P^k for each power); precond = (ν, bias correction) when powers."""
-  return jnp.stack((plain(grads),) + (precond_sq_norms(grads, *precond, powers)
+  return jnp.stack((plain(grads),) + (gns.precond_sq_norms(grads, *precond, powers)
                                       if powers else ()))
 
 
@@ -233,7 +191,7 @@ def lm_loss(graphdef):
   return loss_fn
 
 
-def _device_grads(loss_fn, k: int, powers: tuple, specs, fsdp: int, plain=sq_norm):
+def _device_grads(loss_fn, k: int, powers: tuple, specs, fsdp: int, plain=gns.sq_norm):
   """Per device: (mean loss, its shard of the mean gradient, mean |G_small|² plain and
   P^k-weighted for each k of powers) over its k micro-batches. Parameters (and Adam's ν) come
   in as this device's shards (`specs`) and are gathered whole; each device's own gradient, of
@@ -293,8 +251,8 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
   # The joined norm where launches multiply: several CPU devices sharing the cores. On one CPU
   # device the per-leaf form was 0.8 % faster on (4,256,4) (median of 14 interleaved step pairs):
   # it reads the gradient once, the join copies it.
-  device_norm = (joined_sq_norm if mesh.devices.flat[0].platform == "cpu"
-                 and mesh.devices.size > 1 else sq_norm)
+  device_norm = (gns.joined_sq_norm if mesh.devices.flat[0].platform == "cpu"
+                 and mesh.devices.size > 1 else gns.sq_norm)
 
   def sharded_grads(params, powers: tuple):
     specs = jax.tree.map(lambda x: leaf_spec(np.shape(x), fsdp), params)
@@ -314,7 +272,7 @@ def make_train_step(loss_fn, tx, mesh, geom: BatchGeometry, gns_spec: GnsSpec, b
       loss, grads, sq_small = sharded_grads(state.params, ())(state.params, tokens_BW, ())
       return (loss, grads, jnp.concatenate([sq_small, pad]),
               jnp.concatenate([_norms(grads, (), ()), pad]))
-    second = adam_second_moment(state.opt_state, state.step, b2)
+    second = gns.adam_second_moment(state.opt_state, state.step, b2)
     loss, grads, sq_small = sharded_grads(state.params, wanted)(state.params, tokens_BW, second)
     return loss, grads, sq_small, _norms(grads, second, wanted)
 

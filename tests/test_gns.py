@@ -174,7 +174,7 @@ def test_preconditioned_estimates_only_every_nth_step():
 
 def test_the_two_squared_norms_agree_with_numpy():
   """The per-leaf |g|² (global, accelerators) and the joined one (a device's own, CPU)."""
-  from scaling.step import joined_sq_norm, sq_norm
+  from scaling.gns import joined_sq_norm, sq_norm
   rng = np.random.default_rng(0)
   tree = {"w": rng.standard_normal((7, 5)), "b": rng.standard_normal(5),
           "blocks": [rng.standard_normal((3, 2, 4))]}
