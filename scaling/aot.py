@@ -91,9 +91,11 @@ def compile_step(cfg, topology: str) -> CompileReport:
   mcfg = ModelConfig.from_config(dict(spec.model, n_vocab=spec.data.vocab_size,
                                       compute_dtype="bfloat16" if dtype == "auto" else dtype))
   # What "auto" resolves to on a TPU (this process's own backend is the CPU): XLA's attention,
-  # and the cross-entropy in one chunk (scaling/model.py).
+  # the cross-entropy in one chunk (scaling/model.py), XLA's own weight gradients (dense.py).
   mcfg = dataclasses.replace(mcfg, attention="xla" if mcfg.attention == "auto" else mcfg.attention,
-                             loss_chunk=mcfg.loss_chunk or 2**31 - 1)
+                             loss_chunk=mcfg.loss_chunk or 2**31 - 1,
+                             weight_grad="plain" if mcfg.weight_grad == "auto"
+                             else mcfg.weight_grad)
   geom = steplib.BatchGeometry(spec.train.batch_size, mcfg.n_ctx, len(devices),
                                steplib.micro_batches(spec.gns, len(devices))).check()
   graphdef, tx, state, sharding = _abstract_state(mcfg, spec.train, mesh)

@@ -21,6 +21,8 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.model.compute_dtype = "auto"  # auto: float32 on CPU, bfloat16 on GPU/TPU
   cfg.model.attention = "auto"     # auto: explicit softmax(QKᵀ)V on CPU, dot_product_attention
                                    # (cuDNN's fused kernel where it applies) on GPU/TPU
+  cfg.model.weight_grad = "auto"   # auto: on CPU, each large layer's weight gradient in the matmul
+                                   # form measured faster (scaling/dense.py); plain | transposed
 
   cfg.data = ml_collections.ConfigDict()
   cfg.data.store = ""              # a folder written by `scaling tokenize` (then source, vocab_size,

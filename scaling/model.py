@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from scaling import dense
 from scaling.errors import UserError
 
 
@@ -35,6 +36,7 @@ class ModelConfig:
   compute_dtype: str = "float32"
   attention: str = "auto"  # auto | explicit | xla | cudnn (see resolve_attention)
   loss_chunk: int = 0       # tokens per chunk of the fused cross-entropy (0: by platform)
+  weight_grad: str = "auto"  # auto | plain | transposed: the weight gradients' matmul form (dense.py)
 
   @property
   def head_dim(self) -> int:
@@ -62,6 +64,9 @@ class ModelConfig:
                       f"{self.n_heads}; change one or set model.d_head explicitly")
     if self.attention not in ("auto", "explicit", "xla", "cudnn"):
       raise UserError(f"model.attention must be auto, explicit, xla or cudnn, got {self.attention!r}")
+    if self.weight_grad not in dense.MODES:
+      raise UserError(f"model.weight_grad must be one of {', '.join(dense.MODES)}, "
+                      f"got {self.weight_grad!r}")
     if self.compute_dtype not in ("float32", "bfloat16", "float16"):
       raise UserError(f"model.compute_dtype must be float32, bfloat16 or float16, "
                       f"got {self.compute_dtype!r}")
@@ -190,6 +195,7 @@ class Block(nnx.Module):
     init_out = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layer))
     self.n_heads, self.d_head = cfg.n_heads, cfg.head_dim
     self.impl = resolve_attention(cfg.attention)
+    self.weight_grad = cfg.weight_grad
     self.ln_attn = nnx.LayerNorm(d, epsilon=1e-5, dtype=dtype, rngs=rngs)
     self.qkv = nnx.Linear(d, 3 * a, kernel_init=init, dtype=dtype, rngs=rngs)
     self.attn_out = nnx.Linear(a, d, kernel_init=init_out, dtype=dtype, rngs=rngs)
@@ -201,12 +207,13 @@ class Block(nnx.Module):
     """x_TD: the residual stream of n_seq sequences of n_pos positions, flattened to
     T = n_seq·n_pos rows (2-D matmuls are the fast path of XLA's CPU backend; the result is the
     same)."""
-    qkv_T3A = self.qkv(self.ln_attn(x_TD))
+    linear = lambda layer, x: dense.apply(layer, x, self.weight_grad)
+    qkv_T3A = linear(self.qkv, self.ln_attn(x_TD))
     qkv_BL3HK = qkv_T3A.reshape(n_seq, n_pos, 3, self.n_heads, self.d_head)
     o_BLHK = attention(qkv_BL3HK[:, :, 0], qkv_BL3HK[:, :, 1], qkv_BL3HK[:, :, 2], self.impl)
-    x_TD = x_TD + self.attn_out(o_BLHK.reshape(n_seq * n_pos, self.n_heads * self.d_head))
-    h_TF = jax.nn.gelu(self.mlp_in(self.ln_mlp(x_TD)), approximate=True)
-    return x_TD + self.mlp_out(h_TF)
+    x_TD = x_TD + linear(self.attn_out, o_BLHK.reshape(n_seq * n_pos, self.n_heads * self.d_head))
+    h_TF = jax.nn.gelu(linear(self.mlp_in, self.ln_mlp(x_TD)), approximate=True)
+    return x_TD + linear(self.mlp_out, h_TF)
 
 
 class Transformer(nnx.Module):
