@@ -47,7 +47,9 @@ def main():
           f"({first['peak_measured_flop_per_s_per_device'] / 1e9:.0f} GFLOP/s), "
           f"{100 * row['mfu_measured_best_step']:.1f}% for its fastest step")
     print(f"shape {row['shape']}: estimator off {row['off_tokens_per_s']:,.0f} tokens/s, timed "
-          f"beside each step; off/on speed {row['off_over_on_paired']:.3f} (median of pairs), "
+          f"beside each step; off/on speed {row['off_over_on_paired']:.3f} "
+          f"[{row['off_over_on_interval'][0]:.3f}, {row['off_over_on_interval'][1]:.3f}] "
+          f"(median of pairs, 95 % interval), "
           f"off slower in {row['off_slower_pairs']} of {len(row['off_step_times_s'])} pairs")
   for r1, r2 in zip(first["rows"], second["rows"]):
     print(f"shape {r1['shape']}: XLA compile {r1['compile_s']:.2f} s, second run "

@@ -9,6 +9,7 @@ dense bf16 peak of a known accelerator.
 
 from __future__ import annotations
 
+import math
 import time
 
 import jax
@@ -136,11 +137,24 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
   }
 
 
+def median_interval(values, level: float = 0.95) -> tuple[float, float]:
+  """Distribution-free interval for a median: the order statistics k and n+1−k, with k the
+  largest such that P(Binomial(n, ½) < k) ≤ (1 − level)/2 (the sign test); (nan, nan) when n is
+  too small for the level."""
+  v = np.sort(np.asarray(values, float))
+  n = len(v)
+  below = np.cumsum([math.comb(n, i) for i in range(n + 1)]) / 2.0**n   # P(X ≤ i)
+  k = int(np.sum(below <= (1 - level) / 2))         # P(X ≤ k−1) ≤ α/2
+  return (float(v[k - 1]), float(v[n - k])) if k >= 1 else (math.nan, math.nan)
+
+
 def _off_row(on_times: list, off_times: list, tokens: int) -> dict:
-  """The estimator-off step timed beside the on step: its speed, and off/on speed paired."""
+  """The estimator-off step timed beside the on step: its speed, and off/on speed paired (median
+  of pairs and its 95 % interval)."""
   ratio_S = np.asarray(on_times) / np.asarray(off_times)
   return {"off_step_times_s": off_times, "off_tokens_per_s": tokens / float(np.median(off_times)),
           "off_over_on_paired": float(np.median(ratio_S)),
+          "off_over_on_interval": list(median_interval(ratio_S)),
           "off_slower_pairs": int(np.sum(ratio_S < 1))}
 
 
@@ -299,9 +313,11 @@ def format_row(r: dict) -> str:
 
 
 def format_off(r: dict) -> str:
+  lo, hi = r.get("off_over_on_interval", (math.nan, math.nan))
   return (f"{'':>12} estimator off, timed beside each step: {r['off_tokens_per_s']:,.0f} "
-          f"tokens/s; off/on speed {r['off_over_on_paired']:.3f} (median of "
-          f"{len(r['off_step_times_s'])} pairs, off slower in {r['off_slower_pairs']})")
+          f"tokens/s; off/on speed {r['off_over_on_paired']:.3f} [{lo:.3f}, {hi:.3f}] (median "
+          f"of {len(r['off_step_times_s'])} pairs, 95 % interval; off slower in "
+          f"{r['off_slower_pairs']})")
 
 
 def parse_shapes(text: str) -> list[tuple[int, int, int]]:

@@ -1,7 +1,9 @@
 """`scaling bench`: its numbers are consistent with each other and with the FLOP count."""
 
 import json
+import math
 
+import numpy as np
 import pytest
 
 from scaling import bench, hardware
@@ -40,6 +42,20 @@ def test_off_over_on_is_the_median_of_paired_speed_ratios():
   row = bench._off_row([1.0, 2.0, 3.0], [0.5, 2.5, 2.0], tokens=4)
   assert row["off_over_on_paired"] == pytest.approx(1.5)
   assert row["off_slower_pairs"] == 1 and row["off_tokens_per_s"] == pytest.approx(2.0)
+  # Three pairs are too few for a 95 % sign-test interval (P(all on one side) = 1/4 > 0.025).
+  assert all(math.isnan(x) for x in row["off_over_on_interval"])
+
+
+def test_median_interval_is_the_sign_test_interval():
+  # n = 10: P(X ≤ 1) = 11/1024 ≤ 0.025 < P(X ≤ 2) = 56/1024, so the 2nd and 9th smallest values.
+  assert bench.median_interval([9, 1, 8, 2, 7, 3, 6, 4, 5, 10]) == (2.0, 9.0)
+  # n = 20: P(X ≤ 5) = 21700/2^20 ≈ 0.0207 ≤ 0.025 < P(X ≤ 6) ≈ 0.0577: the 6th and 15th.
+  assert bench.median_interval(range(1, 21)) == (6.0, 15.0)
+  # Its coverage on draws from a known distribution (the median of U(0, 1) is ½): ≥ 95 %.
+  rng = np.random.default_rng(0)
+  hits = [lo <= 0.5 <= hi for lo, hi in (bench.median_interval(rng.random(10))
+                                         for _ in range(2000))]
+  assert 0.95 <= np.mean(hits) <= 0.995
 
 
 def test_nominal_peaks_and_shape_parsing():
