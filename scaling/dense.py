@@ -7,20 +7,30 @@ the left operand read transposed, and that form's speed depends on the shape: on
 1,024 rows) I=1024, O=256 ran at 41 GFLOP/s against 58 with xᵀ copied out first and the plain
 (M,K)·(K,N) form, while I=256, O=1024 ran at full speed either way and I=256, O=256 lost with the
 copy. Which shapes lose is the matmul library's affair and differs between processors, so it is
-measured here once per shape and process (a few hundred ms), and the copy is taken only where it
-is clearly faster; small layers, and every other backend, keep the layer's own path.
+measured here once per shape and machine (a few hundred ms), and the copy is taken only where it
+is clearly faster; small layers, every other backend and multi-process runs keep the layer's own
+path. The choices are kept in the user cache directory ($SCALING_CACHE or ~/.cache/scaling,
+weight-grad-forms.json, keyed by processor and jaxlib version), so that a shape whose two forms
+run close is not decided differently by the next process: a resumed run does the same arithmetic.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
+import platform
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 from flax import nnx
 
+from scaling import files
 from scaling.errors import UserError
 
 MODES = ("auto", "plain", "transposed")
@@ -61,13 +71,49 @@ def _median_s(fn, args, reps: int) -> float:
   return float(np.median(times))
 
 
+def _machine() -> str:
+  """The processor (model name and instruction-set flags, hashed), core count and jaxlib version."""
+  try:
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+  except OSError:
+    cpuinfo = []
+  lines = sorted({ln for ln in cpuinfo if ln.startswith(("model name", "flags"))})
+  text = "\n".join(lines) or platform.processor() or platform.machine()
+  digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+  return f"{digest}-{os.cpu_count()}cpu-jaxlib{jaxlib.__version__}"
+
+
+def _forms_file() -> Path:
+  root = os.environ.get("SCALING_CACHE", "") or Path.home() / ".cache" / "scaling"
+  return Path(root) / "weight-grad-forms.json"
+
+
+def _read_forms(path: Path) -> dict:
+  try:
+    forms = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return {}
+  return forms if isinstance(forms, dict) else {}
+
+
 @functools.lru_cache(maxsize=None)
 def copy_is_faster(n_rows: int, n_in: int, n_out: int, dtype: str, reps: int = 7) -> bool:
   """Times x_TIᵀ·dy_TO as XLA forms it and with xᵀ copied first (interleaved rounds, medians);
-  True when the copy is faster by MARGIN. Measured on this process's first CPU device; called while
-  a step is traced, so it runs eagerly (ensure_compile_time_eval) instead of being staged."""
+  True when the copy is faster by MARGIN. Measured on this process's first CPU device once per
+  machine (then read back from the cache file); called while a step is traced, so it runs
+  eagerly (ensure_compile_time_eval) instead of being staged."""
+  path, key = _forms_file(), f"{_machine()}|{n_rows}x{n_in}x{n_out}|{dtype}"
+  known = _read_forms(path).get(key)
+  if isinstance(known, bool):
+    return known
   with jax.ensure_compile_time_eval():
-    return _measure(n_rows, n_in, n_out, dtype, reps)
+    faster = _measure(n_rows, n_in, n_out, dtype, reps)
+  try:   # merged with what other processes wrote meanwhile; a cache that cannot be written is
+    path.parent.mkdir(parents=True, exist_ok=True)    # only a cost (the next process measures)
+    files.atomic_write_text(path, json.dumps({**_read_forms(path), key: faster}, indent=1))
+  except (OSError, UserError):
+    pass
+  return faster
 
 
 def _measure(n_rows: int, n_in: int, n_out: int, dtype: str, reps: int) -> bool:
@@ -88,7 +134,9 @@ def use_copy(mode: str, n_rows: int, n_in: int, n_out: int, dtype) -> bool:
     raise UserError(f"model.weight_grad must be one of {', '.join(MODES)}, got {mode!r}")
   if mode != "auto":
     return mode == "transposed"
-  if jax.default_backend() != "cpu" or n_rows * n_in * n_out < MIN_MACS:
+  # Several processes keep XLA's form: each would time its own, and their programs could differ.
+  if (jax.default_backend() != "cpu" or jax.process_count() > 1
+      or n_rows * n_in * n_out < MIN_MACS):
     return False
   return copy_is_faster(n_rows, n_in, n_out, jnp.dtype(dtype).name)
 

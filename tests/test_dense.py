@@ -1,6 +1,8 @@
 """The weight gradient's copied-transpose form against JAX's own differentiation of x·w + b, and
 a model trained through it against the plain model."""
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,6 +65,25 @@ def test_auto_skips_small_layers_and_other_backends(monkeypatch):
   assert calls == [(1024, 1024, 256, "float32")]
   assert dense.use_copy("transposed", 8, 8, 8, jnp.float32)
   assert not dense.use_copy("plain", 1024, 1024, 256, jnp.float32)
+
+
+def test_choice_is_measured_once_per_machine_and_kept(tmp_path, monkeypatch):
+  monkeypatch.setenv("SCALING_CACHE", str(tmp_path))
+  measured = []
+  monkeypatch.setattr(dense, "_measure", lambda *a: measured.append(a[:3]) or True)
+  dense.copy_is_faster.cache_clear()
+  assert dense.copy_is_faster(512, 64, 32, "float32")
+  dense.copy_is_faster.cache_clear()                 # a new process: read back, not measured
+  monkeypatch.setattr(dense, "_measure", lambda *a: measured.append(a[:3]) or False)
+  assert dense.copy_is_faster(512, 64, 32, "float32")
+  assert measured == [(512, 64, 32)]
+  assert not dense.copy_is_faster(512, 32, 64, "float32")          # another shape is measured
+  monkeypatch.setattr(dense, "_machine", lambda: "another-processor")
+  dense.copy_is_faster.cache_clear()
+  assert not dense.copy_is_faster(512, 64, 32, "float32")          # so is another processor
+  assert len(measured) == 3
+  assert len(json.loads((tmp_path / "weight-grad-forms.json").read_text())) == 3
+  dense.copy_is_faster.cache_clear()
 
 
 def test_unknown_mode_is_a_clear_error():
