@@ -27,10 +27,11 @@ CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
 
 # Fields a run may resume under with another value: they change how it goes on from its last
 # checkpoint, not what it is (a lower LR or a skipped batch after a NaN; logging; patience; where
-# the run directory and the cache live, so a copied or moved run goes on).
+# the run directory and the cache live, so a copied or moved run goes on; the weight gradients'
+# matmul form, the same sum in another order).
 RESUMABLE_FIELDS = ("train.peak_lr", "train.skip_batches", "train.grad_clip", "train.patience",
                     "log.", "compilation_cache", "data.loader_threads", "run_dir",
-                    "data.cache_dir", "data.shard_tokens")
+                    "data.cache_dir", "data.shard_tokens", "model.weight_grad")
 
 # Older run directories used other key names; readers see the current ones.
 _LEGACY_SUMMARY_KEYS = {"flops_kaplan": "flop_kaplan", "flops_palm": "flop_palm",

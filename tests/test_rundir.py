@@ -52,7 +52,10 @@ def test_config_same_resumable_or_refused(tmp_path, capsys):
   assert json.loads((run / "config.json").read_text()) == lower
   assert len(list(run.glob("config.before-*.json"))) == 1
   assert "resuming with changed train.peak_lr" in capsys.readouterr().out
-  wider = {**lower, "model": {"d_model": 16}}
+  plain = {**lower, "model": {"d_model": 8, "weight_grad": "plain"}}     # a speed knob only
+  rundir.check_or_write_config(run, json.dumps(plain), overwrite=False)
+  assert "resuming with changed model.weight_grad" in capsys.readouterr().out
+  wider = {**plain, "model": {"d_model": 16, "weight_grad": "plain"}}
   with pytest.raises(UserError, match="different config .*model.d_model"):
     rundir.check_or_write_config(run, json.dumps(wider), overwrite=False)
   rundir.check_or_write_config(run, json.dumps(wider), overwrite=True)      # old run moved aside
