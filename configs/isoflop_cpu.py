@@ -18,6 +18,9 @@ The Kaplan–Chinchilla switches (Porian et al. 2024, arXiv 2406.19146) as an ar
                                 size's longest budget (Kaplan's fixed horizon; implies cosine)
   schedule=wsd|cosine           matched horizons by branched cooldowns, or one cosine per point
   lr=tuned                      each point at ½, 1, 2 × Kaplan's LR(N), the best kept
+  design=3x                     the budgets 3× higher (1.5e11–1.2e12) and sizes d = 16–64: half the
+                                runs end below the corpus's bigram loss (README, "How big"; ~7 min,
+                                and 6 more for `scaling heldout --factor 3`)
   kaplan                        shorthand: conv=kaplan,warmup=fixed,horizon=longest
 e.g. `scaling sweep --config configs/isoflop_cpu.py:kaplan --config.run_dir=runs/iso-kaplan`.
 """
@@ -29,7 +32,8 @@ _SWITCHES = {"conv": ("flop_convention", ("palm", "kaplan", "chinchilla")),
              "warmup": ("warmup", ("fixed", "per_param")),
              "horizon": ("horizon", ("matched", "longest")),
              "schedule": ("schedule", ("wsd", "cosine")),
-             "lr": ("lr_multipliers", ("tuned",))}
+             "lr": ("lr_multipliers", ("tuned",)),
+             "design": ("design", ("3x",))}
 
 
 def _apply(sweep, arg: str) -> None:
@@ -40,9 +44,20 @@ def _apply(sweep, arg: str) -> None:
     if key not in _SWITCHES or value not in _SWITCHES[key][1]:
       raise ValueError(f"unknown switch {item!r}; see the docstring of configs/isoflop_cpu.py")
     field = _SWITCHES[key][0]
+    if field == "design":
+      _design_3x(sweep)
+      continue
     sweep[field] = [0.5, 1.0, 2.0] if field == "lr_multipliers" else value
   if sweep.horizon == "longest":
     sweep.schedule = "cosine"
+
+
+def _design_3x(sweep) -> None:
+  """Every budget ~3× higher; the sizes shifted up with the vertices (N_opt ∝ C^0.63 → ~2×)."""
+  sweep.budgets_flop = [1.5e11, 2.1e11, 3e11, 4.2e11, 6e11, 8.5e11, 1.2e12]
+  sweep.models = [(2, d, 1) for d in (16, 20, 24, 32, 40, 48, 56, 64)]
+  sweep.budget_models = ([[0, 1, 2, 3, 4]] * 2 + [[1, 2, 3, 4, 5]] * 2 + [[2, 3, 4, 5, 6]] * 2
+                         + [[3, 4, 5, 6, 7]])
 
 
 def get_config(arg: str = ""):
