@@ -31,6 +31,7 @@ import numpy as np
 from flax import nnx
 
 from scaling import files
+from scaling.data import cache_root
 from scaling.errors import UserError
 
 MODES = ("auto", "plain", "transposed")
@@ -83,14 +84,16 @@ def _machine() -> str:
   return f"{digest}-{os.cpu_count()}cpu-jaxlib{jaxlib.__version__}"
 
 
-def _forms_file() -> Path:
-  root = os.environ.get("SCALING_CACHE", "") or Path.home() / ".cache" / "scaling"
-  return Path(root) / "weight-grad-forms.json"
-
-
-def _read_forms(path: Path) -> dict:
+def _forms_file() -> Path | None:
   try:
-    forms = json.loads(path.read_text())
+    return cache_root() / "weight-grad-forms.json"
+  except OSError:                  # no writable cache directory: measured in every process
+    return None
+
+
+def _read_forms(path: Path | None) -> dict:
+  try:
+    forms = json.loads(path.read_text()) if path else {}
   except (OSError, ValueError):
     return {}
   return forms if isinstance(forms, dict) else {}
@@ -108,9 +111,11 @@ def copy_is_faster(n_rows: int, n_in: int, n_out: int, dtype: str, reps: int = 7
     return known
   with jax.ensure_compile_time_eval():
     faster = _measure(n_rows, n_in, n_out, dtype, reps)
-  try:   # merged with what other processes wrote meanwhile; a cache that cannot be written is
-    path.parent.mkdir(parents=True, exist_ok=True)    # only a cost (the next process measures)
-    files.atomic_write_text(path, json.dumps({**_read_forms(path), key: faster}, indent=1))
+  # Merged with what other processes wrote meanwhile. A cache that cannot be written is only a
+  # cost: the next process measures again.
+  try:
+    if path:
+      files.atomic_write_text(path, json.dumps({**_read_forms(path), key: faster}, indent=1))
   except (OSError, UserError):
     pass
   return faster
@@ -129,9 +134,8 @@ def _measure(n_rows: int, n_in: int, n_out: int, dtype: str, reps: int) -> bool:
 
 
 def use_copy(mode: str, n_rows: int, n_in: int, n_out: int, dtype) -> bool:
-  """Whether a (n_rows, n_in) → n_out layer takes dense_copied_xt under `mode`."""
-  if mode not in MODES:
-    raise UserError(f"model.weight_grad must be one of {', '.join(MODES)}, got {mode!r}")
+  """Whether a (n_rows, n_in) → n_out layer takes dense_copied_xt under `mode` (one of MODES,
+  checked by ModelConfig.validate)."""
   if mode != "auto":
     return mode == "transposed"
   # Several processes keep XLA's form: each would time its own, and their programs could differ.
