@@ -23,6 +23,9 @@ sweep.warmup_tokens_per_param·N tokens (Porian et al. 2024, §3.3: warm-up ∝ 
 Learning rate: sweep.lr_scale × Kaplan's LR(N) (eq. D.1 of Kaplan 2020, fitted on models of 1e6+
 parameters; far below the best rate of the tiny models of a CPU sweep). Per-size tuning: every
 point at each of sweep.lr_multipliers × that; the fits keep the lowest loss of each (size, budget).
+Seeds: every point trained sweep.seeds times (run seeds cfg.seed, cfg.seed + 1, …; WSD branches
+within each seed's own run); the fits use the mean over seeds and report their spread, the
+run-to-run noise that a difference between two points must exceed to count.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ def defaults() -> ml_collections.ConfigDict:
   s.lr_multipliers = [1.0]         # … × each of these; the best of each (size, budget) is kept
   s.max_epochs = 4.0
   s.min_steps = 40
+  s.seeds = 1                      # runs per point, seeds cfg.seed, cfg.seed + 1, …
   return s
 
 
@@ -80,6 +84,7 @@ class Point:
   flop_per_token: float
   epochs: float
   lr_multiplier: float
+  seed_index: int = 0
 
 
 def _with_defaults(sweep) -> ml_collections.ConfigDict:
@@ -101,6 +106,8 @@ def _with_defaults(sweep) -> ml_collections.ConfigDict:
     raise UserError(f"sweep.budgets_flop must be positive numbers, got {list(s.budgets_flop)}")
   if s.budget_models and len(s.budget_models) != len(s.budgets_flop):
     raise UserError("sweep.budget_models needs one list of model indices per budget")
+  if not isinstance(s.seeds, int) or isinstance(s.seeds, bool) or s.seeds < 1:
+    raise UserError(f"sweep.seeds must be a positive integer (runs per point), got {s.seeds!r}")
   return s
 
 
@@ -136,14 +143,16 @@ def design(cfg) -> tuple[list[Point], list[str]]:
         skipped.append(f"{shape_name(shape)} at C={budget:.3g}: {why}")
         continue
       for mult in s.lr_multipliers:
-        points.append(Point(shape, float(budget), steps, param_count(mcfg)["n_kaplan"], fpt,
-                            epochs, float(mult)))
+        for seed_index in range(s.seeds):
+          points.append(Point(shape, float(budget), steps, param_count(mcfg)["n_kaplan"], fpt,
+                              epochs, float(mult), seed_index))
   return points, skipped
 
 
 def _name(p: Point) -> str:
   lr = f"-lr{p.lr_multiplier:g}" if p.lr_multiplier != 1.0 else ""
-  return f"C{p.budget_flop:.2e}".replace("+", "") + f"-{shape_name(p.shape)}{lr}"
+  seed = f"-s{p.seed_index}" if p.seed_index else ""
+  return f"C{p.budget_flop:.2e}".replace("+", "") + f"-{shape_name(p.shape)}{lr}{seed}"
 
 
 def _warmup_steps(s, p: Point, batch_tokens: int) -> int:
@@ -165,7 +174,7 @@ def isoflop_runs(cfg) -> list:
   batch_tokens = cfg.train.batch_size * cfg.model.n_ctx
   families: dict = {}
   for p in points:
-    families.setdefault((p.shape, p.lr_multiplier), []).append(p)
+    families.setdefault((p.shape, p.lr_multiplier, p.seed_index), []).append(p)
   runs = []
   for family in families.values():
     family.sort(key=lambda p: -p.steps)
@@ -179,6 +188,7 @@ def _point_run(cfg, s, p: Point, batch_tokens: int):
   rc = run_of_shape(cfg, p.shape, _name(p))
   with rc.unlocked():
     rc.budget_flop, rc.flop_convention = p.budget_flop, s.flop_convention
+  rc.seed = cfg.seed + p.seed_index
   t = rc.train
   t.steps, t.tokens, t.schedule = p.steps, 0, s.schedule
   t.warmup_steps = _warmup_steps(s, p, batch_tokens)
@@ -243,10 +253,12 @@ def heldout_runs(cfg, budget_flop: float, n_opt: float) -> list:
     fpt = flop_per_token(mcfg)[convention_key(s.flop_convention)]
     steps = int(round(budget_flop / (fpt * batch_tokens)))
     d_train = spec.data.max_train_tokens or store.meta["n_tokens_train"]
-    p = Point(shape, float(budget_flop), steps, param_count(mcfg)["n_kaplan"], fpt,
-              steps * batch_tokens / d_train, 1.0)
-    if p.epochs > s.max_epochs:
+    epochs = steps * batch_tokens / d_train
+    if epochs > s.max_epochs:
       print(f"[isoflop] note: the held-out run {shape_name(shape)} repeats the training split "
-            f"{p.epochs:.1f} times (> sweep.max_epochs={s.max_epochs})", flush=True)
-    runs.append(_point_run(held, s, p, batch_tokens))
+            f"{epochs:.1f} times (> sweep.max_epochs={s.max_epochs})", flush=True)
+    for seed_index in range(s.seeds):
+      p = Point(shape, float(budget_flop), steps, param_count(mcfg)["n_kaplan"], fpt, epochs,
+                1.0, seed_index)
+      runs.append(_point_run(held, s, p, batch_tokens))
   return runs

@@ -107,13 +107,19 @@ def _heldout_rows(held: dict) -> list[str]:
   rows = [f"Predicted from the fitted budgets only: at C = {held['budget']:.3g} FLOP, "
           f"N_opt = {pred['N_opt']:.3g} {howbig._iv(pred['N_opt_interval'])}, loss "
           f"{pred['loss']:.3f} {howbig._iv(pred['loss_interval'], '.3f')}.", "",
-          "| run | N | D (tokens) | epochs | measured loss |", "|---|---|---|---|---|"]
+          "| run | N | D (tokens) | epochs | seeds | measured loss (mean) | σ over seeds |",
+          "|---|---|---|---|---|---|---|"]
   rows += [f"| {r['name']} | {r['N']:.3g} | {r['D']:.3g} | {r.get('epochs', math.nan):.2f} | "
-           f"{r['loss']:.4f} |" for r in held["runs"]]
+           f"{r.get('n_seeds', 1)} | {r['loss']:.4f} | {_fmt(r.get('loss_sd'), '.4f')} |"
+           for r in held["runs"]]
   rows += ["", f"The predicted optimum ({held['optimum_run']}) measured {held['measured_loss']:.4f}"
            f": {100 * held['rel_error']:+.2f}% from the prediction; "
            + ("it is the best of the three." if held["optimum_is_best"] else
-              f"the best of the three is {held['best_run']}, {held['gap_to_best']:.4f} nats lower.")]
+              f"the best of the three is {held['best_run']}, {held['gap_to_best']:.4f} nats lower"
+              + ("" if held.get("gap_sd") is None else
+                 f" ({'within' if held['optimum_within_noise'] else 'beyond'} the run-to-run "
+                 f"noise: 2σ of the difference = {2 * held['gap_sd']:.4f}, σ from the "
+                 f"{held['noise_from']})") + ".")]
   return rows
 
 
@@ -152,11 +158,16 @@ def markdown(out: Path, doc: dict, figures: dict) -> str:
               + (f"; the unigram entropy {ref['unigram']:.3f}" if ref.get("unigram") else "")
               + ". Runs above the bigram loss predict mostly "
               "from the previous token; a law fitted there does not extrapolate below it."]
-  lines += ["", "## Runs", "", "| run | N | D (tokens) | C (FLOP) | epochs | final held-out loss |",
-            "|---|---|---|---|---|---|"]
+  if alloc.get("seed_noise") is not None:
+    lines += ["", f"Run-to-run noise: the points trained with several seeds spread by σ = "
+              f"{alloc['seed_noise']:.4f} nats (pooled); each point below is its seeds' mean."]
+  lines += ["", "## Runs", "", "| run | N | D (tokens) | C (FLOP) | epochs | seeds | final held-out "
+            "loss |", "|---|---|---|---|---|---|---|"]
   pts = alloc["points"]
+  seeds = pts.get("n_seeds") or [1] * len(pts["name"])
   lines += [f"| {pts['name'][i]} | {pts['N'][i]:.3g} | {pts['D'][i]:.3g} | {pts['C'][i]:.3g} | "
-            f"{pts['epochs'][i]:.2f} | {pts['loss'][i]:.4f} |" for i in range(len(pts["name"]))]
+            f"{pts['epochs'][i]:.2f} | {int(seeds[i])} | {pts['loss'][i]:.4f} |"
+            for i in range(len(pts["name"]))]
   if alloc.get("warnings"):
     lines += ["", "## Warnings", ""] + [f"- {w}" for w in alloc["warnings"]]
   lines += ["", "## Figures", ""] + [f"![{k}]({v})" for k, v in figures.items()]

@@ -106,3 +106,30 @@ def test_isoflop_cpu_switches():
   assert s.budgets_flop[0] == pytest.approx(1.5e11) and s.budgets_flop[-1] == pytest.approx(1.2e12)
   assert len(s.budget_models) == len(s.budgets_flop)
   assert all(0 <= i < len(s.models) and len(set(m)) == 5 for m in s.budget_models for i in m)
+  base = load_config_file(str(REPO / "configs" / "isoflop_cpu.py")).sweep
+  assert base.seeds == 1 and load_config_file(
+      str(REPO / "configs" / "isoflop_cpu.py") + ":design=precise").sweep.seeds == 3
+  # Six sizes per budget, each the sweep's own, in increasing N.
+  assert len(base.budget_models) == len(base.budgets_flop)
+  assert all(len(m) == 6 and list(m) == sorted(set(m)) and 0 <= m[0] and m[-1] < len(base.models)
+             for m in base.budget_models)
+
+
+def test_seeds_train_every_point_again_each_branching_from_its_own_run(tmp_path):
+  one, three = expand(_cfg(tmp_path)), expand(_cfg(tmp_path, seeds=3))
+  assert len(three) == 3 * len(one)
+  seeds = {}
+  for r in three:
+    base, _, suffix = r.name.rpartition("-s")
+    index = int(suffix) if suffix.isdigit() else 0
+    assert r.seed == index                       # test_small.py's seed is 0
+    seeds.setdefault(index, []).append(r)
+    if r.train.init_from:                        # a branch starts from its own seed's run
+      source = r.train.init_from.rsplit("@", 1)[0]
+      assert source.endswith(f"-s{index}") == bool(index)
+  assert sorted(seeds) == [0, 1, 2] and all(len(v) == len(one) for v in seeds.values())
+  held = isoflop.heldout_runs(_cfg(tmp_path, seeds=2), 2e10, 3e4)
+  assert len(held) == 6 and sorted(r.seed for r in held) == [0, 0, 0, 1, 1, 1]
+  for bad in (0, -2):
+    with pytest.raises(UserError, match="sweep.seeds"):
+      expand(_cfg(tmp_path, seeds=bad))

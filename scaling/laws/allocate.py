@@ -34,32 +34,50 @@ from scaling.laws.uncertainty import bootstrap, intervals
 
 
 def read_points(runs: list[Path], convention: str) -> dict:
-  """One point per (size, budget): the lowest final held-out loss over its learning rates.
-  Columns N, D (tokens), C (convention FLOP), F (FLOP/token), loss, budget, epochs, n_kaplan,
-  n_total, name, schedule."""
+  """One point per (size, budget): the mean final held-out loss over its seeds, at the learning
+  rate whose mean is lowest. Columns N, D (tokens), C (convention FLOP), F (FLOP/token), loss,
+  loss_sd (the seeds' standard deviation; nan with one seed), n_seeds, budget, epochs, n_kaplan,
+  n_total, name (of the first seed's run), schedule."""
   key, n_key = convention_key(convention), N_KEY[convention]
-  best: dict = {}
+  seeds: dict = {}
   for run in runs:
     s = rundir.read_summary(run)
     loss = s.get("final_eval_loss")
     if not s.get("budget_flop") or loss is None or not math.isfinite(loss):
       continue
-    k = (s[n_key], s["budget_flop"])
-    if k not in best or loss < best[k]["final_eval_loss"]:
-      best[k] = {**s, "_run": run}
-  if not best:
+    seeds.setdefault((s[n_key], s["budget_flop"], s.get("peak_lr")), []).append({**s, "_run": run})
+  if not seeds:
     raise UserError("no finished isoFLOP run (summary.json with budget_flop) found; run the "
                     "sweep first")
+  best: dict = {}
+  for (n, budget, _), group in seeds.items():
+    group.sort(key=lambda s: Path(s["_run"]).name)
+    losses = [s["final_eval_loss"] for s in group]
+    mean = float(np.mean(losses))
+    if (n, budget) not in best or mean < best[(n, budget)]["_mean"]:
+      best[(n, budget)] = {**group[0], "_mean": mean, "_n": len(losses),
+                           "_sd": float(np.std(losses, ddof=1)) if len(losses) > 1 else math.nan}
   rows = sorted(best.values(), key=lambda s: (s["budget_flop"], s[n_key]))
   col = lambda f: np.asarray([f(s) for s in rows], float)
   return {"N": col(lambda s: s[n_key]), "D": col(lambda s: s["tokens"]),
           "F": col(lambda s: s["flop_per_token"][key]),
           "C": col(lambda s: s["flop_per_token"][key] * s["tokens"]),
-          "loss": col(lambda s: s["final_eval_loss"]), "budget": col(lambda s: s["budget_flop"]),
+          "loss": col(lambda s: s["_mean"]), "loss_sd": col(lambda s: s["_sd"]),
+          "n_seeds": col(lambda s: s["_n"]), "budget": col(lambda s: s["budget_flop"]),
           "epochs": col(lambda s: s["epochs"]), "n_kaplan": col(lambda s: s["n_kaplan"]),
           "n_total": col(lambda s: s["n_total"]),
           "name": [Path(s["_run"]).name for s in rows],
           "schedule": [s.get("schedule", "cosine") for s in rows]}
+
+
+def seed_noise(pts: dict) -> float | None:
+  """The run-to-run noise of one run's final loss (nats): the pooled standard deviation over the
+  points trained with several seeds; None when none was."""
+  sd, n = pts["loss_sd"], pts["n_seeds"]
+  ok = (n > 1) & np.isfinite(sd)
+  if not ok.any():
+    return None
+  return float(np.sqrt(np.sum((n[ok] - 1) * sd[ok] ** 2) / np.sum(n[ok] - 1)))
 
 
 def flop_map(n, f):

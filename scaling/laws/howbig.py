@@ -66,23 +66,37 @@ def convention_table(runs: list[Path], law_of: dict, n_boot: int, seed: int, bud
   return out
 
 
-def heldout_check(runs: list[Path], prediction: dict, convention: str) -> dict | None:
-  """The runs trained at the held-out budget against the prediction made without them."""
+def heldout_check(runs: list[Path], prediction: dict, convention: str,
+                  fitted_noise: float | None = None) -> dict | None:
+  """The runs trained at the held-out budget against the prediction made without them. The
+  predicted optimum counts as the best of the three when it is, or when its gap to the best is
+  within twice the standard deviation of a difference of two seed means (the run-to-run noise of
+  the held-out runs' own seeds, else of the fitted points' seeds)."""
   if not runs:
     return None
   pts = allocate.read_points(runs, convention)
   order = np.argsort(pts["N"])
   rows = [{"name": pts["name"][i], "N": float(pts["N"][i]), "D": float(pts["D"][i]),
            "C": float(pts["C"][i]), "loss": float(pts["loss"][i]),
+           "loss_sd": float(pts["loss_sd"][i]), "n_seeds": int(pts["n_seeds"][i]),
            "epochs": float(pts["epochs"][i])} for i in order]
   n_pred = prediction["N_opt"]
   nearest = min(rows, key=lambda r: abs(math.log(r["N"] / n_pred)))
   best = min(rows, key=lambda r: r["loss"])
+  own = allocate.seed_noise(pts)
+  noise = own if own is not None else fitted_noise
+  gap = nearest["loss"] - best["loss"]
+  gap_sd = (noise * math.sqrt(1 / nearest["n_seeds"] + 1 / best["n_seeds"])
+            if noise is not None else None)
   return {"budget": prediction["C"], "runs": rows, "predicted": prediction,
           "optimum_run": nearest["name"], "measured_loss": nearest["loss"],
           "rel_error": nearest["loss"] / prediction["loss"] - 1,
           "best_run": best["name"], "optimum_is_best": best is nearest,
-          "gap_to_best": nearest["loss"] - best["loss"]}
+          "gap_to_best": gap, "noise_nats": noise,
+          "noise_from": None if noise is None else ("held-out seeds" if own is not None
+                                                    else "fitted points' seeds"),
+          "gap_sd": gap_sd,
+          "optimum_within_noise": best is nearest or (gap_sd is not None and gap <= 2 * gap_sd)}
 
 
 def reference_losses(runs: list[Path]) -> dict:
@@ -154,7 +168,8 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
   out["check_prediction"] = at_budget(a3, check_flop, f_of, n_range)
   out["target"] = at_budget(a3, target_flop or 10 * largest, f_of, n_range)
   out["approach3"] = {k: v for k, v in a3.items() if k != "samples"}
-  out["heldout"] = heldout_check(held, out["check_prediction"], convention)
+  out["seed_noise"] = allocate.seed_noise(pts)
+  out["heldout"] = heldout_check(held, out["check_prediction"], convention, out["seed_noise"])
   out["reference_losses"] = reference_losses(runs)
   regime = regime_warning(pts["loss"], out["check_prediction"], out["reference_losses"]["bigram"])
   warnings += [regime] if regime else []
@@ -175,6 +190,17 @@ def _iv(pair, fmt: str = ".3g") -> str:
   if not pair or pair[0] is None or pair[1] is None or not all(map(math.isfinite, pair)):
     return "[—]"
   return f"[{pair[0]:{fmt}}, {pair[1]:{fmt}}]"
+
+
+def _best_words(held: dict) -> str:
+  """Whether the predicted optimum was the best of the held-out sizes, in words."""
+  if held["optimum_is_best"]:
+    return "the predicted optimum is the best of the three"
+  words = f"best: {held['best_run']} ({held['gap_to_best']:+.3f} nats"
+  if held.get("gap_sd") is not None:
+    within = "within" if held.get("optimum_within_noise") else "beyond"
+    words += f", {within} the noise: 2σ = {2 * held['gap_sd']:.3f}"
+  return words + ")"
 
 
 def answer_lines(h: dict) -> list[str]:
@@ -200,8 +226,9 @@ def answer_lines(h: dict) -> list[str]:
     lines.append(f"held-out budget C = {held['budget']:.3g}: predicted optimum N = "
                  f"{held['predicted']['N_opt']:.3g}, loss {held['predicted']['loss']:.3f}; "
                  f"measured {held['measured_loss']:.3f} ({100 * held['rel_error']:+.2f}%); "
-                 + ("the predicted optimum is the best of the three" if held["optimum_is_best"]
-                    else f"best: {held['best_run']} ({held['gap_to_best']:+.3f} nats)"))
+                 + _best_words(held))
+  if h.get("seed_noise") is not None:
+    lines.append(f"run-to-run noise (seeds): σ = {h['seed_noise']:.4f} nats per run")
   lines += [f"warning: {w}" for w in h.get("warnings", [])]
   return lines
 

@@ -209,7 +209,7 @@ def fit_isoflop_sweep(sweep: str, n_boot: int = 1000, seed: int = 0, check_facto
                     if alloc.get(k)},
               "target": target, "batch": batch_at(fits.get("b_simple_law"), target["loss"]),
               "heldout": alloc["heldout"], "check_prediction": alloc["check_prediction"],
-              "warnings": alloc["warnings"]}
+              "seed_noise": alloc["seed_noise"], "warnings": alloc["warnings"]}
   for law in fits.values():
     if isinstance(law, dict):
       law.pop("samples", None)

@@ -113,3 +113,49 @@ def test_regime_warning_only_across_the_bigram_loss():
   assert regime_warning(fitted, {"C": 1e12, "loss": 3.30}, 3.28) is None   # stays above it
   assert regime_warning([3.2, 3.1, 3.0], {"C": 1e12, "loss": 2.9}, 3.28) is None  # fitted below
   assert regime_warning(fitted, {"C": 1e12, "loss": 3.15}, None) is None     # not known
+
+
+def test_points_are_seed_means_at_the_learning_rate_whose_mean_is_lowest(tmp_path):
+  from conftest import fake_run
+  # (N, budget): seeds at two learning rates. At N=1e4 the lower LR has the single lowest run
+  # (2.90) but the higher mean; the point is the other LR's mean.
+  runs = {("a", 1e4, 1e-3): [2.90, 3.30], ("b", 1e4, 2e-3): [3.00, 3.04],
+          ("c", 2e4, 1e-3): [3.10, 3.14, 3.12]}
+  for (tag, n, lr), losses in runs.items():
+    for i, loss in enumerate(losses):
+      fake_run(tmp_path / f"{tag}-s{i}", n, loss, budget_flop=1e12, peak_lr=lr, epochs=1.0)
+  pts = allocate.read_points(sorted(tmp_path.iterdir()), "kaplan")
+  assert list(pts["N"]) == [1e4, 2e4]
+  assert pts["loss"] == pytest.approx([3.02, 3.12])
+  assert list(pts["n_seeds"]) == [2, 3]
+  assert pts["loss_sd"] == pytest.approx([np.std([3.0, 3.04], ddof=1), 0.02])
+  # Pooled over the points with several seeds: Σ(n−1)s² / Σ(n−1).
+  pooled = math.sqrt((1 * np.var([3.0, 3.04], ddof=1) + 2 * 0.02 ** 2) / 3)
+  assert allocate.seed_noise(pts) == pytest.approx(pooled)
+  single = allocate.read_points([tmp_path / "a-s0"], "kaplan")
+  assert math.isnan(single["loss_sd"][0]) and allocate.seed_noise(single) is None
+
+
+def test_heldout_optimum_within_the_seeds_noise(tmp_path):
+  from conftest import fake_run
+  from scaling.laws import howbig
+  # Three held-out sizes, two seeds each; the predicted optimum (N=2e4) is 0.01 nats above the
+  # best, with a run-to-run σ of 0.02 nats: within 2σ of a difference of two 2-seed means.
+  for n, losses in ((1e4, (3.00, 3.04)), (2e4, (3.01, 3.05)), (4e4, (3.20, 3.24))):
+    for i, loss in enumerate(losses):
+      fake_run(tmp_path / f"N{n:.0e}-s{i}", n, loss, budget_flop=1e13, epochs=1.0)
+  pred = {"C": 1e13, "N_opt": 2.1e4, "loss": 3.0}
+  held = howbig.heldout_check(sorted(tmp_path.iterdir()), pred, "kaplan")
+  sd = np.std([3.0, 3.04], ddof=1)
+  assert held["noise_nats"] == pytest.approx(sd) and held["noise_from"] == "held-out seeds"
+  assert held["gap_to_best"] == pytest.approx(0.01)
+  assert held["gap_sd"] == pytest.approx(sd * math.sqrt(1 / 2 + 1 / 2))
+  assert not held["optimum_is_best"] and held["optimum_within_noise"]
+  assert held["rel_error"] == pytest.approx(3.03 / 3.0 - 1)
+  # One seed each and no noise known: only the best counts.
+  one = howbig.heldout_check([tmp_path / "N1e+04-s0", tmp_path / "N2e+04-s0"], pred, "kaplan")
+  assert one["gap_sd"] is None and not one["optimum_within_noise"]
+  # … unless the fitted points' seeds give the noise.
+  fitted = howbig.heldout_check([tmp_path / "N1e+04-s0", tmp_path / "N2e+04-s0"], pred,
+                                "kaplan", fitted_noise=0.05)
+  assert fitted["noise_from"] == "fitted points' seeds" and fitted["optimum_within_noise"]
