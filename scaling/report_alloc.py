@@ -161,8 +161,9 @@ def markdown(out: Path, doc: dict, figures: dict) -> str:
   if alloc.get("seed_noise") is not None:
     lines += ["", f"Run-to-run noise: the points trained with several seeds spread by σ = "
               f"{alloc['seed_noise']:.4f} nats (pooled); each point below is its seeds' mean."]
-  lines += ["", "## Runs", "", "| run | N | D (tokens) | C (FLOP) | epochs | seeds | final held-out "
-            "loss |", "|---|---|---|---|---|---|---|"]
+  lines += ["", "## Runs", "",
+            "| run | N | D (tokens) | C (FLOP) | epochs | seeds | final held-out loss |",
+            "|---|---|---|---|---|---|---|"]
   pts = alloc["points"]
   seeds = pts.get("n_seeds") or [1] * len(pts["name"])
   lines += [f"| {pts['name'][i]} | {pts['N'][i]:.3g} | {pts['D'][i]:.3g} | {pts['C'][i]:.3g} | "
