@@ -116,10 +116,8 @@ def _heldout_rows(held: dict) -> list[str]:
            f": {100 * held['rel_error']:+.2f}% from the prediction; "
            + ("it is the best of the three." if held["optimum_is_best"] else
               f"the best of the three is {held['best_run']}, {held['gap_to_best']:.4f} nats lower"
-              + ("" if held.get("gap_sd") is None else
-                 f" ({'within' if held['optimum_within_noise'] else 'beyond'} the run-to-run "
-                 f"noise: 2σ of the difference = {2 * held['gap_sd']:.4f}, σ from the "
-                 f"{held['noise_from']})") + ".")]
+              + (f" ({howbig.noise_words(held)})" if held.get("gap_sd") is not None else "")
+              + ".")]
   return rows
 
 

@@ -192,15 +192,23 @@ def _iv(pair, fmt: str = ".3g") -> str:
   return f"[{pair[0]:{fmt}}, {pair[1]:{fmt}}]"
 
 
+def noise_words(held: dict) -> str:
+  """Whether the predicted optimum's gap to the best held-out size is within the run-to-run
+  noise, in words ("" when no noise is known)."""
+  if held.get("gap_sd") is None:
+    return ""
+  within = "within" if held["optimum_within_noise"] else "beyond"
+  return (f"{within} the run-to-run noise: 2σ of the difference = {2 * held['gap_sd']:.3f}, σ "
+          f"from the {held['noise_from']}")
+
+
 def _best_words(held: dict) -> str:
   """Whether the predicted optimum was the best of the held-out sizes, in words."""
   if held["optimum_is_best"]:
     return "the predicted optimum is the best of the three"
-  words = f"best: {held['best_run']} ({held['gap_to_best']:+.3f} nats"
-  if held.get("gap_sd") is not None:
-    within = "within" if held.get("optimum_within_noise") else "beyond"
-    words += f", {within} the noise: 2σ = {2 * held['gap_sd']:.3f}"
-  return words + ")"
+  noise = noise_words(held)
+  return (f"best: {held['best_run']} ({held['gap_to_best']:+.3f} nats"
+          + (f", {noise})" if noise else ")"))
 
 
 def answer_lines(h: dict) -> list[str]:
