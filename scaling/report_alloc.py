@@ -112,12 +112,12 @@ def _heldout_rows(held: dict) -> list[str]:
   rows += [f"| {r['name']} | {r['N']:.3g} | {r['D']:.3g} | {r.get('epochs', math.nan):.2f} | "
            f"{r.get('n_seeds', 1)} | {r['loss']:.4f} | {_fmt(r.get('loss_sd'), '.4f')} |"
            for r in held["runs"]]
+  noise = howbig.noise_words(held)
   rows += ["", f"The predicted optimum ({held['optimum_run']}) measured {held['measured_loss']:.4f}"
            f": {100 * held['rel_error']:+.2f}% from the prediction; "
            + ("it is the best of the three." if held["optimum_is_best"] else
               f"the best of the three is {held['best_run']}, {held['gap_to_best']:.4f} nats lower"
-              + (f" ({howbig.noise_words(held)})" if held.get("gap_sd") is not None else "")
-              + ".")]
+              + (f" ({noise})" if noise else "") + ".")]
   return rows
 
 
