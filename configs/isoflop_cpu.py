@@ -39,27 +39,7 @@ _SWITCHES = {"conv": ("flop_convention", ("palm", "kaplan", "chinchilla")),
              "warmup": ("warmup", ("fixed", "per_param")),
              "horizon": ("horizon", ("matched", "longest")),
              "schedule": ("schedule", ("wsd", "cosine")),
-             "lr": ("lr_multipliers", ("tuned",)),
-             "design": ("design", ("3x", "precise"))}
-
-
-def _apply(sweep, arg: str) -> None:
-  for item in filter(None, (a.strip() for a in arg.split(","))):
-    if item == "kaplan":
-      continue
-    key, _, value = item.partition("=")
-    if key not in _SWITCHES or value not in _SWITCHES[key][1]:
-      raise ValueError(f"unknown switch {item!r}; see the docstring of configs/isoflop_cpu.py")
-    field = _SWITCHES[key][0]
-    if field == "design":
-      if value == "3x":
-        _design_3x(sweep)
-      else:
-        sweep.seeds = 3
-      continue
-    sweep[field] = [0.5, 1.0, 2.0] if field == "lr_multipliers" else value
-  if sweep.horizon == "longest":
-    sweep.schedule = "cosine"
+             "lr": ("lr_multipliers", ("tuned",))}
 
 
 def _design_3x(sweep) -> None:
@@ -68,6 +48,31 @@ def _design_3x(sweep) -> None:
   sweep.models = [(2, d, 1) for d in (16, 20, 24, 32, 40, 48, 56, 64)]
   sweep.budget_models = ([[0, 1, 2, 3, 4]] * 2 + [[1, 2, 3, 4, 5]] * 2 + [[2, 3, 4, 5, 6]] * 2
                          + [[3, 4, 5, 6, 7]])
+
+
+def _design_precise(sweep) -> None:
+  """Every point trained with 3 seeds; the fits use their means."""
+  sweep.seeds = 3
+
+
+# Designs change several fields at once (`design=NAME`); switches set one field each.
+_DESIGNS = {"3x": _design_3x, "precise": _design_precise}
+
+
+def _apply(sweep, arg: str) -> None:
+  for item in filter(None, (a.strip() for a in arg.split(","))):
+    if item == "kaplan":
+      continue
+    key, _, value = item.partition("=")
+    if key == "design" and value in _DESIGNS:
+      _DESIGNS[value](sweep)
+    elif key in _SWITCHES and value in _SWITCHES[key][1]:
+      field = _SWITCHES[key][0]
+      sweep[field] = [0.5, 1.0, 2.0] if field == "lr_multipliers" else value
+    else:
+      raise ValueError(f"unknown switch {item!r}; see the docstring of configs/isoflop_cpu.py")
+  if sweep.horizon == "longest":
+    sweep.schedule = "cosine"
 
 
 def get_config(arg: str = ""):

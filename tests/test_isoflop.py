@@ -102,6 +102,8 @@ def test_isoflop_cpu_switches():
   assert s.warmup == "per_param" and list(s.lr_multipliers) == [0.5, 1.0, 2.0]
   with pytest.raises(UserError, match="unknown switch"):
     load_config_file(str(REPO / "configs" / "isoflop_cpu.py") + ":conv=bytes")
+  with pytest.raises(UserError, match="unknown switch"):
+    load_config_file(str(REPO / "configs" / "isoflop_cpu.py") + ":design=10x")
   s = load_config_file(str(REPO / "configs" / "isoflop_cpu.py") + ":design=3x").sweep
   assert s.budgets_flop[0] == pytest.approx(1.5e11) and s.budgets_flop[-1] == pytest.approx(1.2e12)
   assert len(s.budget_models) == len(s.budgets_flop)
