@@ -142,10 +142,9 @@ def design(cfg) -> tuple[list[Point], list[str]]:
       if why:
         skipped.append(f"{shape_name(shape)} at C={budget:.3g}: {why}")
         continue
-      for mult in s.lr_multipliers:
-        for seed_index in range(s.seeds):
-          points.append(Point(shape, float(budget), steps, param_count(mcfg)["n_kaplan"], fpt,
-                              epochs, float(mult), seed_index))
+      n_kaplan = param_count(mcfg)["n_kaplan"]
+      points += [Point(shape, float(budget), steps, n_kaplan, fpt, epochs, float(mult), seed_index)
+                 for mult in s.lr_multipliers for seed_index in range(s.seeds)]
   return points, skipped
 
 
@@ -246,19 +245,19 @@ def heldout_runs(cfg, budget_flop: float, n_opt: float) -> list:
   batch_tokens = spec.train.batch_size * cfg.model.n_ctx
   held = copy.deepcopy(cfg)
   held.run_dir = rundir.child_of(cfg, HELDOUT)
+  d_train = spec.data.max_train_tokens or store.meta["n_tokens_train"]
   runs = []
   for factor in (0.5, 1.0, 2.0):
     shape = shape_for(cfg, factor * n_opt, store.n_vocab, s.flop_convention)
     mcfg = _model(cfg, shape, store.n_vocab)
     fpt = flop_per_token(mcfg)[convention_key(s.flop_convention)]
     steps = int(round(budget_flop / (fpt * batch_tokens)))
-    d_train = spec.data.max_train_tokens or store.meta["n_tokens_train"]
     epochs = steps * batch_tokens / d_train
     if epochs > s.max_epochs:
       print(f"[isoflop] note: the held-out run {shape_name(shape)} repeats the training split "
             f"{epochs:.1f} times (> sweep.max_epochs={s.max_epochs})", flush=True)
-    for seed_index in range(s.seeds):
-      p = Point(shape, float(budget_flop), steps, param_count(mcfg)["n_kaplan"], fpt, epochs,
-                1.0, seed_index)
-      runs.append(_point_run(held, s, p, batch_tokens))
+    n_kaplan = param_count(mcfg)["n_kaplan"]
+    runs += [_point_run(held, s, Point(shape, float(budget_flop), steps, n_kaplan, fpt, epochs,
+                                       1.0, seed_index), batch_tokens)
+             for seed_index in range(s.seeds)]
   return runs
