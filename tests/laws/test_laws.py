@@ -85,14 +85,22 @@ def test_pure_power_law_is_exact_without_noise():
 
 def test_chinchilla_huber_procedure_agrees_with_varpro():
   law, cols, y = _points("chinchilla", 0.002, 1)
-  # A reduced grid of starts (the paper's has 4500); L-BFGS stalls from some of them, which is
-  # why the best of several starts is kept.
+  # A reduced grid of starts (the paper's has 4500). Run to convergence (fit._LBFGS_TIGHT), six
+  # of these eight reach the optimum; with scipy's default tolerances one did, and where the
+  # others stopped in the flat (α, a) valley (α 0.32-0.34) depended on the processor.
   starts = [(a, b, e, 0.5, 0.5) for a in (0, 10) for b in (0, 10) for e in (0, 1)]
   huber, ok, _ = fit.fit_chinchilla_huber(cols["N"], cols["D"], y, grid=starts)
   varpro, _, _ = fit.fit_chinchilla_varpro(cols["N"], cols["D"], y)
+  assert ok
   for k in ("alpha", "beta"):
-    assert huber[k] == pytest.approx(0.34 if k == "alpha" else 0.28, rel=0.05)
-    assert huber[k] == pytest.approx(varpro[k], rel=0.02)
+    assert huber[k] == pytest.approx(TRUTH["chinchilla"][k], rel=0.05)
+    assert huber[k] == pytest.approx(varpro[k], rel=0.01)
+  # The optimum found is no worse than the truth under the same objective.
+  objective = fit._huber_log_objective(cols["N"], cols["D"], y, 1e-3)
+  truth = TRUTH["chinchilla"]
+  p_true = [np.log(truth["A"]), np.log(truth["B"]), np.log(truth["E"]), truth["alpha"], truth["beta"]]
+  p_fit = [np.log(huber["A"]), np.log(huber["B"]), np.log(huber["E"]), huber["alpha"], huber["beta"]]
+  assert objective(np.array(p_fit))[0] <= objective(np.array(p_true))[0]
 
 
 def test_extrapolation_check_on_synthetic_law():
