@@ -9,7 +9,7 @@ under-predicts the loss of a larger budget (README, "How big, how long").
 
   python benchmarks/context_gain.py RUN_DIR [RUN_DIR ...] [--windows 1024]
 
-Measured on the quickstart's sweep (embedded corpus, bigram loss 3.279):
+Measured on the quickstart's sweep (the TinyStories sample, bigram loss 3.279):
 
   run                  loss at 1   2     3-4   5-16  17-128  gain
   C1.00e11-L2-D24-H1   3.721  3.638  3.645  3.612  3.633  0.09

@@ -16,7 +16,7 @@ loss nearly unchanged; if B_simple does not move, the gap lies on the sweep's si
 
   python benchmarks/gns_lr_floor.py --out /tmp/gns_lr_floor
 
-Measured (2×64 model, context 64, vocabulary 2048, embedded corpus; source at step 200, held-out
+Measured (2×64 model, context 64, vocabulary 2048, the TinyStories sample; source at step 200, held-out
 loss 4.13; 120-step forks, 2 seeds, 6 min on 2 cores):
 
   batch  LR×     B_simple  B_P      mean|G|²  mean tr(Σ)  final loss

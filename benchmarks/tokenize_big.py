@@ -1,8 +1,8 @@
 """`scaling tokenize` on a generated corpus of several GB: peak memory and throughput.
 
-The corpus is new text made from the embedded TinyStories sample: each generated document is a
-seeded random draw of sentences from the whole sample (so the text is not one block repeated), as
-JSONL lines until the size asked for. The store is written by a real `scaling tokenize` process;
+The corpus is new text made from the TinyStories sample in ../shared/corpora (beside the
+checkout): each generated document is a seeded random draw of sentences from the whole sample (so
+the text is not one block repeated), as JSONL lines until the size asked for. The store is written by a real `scaling tokenize` process;
 its peak RSS is the child's ru_maxrss (encoding runs in that one process's threads).
 
     python benchmarks/tokenize_big.py --gb 2.1 --work /tmp/tokbig
@@ -25,8 +25,12 @@ from scaling import sources
 
 
 def make_corpus(path: Path, n_bytes: int, seed: int = 0) -> int:
-  """JSONL documents of 3–40 sentences drawn from the embedded sample, until n_bytes."""
-  sentences = [s for d in sources.iter_documents("embedded")
+  """JSONL documents of 3–40 sentences drawn from the TinyStories sample, until n_bytes."""
+  sample = Path(__file__).resolve().parents[2] / "shared" / "corpora" / "tinystories" / \
+      "stories.jsonl.xz"
+  if not sample.is_file():
+    sys.exit(f"{sample} is absent: this benchmark reads ../shared/corpora beside the checkout")
+  sentences = [s for d in sources.iter_documents(str(sample))
                for s in re.split(r"(?<=[.!?])\s+", d) if s]
   rng = np.random.default_rng(seed)
   written = 0

@@ -1,5 +1,7 @@
-"""Batch-size sweep of one tiny model on the embedded corpus: B_crit(L) from S and E per batch, at
-the best of a small LR grid per batch.
+"""Batch-size sweep of one tiny model on the default corpus: B_crit(L) from S and E per batch, at
+the best of a small LR grid per batch. Its target losses were chosen on the TinyStories sample
+(../shared/corpora/tinystories, vocabulary 2048); on another corpus set sweep.targets to losses its
+runs cross.
 
 Run: scaling bsweep --config configs/batch_sweep.py   (about 20–30 minutes on 2 CPU cores)
 """

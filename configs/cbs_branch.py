@@ -1,6 +1,6 @@
-"""Critical batch size by branched training (scaling/cbs.py) on the embedded corpus: per size one
+"""Critical batch size by branched training (scaling/cbs.py) on the default corpus: per size one
 source run at 16 sequences, forks at 7 batch sizes × 2 seeds from 4 points along it (the first
-three inside the batch sweep's target losses 5.0–4.0, so the two measurements overlap), each fork
+three inside the batch sweep's target losses 5.0–4.0 on the TinyStories sample, so the two measurements overlap), each fork
 as long as the training before its point.
 
 Run: scaling cbs --config configs/cbs_branch.py [--sweep runs/batch_sweep]   (the batch sweep's

@@ -1,5 +1,5 @@
-"""Data-limited grid for L(N, D): three models × three training-set sizes of the embedded corpus
-(62.5k, 250k tokens and the whole 1.04M-token split), each run for the same 1.25M tokens, so the
+"""Data-limited grid for L(N, D): three models × three training-set sizes of the default corpus
+(62.5k, 250k tokens and the whole training split), each run for the same 1.25M tokens, so the
 small subsets are repeated for many epochs. About 12 minutes on 2 CPU cores; `scaling report`
 then fits Kaplan's L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D and draws it."""
 

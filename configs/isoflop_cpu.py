@@ -3,7 +3,8 @@ budgets (PaLM count: 6N + attention + unembedding) a factor √2 apart, 5e10 to 
 six sizes of one family (2 layers, one head, widths 12–48: N = 3.5e3 … 5.5e4 non-embedding)
 centred on its optimum, a 512-token BPE (the unembedding would otherwise be most of a tiny
 model's FLOPs), warm-up–stable–decay schedules with each shorter budget's cooldown branched from
-the size's longest run, a 60-step warm-up. Runs stay within 4 epochs of the embedded corpus.
+the size's longest run, a 60-step warm-up. Runs stay within 4 epochs of the corpus. The sizes, budgets and the 8× LR were measured on the
+TinyStories sample (../shared/corpora/tinystories); another corpus needs them measured again.
 
 One depth for every size: with 1- and 2-layer models mixed (an earlier design), a 1-layer model
 was the best at every budget and the profiles zig-zagged with the depth, not with N; the

@@ -1,4 +1,4 @@
-"""Shape experiments on the embedded corpus (Kaplan 2020 §3.1, Figures 5 and 6).
+"""Shape experiments on the default corpus (Kaplan 2020 §3.1, Figures 5 and 6).
 
 At each fixed non-embedding N (default 2e5, the smallest N at which one layer reaches an aspect
 ratio of 128), one factor varies at a time: aspect ratio d_model/n_layer (depths 1–8), head size

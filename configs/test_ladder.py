@@ -10,6 +10,8 @@ def get_config():
   cfg.name = "test_ladder"
   cfg.model.n_ctx = 16
   cfg.data.vocab_size = 300
+  cfg.data.synthetic.train_tokens = 200_000   # the generated corpus, small for tests
+  cfg.data.synthetic.eval_tokens = 16_384
   cfg.train.batch_size = 8
   cfg.train.tokens = 0
   cfg.train.steps = 60
@@ -19,7 +21,6 @@ def get_config():
   cfg.eval.batch_size = 8
   cfg.checkpoint.every = 10
   cfg.mesh.num_devices = 1
-  cfg.eval.extra_sources = "python-docs=builtin:python-docs"
   cfg.sweep = ml_collections.ConfigDict()
   cfg.sweep.models = [(1, 16, 1), (1, 32, 2), (2, 48, 3)]
   cfg.sweep.max_train_tokens = [0]

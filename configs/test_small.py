@@ -11,6 +11,8 @@ def get_config():
   cfg.model.n_heads = 2
   cfg.model.n_ctx = 16
   cfg.data.vocab_size = 300
+  cfg.data.synthetic.train_tokens = 200_000   # the generated corpus, small for tests
+  cfg.data.synthetic.eval_tokens = 16_384
   cfg.train.batch_size = 8
   cfg.train.tokens = 0
   cfg.train.steps = 20

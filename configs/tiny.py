@@ -1,4 +1,4 @@
-"""A tiny model on the embedded corpus: a few minutes on 2 CPU cores."""
+"""A tiny model on the default (generated) corpus: a few minutes on 2 CPU cores."""
 
 from scaling.defaults import base_config
 

@@ -183,7 +183,8 @@ def _compiled_steps(trainer, batches, warmup: int):
   return run, trace_s, compile_s
 
 
-def _embedded_store(vocab_size: int, source: str = "embedded") -> storelib.TokenStore:
+def _default_store(vocab_size: int, source: str = "synthetic") -> storelib.TokenStore:
+  """The store of a corpus (default: the generated one, whose documents are 128 tokens)."""
   return encode.build_store(data_spec(source=source, vocab_size=vocab_size), verbose=False)
 
 
@@ -193,7 +194,7 @@ def loop_overhead(n_layer: int = 1, d_model: int = 24, n_heads: int = 1, n_ctx: 
   """Time between steps: the trainer's loop (real token store and grain loader, a global array per
   batch, metrics fetched one step behind) against the same compiled step timed blocked.
   Defaults: the smallest model of the quickstart ladder."""
-  store = _embedded_store(vocab_size)
+  store = _default_store(vocab_size)
   trainer, _ = trainer_step(n_layer, d_model, n_heads, n_ctx, store.n_vocab, batch,
                             total_steps=10 * steps)
   step_fn, state, mesh = trainer.step_fn, trainer.state, trainer.mesh
@@ -237,9 +238,9 @@ def loop_overhead(n_layer: int = 1, d_model: int = 24, n_heads: int = 1, n_ctx: 
 
 
 def loader_throughput(n_ctx: int = 256, batch: int = 16, steps: int = 200, threads: int = 2,
-                      source: str = "embedded", vocab_size: int = 4096) -> dict:
+                      source: str = "synthetic", vocab_size: int = 4096) -> dict:
   """Tokens/s of the trainer's grain pipeline alone (on the real token store), no model."""
-  store = _embedded_store(vocab_size, source)
+  store = _default_store(vocab_size, source)
   src = datalib.WindowBatches(store.train_T, n_ctx, batch, steps + 10, 0, 0, 1, 0)
   it = datalib.train_iterator(src, 0, threads)
   for _ in range(5):

@@ -87,6 +87,14 @@ def _print_headline(h: dict) -> None:
   if h["b_simple_at_final_loss_tokens"]:
     print(f"  online B_simple at its final loss {h['final_loss_largest']:.3f}: "
           f"{h['b_simple_at_final_loss_tokens']:.3g} tokens")
+  if h.get("excess"):
+    x = h["excess"]
+    lo, hi = (v if v is not None else math.nan for v in x["alpha_N_interval"] or (None, None))
+    print(f"  L(N) − H, H = {x['entropy_rate']:.4f} the corpus's exact entropy rate: alpha_N = "
+          f"{x['alpha_N']:.4f} [{lo:.4f}, {hi:.4f}], rms log residual {x['rms_log_residual']:.4f}")
+    if x["extrapolation_rel_error"] is not None:
+      print(f"    largest model (N = {x['extrapolation_N']:.3g}) predicted from the others: "
+            f"{100 * x['extrapolation_rel_error']:+.2f}% error in its loss")
   for name, t in h.get("transfer", {}).items():
     lo, hi = t["offset_interval"]
     print(f"  transfer to {name}: loss offset {t['offset']:+.3f} nats [{lo:+.3f}, {hi:+.3f}], "
@@ -145,6 +153,8 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
   t0 = time.time()
   out = Path(args.out)
   cfg = _load("isoflop_cpu", overrides)
+  if args.data:
+    cfg.data.source = args.data
   cfg.run_dir = str(out)
   store = encode.build_store(validate(cfg).data, out=str(out / "store"), verbose=not args.quiet)
   cfg.data.store = str(store.folder)
@@ -289,8 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
 
   p = sub.add_parser("quickstart", help="how big, how long, what loss: an isoFLOP sweep, fits, "
                                          "a held-out budget check and a report, on the "
-                                         "embedded corpus")
+                                         "generated corpus (or --data)")
   p.add_argument("--out", default="runs/quickstart", help="results directory")
+  p.add_argument("--data", default="",
+                 help="your corpus: a text file, folder, glob, JSONL (.jsonl[.xz]) or hf:NAME "
+                      "(default: the generated corpus, whose entropy rate is known)")
   p.add_argument("--budget", type=POSITIVE,
                  help="FLOP budget to answer for (default: 10x the largest budget trained)")
   p.add_argument("--overwrite", action="store_true")

@@ -249,7 +249,7 @@ def parse_eval_sources(spec: str) -> list[tuple[str, str]]:
 
 def extra_eval_tokens(tokenizer, source: str, text_field: str, lowercase: bool) -> np.ndarray:
   """An extra evaluation set tokenized with the run's tokenizer (documents EOS-separated as in
-  the store), optionally lower-cased like the embedded training corpus."""
+  the store), optionally lower-cased (for a lower-cased training corpus)."""
   docs = load_documents(source, text_field)
   if lowercase:
     docs = [d.lower() for d in docs]

@@ -27,9 +27,24 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.data = ml_collections.ConfigDict()
   cfg.data.store = ""              # a folder written by `scaling tokenize` (then source, vocab_size,
                                    # tokenizer and eval_fraction are the store's, not read)
-  cfg.data.source = "embedded"     # embedded | file | folder | glob | x.jsonl | hf:NAME[:SPLIT]
+  # synthetic: the generated corpus whose entropy rate is known (scaling/generated.py; its
+  # symbols are the tokens) | file | folder | glob | x.jsonl[.xz] | hf:NAME[:SPLIT] (real text)
+  cfg.data.source = "synthetic"
   cfg.data.text_field = "text"     # JSONL / Hugging Face column holding the text
-  cfg.data.vocab_size = 2048       # byte-level BPE trained on the training split
+  cfg.data.vocab_size = 2048       # byte-level BPE trained on the training split; for the
+                                   # generated corpus its number of symbols
+  cfg.data.synthetic = ml_collections.ConfigDict()
+  cfg.data.synthetic.seed = 0
+  cfg.data.synthetic.doc_tokens = 0        # 0: model.n_ctx, so a training window is a document
+  cfg.data.synthetic.train_tokens = 4_000_000
+  cfg.data.synthetic.eval_tokens = 262_144
+  cfg.data.synthetic.n_patterns = 20_000   # the "quanta": phrases drawn with Zipf frequencies …
+  cfg.data.synthetic.zipf_exponent = 1.5   # … p_k ∝ k^−s (predicts L(N) − H ∝ N^−(s−1))
+  cfg.data.synthetic.pattern_tokens = 6    # 2 head tokens naming the pattern, body, 1 slot
+  cfg.data.synthetic.slot_values = 16      # a slot's values: drawn once per document, then copied
+  cfg.data.synthetic.n_topics = 32         # a document's latent topic, written at its start …
+  cfg.data.synthetic.topic_patterns = 64   # … favours its own patterns …
+  cfg.data.synthetic.topic_weight = 0.5    # … for this share of the phrases
   cfg.data.tokenizer = ""          # path to an existing tokenizer.json instead of training one
   cfg.data.tokenizer_sample_bytes = 64_000_000  # the BPE is trained on an evenly spread sample
                                    # of the training documents of at most this many bytes
@@ -46,7 +61,8 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.train.batch_size = 16        # global batch in sequences (tokens = batch_size · n_ctx)
   cfg.train.steps = 0              # set steps, or tokens (steps = tokens / batch tokens)
   cfg.train.tokens = 2_000_000
-  cfg.train.peak_lr = 0.0          # 0: Kaplan's LR(N) rule with N non-embedding
+  cfg.train.peak_lr = 0.0          # 0: Kaplan's LR(N) rule with N non-embedding …
+  cfg.train.lr_scale = 1.0         # … times this
   cfg.train.warmup_frac = 0.05     # linear warm-up over this fraction of the steps …
   cfg.train.warmup_steps = 0       # … or this many steps when > 0
   cfg.train.min_lr_ratio = 0.1     # decay to this fraction of the peak
@@ -77,7 +93,7 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.eval.batch_size = 16
   cfg.eval.extra_sources = ""      # more held-out sets: "name=source,…" (any data source, or
                                    # builtin:python-docs); logged as eval_loss/<name>
-  cfg.eval.extra_lowercase = True  # lower-case them, as the embedded corpus is
+  cfg.eval.extra_lowercase = False  # lower-case them (for a lower-cased training corpus)
 
   cfg.checkpoint = ml_collections.ConfigDict()
   cfg.checkpoint.every = 200       # steps between checkpoints (and at the end)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import data as datalib
+from scaling import encode_generated
 from scaling import remote
 from scaling import runlock
 from scaling import sources
@@ -158,22 +159,6 @@ def _tokenizer(data, scanned: Scan, n_train: int, verbose: bool):
   return tok, sample
 
 
-def _check_folder(folder: Path, content: str) -> bool:
-  """Whether `folder` already holds this corpus's finished store; refuses a folder holding
-  anything else."""
-  meta = folder / storelib.META
-  if meta.is_file():
-    found = storelib.read_json(meta, "meta.json").get("content_sha256_16")
-    if found != content:
-      raise UserError(f"{folder} holds a token store of another corpus, tokenizer or split"
-                      f"{' (or one written by an older version)' if found is None else ''}; "
-                      "choose another folder or delete it")
-    return True
-  if folder.is_dir() and any(folder.iterdir()) and not (folder / storelib.PROGRESS).is_file():
-    raise UserError(f"{folder} is not empty and holds no token store; give an empty or new folder")
-  return False
-
-
 def _write(data, tok, tok_hash: str, folder: Path, content: str, scanned: Scan, n_train: int,
            sample: list, verbose: bool) -> None:
   n_vocab = tok.get_vocab_size()
@@ -199,7 +184,9 @@ def _write(data, tok, tok_hash: str, folder: Path, content: str, scanned: Scan, 
 def build_store(data, out: str = "", verbose: bool = True) -> storelib.TokenStore:
   """Reads, splits and tokenizes the corpus of `data` into a store: in `out` when given, else in
   the cache directory under the corpus's hash (reused when already there, finished when a
-  previous build was stopped)."""
+  previous build was stopped). The generated corpus is written by scaling/encode_generated.py."""
+  if data.source == encode_generated.SOURCE:
+    return encode_generated.build(data, out, verbose)
   scanned = scan(data.source, data.text_field, data.tokenizer_sample_bytes, verbose)
   n_eval = sources.n_held_out(scanned.n_docs, data.eval_fraction)
   n_train = scanned.n_docs - n_eval
@@ -209,7 +196,7 @@ def build_store(data, out: str = "", verbose: bool = True) -> storelib.TokenStor
   folder = Path(out) if out else datalib.cache_root(data.cache_dir) / "stores" / content
   say = (lambda m: print(m, flush=True)) if verbose else None
   with runlock.waiting(folder, say):   # one writer; another process building it waits
-    if not _check_folder(folder, content):
+    if not storelib.check_folder(folder, content):
       _write(data, tok, tok_hash, folder, content, scanned, n_train, sample, verbose)
   return storelib.open_store(folder, tok, verbose)
 

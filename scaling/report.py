@@ -56,6 +56,11 @@ def _figure_ln(fits: dict, out: Path, figures: dict) -> None:
       ax.plot(n_grid, forms.loss_n(p, n_grid), style,
               label=f"fit {name}: α_N = {p['alpha_N']:.3f}"
                     + (f", E = {p['E']:.2f}" if "E" in p else ""))
+  if "N-H" in ln:
+    p, h = ln["N-H"]["params"], ln["N-H"]["entropy_rate"]
+    ax.plot(n_grid, h + forms.loss_n(p, n_grid), ":",
+            label=f"fit H + (N_c/N)^α_N: α_N = {p['alpha_N']:.3f}")
+    ax.axhline(h, color="k", lw=0.8, label=f"entropy rate H = {h:.3f} (exact)")
   for e in ln["N"].get("extrapolation", []):
     ax.plot([e["N"]], [e["measured"]], "*", ms=14, color="C3",
             label=f"held out: predicted {e['predicted']:.3f}, measured {e['measured']:.3f} "

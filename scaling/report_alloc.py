@@ -154,6 +154,8 @@ def markdown(out: Path, doc: dict, figures: dict) -> str:
     lines += ["", f"Reference losses of this corpus: a bigram model (Witten–Bell, counted on the "
               f"training split) {ref['bigram']:.3f} nats/token on the held-out split"
               + (f"; the unigram entropy {ref['unigram']:.3f}" if ref.get("unigram") else "")
+              + (f"; the exact entropy rate of this generated corpus {ref['entropy_rate']:.3f}, "
+                 "below which no model can go" if ref.get("entropy_rate") is not None else "")
               + ". Runs above the bigram loss predict mostly "
               "from the previous token; a law fitted there does not extrapolate below it."]
   if alloc.get("seed_noise") is not None:

@@ -53,10 +53,22 @@ def _extrapolation(fits: dict) -> list[str]:
   lines = []
   for name, f in fits["L(N)"].items():
     for e in (f.get("extrapolation", []) if name != "points" else []):
+      if "measured_loss" in e:   # L(N) − H: the loss itself, H added back
+        lines.append(f"- L(N) − H fitted without N = {fmt(e['N'])}: loss predicted "
+                     f"{e['predicted_loss']:.4f}, measured {e['measured_loss']:.4f}, error "
+                     f"{100 * e['rel_error_loss']:+.2f}% (in L − H: {100 * e['rel_error']:+.2f}%, "
+                     f"{'inside' if e['inside_interval'] else 'outside'} its 95% interval "
+                     f"{_interval(e['interval'])})")
+        continue
       lines.append(f"- L({name}) fitted without N = {fmt(e['N'])}: predicted {e['predicted']:.4f}, "
                    f"measured {e['measured']:.4f}, error {100 * e['rel_error']:+.2f}% "
                    f"({'inside' if e['inside_interval'] else 'outside'} the 95% "
                    f"{e.get('interval_kind', 'interval')} {_interval(e['interval'])})")
+  excess = fits["L(N)"].get("N-H")
+  if excess:
+    lines.append(f"- The corpus's exact entropy rate H = {excess['entropy_rate']:.4f} nats/token "
+                 "(the generated corpus): the floor under every loss above; L(N) − H has rms log "
+                 f"residual {excess['rms_log_residual']:.4f}")
   return lines
 
 

@@ -1,7 +1,7 @@
 """Corpus sources read as a stream of documents, in bounded memory whatever the corpus size.
 
-Sources (the `data.source` config string):
-  "embedded"            the TinyStories sample shipped in the package (scaling/corpora/)
+Sources of text (the `data.source` config string; "synthetic", the default, is the generated
+corpus of scaling/generated.py, which has no text and does not come through here):
   path/to/file.txt      one text file, split into documents at blank lines (read 8 MiB at a time)
   path/to/folder, glob  every *.txt/*.md file under it (or matching it), one document per file
   path/to/file.jsonl    one document per line (also .jsonl.xz), the text in `data.text_field`
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import codecs
 import glob as globlib
-import importlib.resources
 import json
 import lzma
 import re
@@ -25,16 +24,12 @@ from typing import Iterator
 
 from scaling.errors import UserError
 
-EMBEDDED = "embedded"
+SYNTHETIC = "synthetic"
 _TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst")
 _READ_BYTES = 8 << 20
 _BLANK_LINE = re.compile(r"\n\s*\n")
 # A whitespace-free run this long is not text: byte-level BPE training on it takes hours.
 _LONG_RUN = re.compile(r"\S{20000,}")
-
-
-def embedded_corpus_path() -> Path:
-  return Path(str(importlib.resources.files("scaling") / "corpora" / "tinystories.jsonl.xz"))
 
 
 def python_docs() -> list[str]:
@@ -149,9 +144,14 @@ def _files_of(source: str) -> list[Path]:
 
 
 def _raw_documents(source: str, text_field: str) -> Iterator[str]:
-  if source == EMBEDDED:
-    yield from _jsonl_documents(embedded_corpus_path(), "text")
-  elif source == "builtin:python-docs":
+  if source == SYNTHETIC:
+    raise UserError("the synthetic corpus is generated token by token and has no text "
+                    "documents; give a text source here (a file, folder, glob, JSONL or hf:NAME)")
+  if source == "embedded":
+    raise UserError("the embedded TinyStories sample is no longer shipped: use the generated "
+                    "default (data.source=synthetic) or give the text yourself (a file, folder, "
+                    "glob, JSONL or hf:NAME)")
+  if source == "builtin:python-docs":
     yield from python_docs()
   elif source.startswith("hf:"):
     yield from _hf_documents(source, text_field)
@@ -170,7 +170,7 @@ def iter_documents(source: str, text_field: str = "text") -> Iterator[str]:
   """The non-empty documents of a source, stripped, one at a time; raises UserError for bad
   input (also when the source holds no text at all)."""
   if not source:
-    raise UserError("data.source is empty; give 'embedded', a file, a folder, a glob or hf:NAME")
+    raise UserError("data.source is empty; give 'synthetic', a file, a folder, a glob or hf:NAME")
   n = 0
   for raw in _raw_documents(source, text_field):
     doc = raw.strip()

@@ -18,6 +18,23 @@ from scaling.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
+class SyntheticSpec:
+  """The generated corpus of data.source = "synthetic" (scaling/generated.py); the vocabulary is
+  data.vocab_size."""
+  seed: int = 0
+  doc_tokens: int = 0            # a document's tokens; 0: model.n_ctx (a window is a document)
+  train_tokens: int = 4_000_000
+  eval_tokens: int = 262_144
+  n_patterns: int = 20_000
+  zipf_exponent: float = 1.5
+  pattern_tokens: int = 6
+  slot_values: int = 16
+  n_topics: int = 32
+  topic_patterns: int = 64
+  topic_weight: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
 class DataSpec:
   source: str
   text_field: str
@@ -31,6 +48,7 @@ class DataSpec:
   sampling: str = "epochs"  # windows without replacement per epoch, or "uniform" (data.py)
   tokenizer_sample_bytes: int = 64_000_000  # the BPE's training sample (scaling/encode.py)
   shard_tokens: int = 1 << 27                # tokens per shard file (scaling/store.py)
+  synthetic: SyntheticSpec = SyntheticSpec()   # source "synthetic": the generator's parameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +74,7 @@ class TrainSpec:
   init_from: str = ""           # "RUN_DIR@STEP": start from that run's checkpoint (a branch)
   init_mode: str = "continue"   # continue: its steps, batches and metrics | fork: a new run
   schedule_steps: int = 0       # the schedule's horizon when not the run's length (0)
+  lr_scale: float = 1.0         # peak_lr = 0: this multiple of Kaplan's LR(N)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +143,10 @@ def _finite_nonneg(x) -> bool:
 # (section.field) → (check, what it must be). Fields not listed only have their type checked.
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (_nonneg, "a non-negative integer"),
-    "data.vocab_size": (lambda v: v >= 258, "at least 258 (byte-level BPE: 256 bytes + EOS + 1)"),
+    "data.vocab_size": (lambda v: v >= 8, "at least 8 (258 for byte-level BPE: 256 bytes + EOS + 1)"),
+    "data.synthetic.doc_tokens": (_nonneg, "a non-negative integer (0: model.n_ctx)"),
+    "data.synthetic.train_tokens": (lambda v: v >= 1024, "at least 1024"),
+    "data.synthetic.eval_tokens": (lambda v: v >= 256, "at least 256"),
     "data.eval_fraction": (lambda v: 0 < v < 1, "between 0 and 1 (exclusive)"),
     "data.max_train_tokens": (_nonneg, "a non-negative integer (0: all)"),
     "data.loader_threads": (_nonneg, "a non-negative integer"),
@@ -147,6 +169,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.stop_loss": (_finite_nonneg, "a finite non-negative number (0: off)"),
     "train.stop_window_tokens": (_nonneg, "a non-negative integer"),
     "train.schedule_steps": (_nonneg, "a non-negative integer (0: the run's own steps)"),
+    "train.lr_scale": (lambda v: math.isfinite(v) and v > 0, "a positive finite number"),
     "train.schedule": (lambda v: v in ("cosine", "wsd"), "cosine or wsd"),
     "train.init_mode": (lambda v: v in ("continue", "fork"), "continue or fork"),
     "train.decay_frac": (lambda v: 0 < v <= 1, "in (0, 1]"),
@@ -179,8 +202,13 @@ def _typed(path: str, value, kind):
   return value
 
 
+_NESTED = {"SyntheticSpec": SyntheticSpec}   # sections inside sections
+
+
 def _section(cls, cfg, prefix: str):
-  node = cfg.get(prefix) if prefix else cfg
+  node = cfg
+  for part in filter(None, prefix.split(".")):
+    node = node.get(part) if node is not None else None
   if node is None:
     raise UserError(f"the config has no {prefix!r} section")
   values = {}
@@ -188,6 +216,9 @@ def _section(cls, cfg, prefix: str):
     if f.name not in node:
       if f.default is dataclasses.MISSING:
         raise UserError(f"the config lacks {prefix}.{f.name}")
+      continue
+    if str(f.type) in _NESTED:
+      values[f.name] = _section(_NESTED[str(f.type)], cfg, f"{prefix}.{f.name}")
       continue
     kind = {"int": int, "float": float, "bool": bool, "str": str}[str(f.type)]
     values[f.name] = _typed(f"{prefix}.{f.name}", node[f.name], kind)
@@ -203,12 +234,22 @@ def validate(cfg) -> RunSpec:
   if "model" not in cfg:
     raise UserError("the config has no 'model' section")
   return RunSpec(**top, model=dict(cfg.model.to_dict()),
-                 data=_section(DataSpec, cfg, "data"), train=_section(TrainSpec, cfg, "train"),
+                 data=_data_section(cfg), train=_section(TrainSpec, cfg, "train"),
                  gns=_section(GnsSpec, cfg, "gns"), eval=_section(EvalSpec, cfg, "eval"),
                  checkpoint=_section(CheckpointSpec, cfg, "checkpoint"),
                  mesh=_section(MeshSpec, cfg, "mesh"))
 
 
+def _data_section(cfg) -> DataSpec:
+  """The data section, the generated corpus's documents one context long unless set."""
+  data = _section(DataSpec, cfg, "data")
+  if data.synthetic.doc_tokens == 0:
+    n_ctx = _typed("model.n_ctx", cfg.model.get("n_ctx", 128), int)
+    data = dataclasses.replace(data, synthetic=dataclasses.replace(data.synthetic,
+                                                                   doc_tokens=n_ctx))
+  return data
+
+
 def data_spec(**fields) -> DataSpec:
   """The default data section (scaling/defaults.py) with some fields replaced."""
-  return dataclasses.replace(_section(DataSpec, base_config(), "data"), **fields)
+  return dataclasses.replace(_data_section(base_config()), **fields)

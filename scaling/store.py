@@ -95,10 +95,18 @@ class TokenStore:
   def summary(self) -> str:
     m = self.meta
     n_shards = sum(len(v) for v in m.get("shards", {}).values()) or 2
+    text = (f"{m['n_bytes_train']:,} + {m['n_bytes_eval']:,} bytes, "
+            if m.get("n_bytes_train") is not None else "")
+    floor = (f", entropy rate {self.entropy_rate():.4f} nats/token (the generated corpus: its "
+             "symbols are the tokens)" if self.entropy_rate() is not None else "")
     return (f"corpus: {m['n_docs_train']:,} + {m['n_docs_eval']:,} documents (train + held out), "
-            f"{m['n_bytes_train']:,} + {m['n_bytes_eval']:,} bytes, "
-            f"{m['n_tokens_train']:,} + {m['n_tokens_eval']:,} tokens in {n_shards} shards, "
-            f"vocabulary {self.n_vocab:,}")
+            f"{text}{m['n_tokens_train']:,} + {m['n_tokens_eval']:,} tokens in {n_shards} "
+            f"shards, vocabulary {self.n_vocab:,}{floor}")
+
+  def entropy_rate(self) -> float | None:
+    """The exact entropy rate (nats/token) of a generated corpus (scaling/generated.py): no
+    model's held-out loss can lie below it. None for real text, whose is unknown."""
+    return self.meta.get("entropy_rate_nats")
 
   def unigram_entropy(self) -> float:
     """Entropy (nats/token) of the training split's unigram distribution: the loss of a model
@@ -224,6 +232,22 @@ def open_store(folder, tok=None, verbose: bool = False) -> TokenStore:
   if verbose:
     print(store.summary(), flush=True)
   return store
+
+
+def check_folder(folder: Path, content: str) -> bool:
+  """Whether `folder` already holds the finished store of this content (meta.json's
+  content_sha256_16); refuses a folder holding anything else."""
+  meta = folder / META
+  if meta.is_file():
+    found = read_json(meta, "meta.json").get("content_sha256_16")
+    if found != content:
+      raise UserError(f"{folder} holds a token store of another corpus, tokenizer or split"
+                      f"{' (or one written by an older version)' if found is None else ''}; "
+                      "choose another folder or delete it")
+    return True
+  if folder.is_dir() and any(folder.iterdir()) and not (folder / PROGRESS).is_file():
+    raise UserError(f"{folder} is not empty and holds no token store; give an empty or new folder")
+  return False
 
 
 class ShardWriter:

@@ -82,7 +82,7 @@ def prepare(cfg, verbose: bool) -> Setup:
   if total_steps <= 0:
     raise UserError("set train.steps or train.tokens to a positive number")
   counts = param_count(mcfg)
-  peak_lr = spec.train.peak_lr or kaplan_learning_rate(counts["n_kaplan"])
+  peak_lr = spec.train.peak_lr or spec.train.lr_scale * kaplan_learning_rate(counts["n_kaplan"])
   skips = datalib.parse_skip_batches(spec.train.skip_batches)
   train_source = datalib.SkipBatches(datalib.WindowBatches(
       store.train_T, mcfg.n_ctx, spec.train.batch_size, total_steps + len(skips), spec.seed,
@@ -91,6 +91,13 @@ def prepare(cfg, verbose: bool) -> Setup:
   ev = spec.eval
   eval_nBW = datalib.eval_batches(store.eval_T, mcfg.n_ctx, ev.batch_size, ev.batches)
   # Extra held-out sets (other distributions), tokenized with this run's tokenizer.
+  if ev.extra_sources and store.entropy_rate() is not None:
+    raise UserError("eval.extra_sources are text, and the generated corpus's tokenizer has "
+                    "only its own symbols; drop eval.extra_sources or train on a text corpus")
+  if store.entropy_rate() is not None and store.meta["synthetic"]["doc_tokens"] != mcfg.n_ctx:
+    print(f"note: the generated corpus's documents are {store.meta['synthetic']['doc_tokens']} "
+          f"tokens and the context {mcfg.n_ctx}: windows are not documents, and the entropy "
+          "rate is not reachable", flush=True)
   extra_sets = {
       name: datalib.eval_batches(
           datalib.extra_eval_tokens(store.tokenizer, source, spec.data.text_field,
@@ -206,7 +213,7 @@ def _train(cfg, setup: Setup, run_dir: Path, is_main: bool, say, sync) -> dict:
       "FLOP/token (PaLM count)")
   say(f"training: {setup.total_steps} steps x {spec.train.batch_size} x {mcfg.n_ctx} tokens on "
       f"{geom.n_devices} {jax.default_backend()} device(s), peak lr {setup.peak_lr:.3g}"
-      f"{' (Kaplan LR(N))' if not spec.train.peak_lr else ''}, gns B_small/B_big = "
+      f"{_lr_rule(spec.train)}, gns B_small/B_big = "
       f"{geom.b_small_tokens}/{geom.b_big_tokens} tokens | run dir {run_dir}")
   loop.run()
   summary = _summary(setup, loop, run_dir, is_main)
@@ -377,6 +384,13 @@ class _Loop:
                     "rerun the same command to resume")
 
 
+def _lr_rule(train) -> str:
+  """Where the peak learning rate came from, in words (empty when set by hand)."""
+  if train.peak_lr:
+    return ""
+  return " (Kaplan LR(N))" if train.lr_scale == 1 else f" ({train.lr_scale:g} x Kaplan LR(N))"
+
+
 def _summary(setup: Setup, loop: _Loop, run_dir: Path, is_main: bool) -> dict:
   spec, mcfg, store = setup.spec, setup.mcfg, setup.store
   steps, start, batch_tokens = loop.steps_done, loop.start, setup.batch_tokens
@@ -404,6 +418,7 @@ def _summary(setup: Setup, loop: _Loop, run_dir: Path, is_main: bool) -> dict:
       "best_eval_loss": _finite_or_none(loop.best["eval_loss"]),
       "best_eval_step": loop.best["step"],
       "unigram_entropy": store.unigram_entropy(), "bigram_loss": store.bigram_loss(),
+      "entropy_rate": store.entropy_rate(),
       "b_simple_tokens_final": final.get("b_simple_tokens"),
       "wall_time_s": elapsed_s, "n_devices": loop.trainer.geom.n_devices,
       "backend": jax.default_backend(), "peak_flop_per_s": loop.peak_flop_per_s,

@@ -12,10 +12,35 @@ os.environ.setdefault("SCALING_CACHE", tempfile.mkdtemp(prefix="scaling-test-cac
 
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+
+SHARED_CORPORA = REPO.parent / "shared" / "corpora"
+
+
+def shared_corpus(relative: str) -> Path:
+  """A file or folder of the real text beside the checkout (../shared/corpora, as CI has it);
+  the test is skipped, saying why, where it is absent."""
+  path = SHARED_CORPORA / relative
+  if not path.exists():
+    pytest.skip(f"{path} is absent: this test reads real text from ../shared/corpora beside the "
+                "checkout (see its PROVENANCE.md)")
+  return path
+
+
+def words_corpus(folder: Path, n_docs: int = 40, seed: int = 0) -> str:
+  """A text file of n_docs blank-line-separated documents of 30 words drawn from ten: generated
+  text for the tokenizer's path."""
+  rng = np.random.default_rng(seed)
+  words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "home"]
+  text = "\n\n".join(" ".join(rng.choice(words, size=30)) for _ in range(n_docs))
+  path = Path(folder) / "corpus.txt"
+  path.write_text(text)
+  return str(path)
 
 
 @pytest.fixture

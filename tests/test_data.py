@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import shared_corpus, words_corpus
 from scaling import sources as data
 from scaling.errors import UserError
 from scaling.spec import data_spec
@@ -12,11 +13,18 @@ from scaling.encode import build_store
 from scaling import data as datalib
 
 
-def test_embedded_corpus_reads_all_stories():
-  docs = data.load_documents("embedded")
-  assert len(docs) == 5478  # PROVENANCE.md
+def test_shared_tinystories_reads_all_stories():
+  docs = data.load_documents(str(shared_corpus("tinystories/stories.jsonl.xz")))
+  assert len(docs) == 5478  # its PROVENANCE.md
   train, held = data.split_documents(docs, 0.1)
   assert len(held) == 548 and train + held == docs
+
+
+def test_the_generated_corpus_and_the_old_embedded_name_are_not_text():
+  with pytest.raises(UserError, match="no text documents"):
+    data.load_documents("synthetic")
+  with pytest.raises(UserError, match="no longer shipped"):
+    data.load_documents("embedded")
 
 
 def test_text_file_folder_glob_and_jsonl(tmp_path):
@@ -56,12 +64,7 @@ def test_missing_corpus_and_bad_jsonl(tmp_path):
 
 
 def _corpus(tmp_path, n_docs=40):
-  rng = np.random.default_rng(0)
-  words = ["the", "cat", "sat", "on", "a", "mat", "dog", "ran", "far", "home"]
-  text = "\n\n".join(" ".join(rng.choice(words, size=30)) for _ in range(n_docs))
-  path = tmp_path / "corpus.txt"
-  path.write_text(text)
-  return str(path)
+  return words_corpus(tmp_path, n_docs)
 
 
 def test_store_is_cached_and_tokens_round_trip(tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, read_metrics
+from conftest import REPO, read_metrics, words_corpus
 from scaling import runlock, sweep
 from scaling.expand import expand
 from scaling.config import load_config_file
@@ -75,6 +75,9 @@ def test_report_from_a_tiny_sweep(tmp_path):
   cfg.run_dir = str(tmp_path / "sw")
   cfg.sweep.models = [(1, 8, 1), (1, 16, 1), (1, 24, 1), (1, 32, 2)]
   cfg.train.steps = 40
+  # Text, for the transfer section: Python's documentation, and generated words held out.
+  cfg.data.source = "builtin:python-docs"
+  cfg.eval.extra_sources = f"words={words_corpus(tmp_path, 200)}"
   sweep.run_sweep(cfg, verbose=False)
   result = make_report(cfg.run_dir, n_boot=50)
   out = Path(cfg.run_dir)
@@ -84,7 +87,7 @@ def test_report_from_a_tiny_sweep(tmp_path):
   assert set(result["figures"]) == {"L_N", "curves", "b_simple", "L_NS", "transfer"}
   md = (out / "report.md").read_text()
   assert "| L(N) | alpha_N |" in md and "Extrapolation check" in md
-  assert "| python-docs |" in md and md.count("## Transfer to other distributions") == 1
+  assert "| words |" in md and md.count("## Transfer to other distributions") == 1
   rep = json.loads((out / "fits.json").read_text())
   assert rep["headline"]["n_runs"] == 4 and rep["headline"]["extrapolation_N"] == 12 * 32 ** 2
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import read_metrics
+from conftest import read_metrics, words_corpus
 from scaling import data as datalib
 from scaling import train as trainlib
 from scaling.errors import UserError
@@ -18,8 +18,8 @@ from scaling import sources
 EXTRA = "python-docs=builtin:python-docs"
 
 
-def test_extra_set_uses_the_runs_tokenizer():
-  store = build_store(data_spec(source="embedded", vocab_size=300), verbose=False)
+def test_extra_set_uses_the_runs_tokenizer(tmp_path):
+  store = build_store(data_spec(source=words_corpus(tmp_path), vocab_size=300), verbose=False)
   tokens = datalib.extra_eval_tokens(store.tokenizer, "builtin:python-docs", "text", True)
   docs = [d.strip().lower() for d in sources.python_docs() if d.strip()]
   eos = store.tokenizer.token_to_id(datalib.EOS)
@@ -40,7 +40,7 @@ def test_parse_eval_sources():
 
 def test_extra_eval_fixed_and_resumed(small_cfg, tmp_path):
   cfg = small_cfg(**{"eval.extra_sources": EXTRA, "mesh.num_devices": 1, "train.steps": 20,
-                     "checkpoint.every": 10})
+                     "checkpoint.every": 10, "data.source": words_corpus(tmp_path, 400)})
   summary = trainlib.train(cfg, verbose=False)
   ref = {m["step"]: m for m in read_metrics(cfg.run_dir) if m["eval_loss"] is not None}
   assert set(ref) == {10, 20}
@@ -56,3 +56,8 @@ def test_extra_eval_fixed_and_resumed(small_cfg, tmp_path):
         ref[step]["eval_loss/python-docs"], rel=1e-5)
   assert json.loads((killed / "summary.json").read_text())["final_eval_losses"]["python-docs"] == \
       pytest.approx(summary["final_eval_losses"]["python-docs"], rel=1e-5)
+
+
+def test_extra_sets_refused_on_the_generated_corpus(small_cfg):
+  with pytest.raises(UserError, match="extra_sources are text"):
+    trainlib.train(small_cfg(**{"eval.extra_sources": EXTRA}), verbose=False)

@@ -100,16 +100,41 @@ def heldout_check(runs: list[Path], prediction: dict, convention: str,
 
 
 def reference_losses(runs: list[Path]) -> dict:
-  """The unigram entropy and the bigram model's held-out loss of the runs' corpus (their
-  summaries; for runs trained before the bigram loss was recorded, counted from their store)."""
+  """The unigram entropy, the bigram model's held-out loss and (a generated corpus only) the exact
+  entropy rate of the runs' corpus (their summaries; for runs trained before the bigram loss was
+  recorded, counted from their store)."""
   summary = rundir.read_summary(runs[0])
-  out = {"unigram": summary.get("unigram_entropy"), "bigram": summary.get("bigram_loss")}
+  out = {"unigram": summary.get("unigram_entropy"), "bigram": summary.get("bigram_loss"),
+         "entropy_rate": summary.get("entropy_rate")}
   if out["bigram"] is None and summary.get("store"):
     try:
       out["bigram"] = storelib.open_store(summary["store"]).bigram_loss()
     except (OSError, UserError, ValueError):
       pass
   return out
+
+
+def floor_check(alloc: dict, held: list[Path]) -> dict:
+  """The irreducible loss E of approach 3 with its interval, the lowest loss measured (fitted and
+  held-out runs), and the corpus's true floor where it is known (a generated corpus): E should lie
+  above it, and no run below it beyond its noise."""
+  a3 = alloc["approach3"]
+  losses = list(alloc["points"]["loss"]) + [rundir.read_summary(r).get("final_eval_loss")
+                                             for r in held]
+  best = min(x for x in losses if x is not None)
+  return {"E": a3["params"]["E"], "E_interval": a3["intervals"].get("E"), "best_loss": best,
+          "entropy_rate": alloc["reference_losses"].get("entropy_rate")}
+
+
+def floor_line(floor: dict) -> str:
+  """The floor check in words: E [interval] (approach 3), the best loss, and H where known."""
+  line = (f"irreducible loss: fitted E = {floor['E']:.3f} {_iv(floor['E_interval'], '.3f')} "
+          f"(approach 3); best measured loss {floor['best_loss']:.3f}")
+  h = floor.get("entropy_rate")
+  if h is None:
+    return line + " (the corpus's true floor is unknown: real text)"
+  return (line + f"; the corpus's true floor, its entropy rate H = {h:.3f} nats/token (exact: "
+          f"the generated corpus), E − H = {floor['E'] - h:+.3f}")
 
 
 def regime_warning(losses, predicted: dict, bigram: float | None) -> str | None:
@@ -235,6 +260,8 @@ def answer_lines(h: dict) -> list[str]:
                  f"{held['predicted']['N_opt']:.3g}, loss {held['predicted']['loss']:.3f}; "
                  f"measured {held['measured_loss']:.3f} ({100 * held['rel_error']:+.2f}%); "
                  + _best_words(held))
+  if h.get("floor"):
+    lines.append(floor_line(h["floor"]))
   if h.get("seed_noise") is not None:
     lines.append(f"run-to-run noise (seeds): σ = {h['seed_noise']:.4f} nats per run")
   lines += [f"warning: {w}" for w in h.get("warnings", [])]

@@ -147,6 +147,27 @@ def _fit_ln(ln: dict, n_boot: int, holdout: int, seed: int) -> dict:
           if name == "N" or len(np.unique(ln["N"])) > get_law(name).n_params + holdout}
 
 
+def fit_excess(ln: dict, entropy_rate: float, n_boot: int, holdout: int, seed: int) -> dict:
+  """L(N) − H = (N_c/N)^α_N where H, the corpus's entropy rate, is known exactly (the generated
+  corpus, scaling/generated.py): Kaplan's power law (arXiv 2001.08361 eq. 1.1) for the reducible
+  loss alone. The extrapolation check is restated for the loss itself (H added back)."""
+  excess = np.asarray(ln["loss"], float) - entropy_rate
+  if np.any(excess <= 0):
+    raise UserError(f"a run's held-out loss ({ln['loss'].min():.4f}) is at or below the corpus's "
+                    f"entropy rate {entropy_rate:.4f}: no model can do that; check the store")
+  result = _without_samples(fit_one("N", {"N": ln["N"], "loss": excess}, n_boot, holdout, seed,
+                                    None))
+  pred = get_law("N").predict(result["params"], np.asarray(ln["N"], float))
+  result.update(form="L(N) − H = (N_c/N)^alpha_N, H the exact entropy rate",
+                entropy_rate=entropy_rate,
+                rms_log_residual=float(np.sqrt(np.mean(np.log(excess / pred) ** 2))))
+  for ext in result.get("extrapolation", []):
+    ext["measured_loss"] = ext["measured"] + entropy_rate
+    ext["predicted_loss"] = ext["predicted"] + entropy_rate
+    ext["rel_error_loss"] = ext["predicted_loss"] / ext["measured_loss"] - 1
+  return result
+
+
 def _fit_nd(sweep: Path, n_boot: int, seed: int) -> dict:
   # Early-stopped losses (the lowest held-out loss of each run), as Kaplan fits L(N, D) (§4).
   best = io.load(str(sweep), "kaplan", "best_eval_loss")
@@ -165,6 +186,15 @@ def _headline(fits_ln: dict, cols: dict, full: np.ndarray) -> dict:
           "extrapolation_rel_error": ext.get("rel_error"), "extrapolation_N": ext.get("N"),
           "b_simple_at_final_loss_tokens": summary.get("b_simple_tokens_final"),
           "final_loss_largest": summary.get("final_eval_loss"), "n_runs": int(full.sum())}
+
+
+def excess_headline(result: dict) -> dict:
+  """The L(N) − H fit's exponent, interval, residual and extrapolation of the loss."""
+  ext = result.get("extrapolation", [{}])[0]
+  return {"entropy_rate": result["entropy_rate"], "alpha_N": result["params"]["alpha_N"],
+          "alpha_N_interval": result["intervals"].get("alpha_N"),
+          "rms_log_residual": result["rms_log_residual"],
+          "extrapolation_rel_error": ext.get("rel_error_loss"), "extrapolation_N": ext.get("N")}
 
 
 def is_isoflop(sweep: Path) -> bool:
@@ -209,7 +239,8 @@ def fit_isoflop_sweep(sweep: str, n_boot: int = 1000, seed: int = 0, check_facto
                     if alloc.get(k)},
               "target": target, "batch": batch_at(fits.get("b_simple_law"), target["loss"]),
               "heldout": alloc["heldout"], "check_prediction": alloc["check_prediction"],
-              "seed_noise": alloc["seed_noise"], "warnings": alloc["warnings"]}
+              "seed_noise": alloc["seed_noise"], "warnings": alloc["warnings"],
+              "floor": howbig.floor_check(alloc, held)}
   for law in fits.values():
     if isinstance(law, dict):
       law.pop("samples", None)
@@ -235,6 +266,9 @@ def fit_sweep(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -
   ln = {k: v[full] for k, v in cols.items() if isinstance(v, np.ndarray)}
   fits: dict = {"L(N)": _fit_ln(ln, n_boot, holdout, seed)}
   fits["L(N)"]["points"] = {"N": ln["N"], "loss": ln["loss"]}
+  entropy_rate = rundir.read_summary(runs[0]).get("entropy_rate")
+  if entropy_rate is not None:
+    fits["L(N)"]["N-H"] = fit_excess(ln, entropy_rate, n_boot, holdout, seed)
   env = approaches.fit_envelope([c for c, f in zip(cols["curves"], full) if f],
                                 min(n_boot, 300), seed)
   fits["frontier"] = {k: env[k] for k in ("params", "intervals", "n_boot", "envelope")}
@@ -255,6 +289,8 @@ def fit_sweep(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -
   if sn:
     fits["shapes"] = sn
   headline = _headline(fits["L(N)"], cols, full)
+  if entropy_rate is not None:
+    headline["excess"] = excess_headline(fits["L(N)"]["N-H"])
   if tr:
     headline["transfer"] = {name: {k: t[k] for k in ("offset", "offset_interval", "alpha_N",
                                                      "alpha_N_interval")}
