@@ -23,14 +23,14 @@ def get_config():
   cfg.model.n_ctx = 128
   cfg.data.vocab_size = 2048
   cfg.train.batch_size = 16
-  cfg.train.tokens = 2_500_000        # ≈ 1220 steps of 16 × 128 tokens, 0.63 epochs
+  cfg.train.tokens = 4_000_000        # ≈ 1950 steps of 16 × 128 tokens: the training split once
   cfg.train.lr_scale = 4.0
   cfg.eval.every = 250
   cfg.eval.batches = 8
   cfg.checkpoint.every = 250
 
   cfg.sweep = ml_collections.ConfigDict()
-  # (n_layer, d_model, n_heads): N = 12·n_layer·d_model² = 6.1e3, 2.5e4, 5.5e4, 9.8e4, 3.3e5, 7.9e5
-  cfg.sweep.models = [(2, 16, 1), (2, 32, 1), (2, 48, 1), (2, 64, 1), (3, 96, 2), (4, 128, 2)]
+  # (n_layer, d_model, n_heads): N = 12·n_layer·d_model² = 1.4e4, 2.5e4, 3.8e4, 5.5e4, 9.8e4, 1.5e5
+  cfg.sweep.models = [(2, 24, 1), (2, 32, 1), (2, 40, 1), (2, 48, 1), (2, 64, 1), (2, 80, 1)]
   cfg.sweep.max_train_tokens = [0]    # 0: the whole training split; list D-limits for L(N, D)
   return cfg

@@ -62,7 +62,7 @@ class SourceParams:
   n_patterns: int = 20_000    # K
   zipf_exponent: float = 1.5  # s: g(k) ∝ k^−s
   pattern_tokens: int = 6     # M: 2 head + M − 3 body + 1 slot
-  slot_values: int = 16       # S
+  slot_values: int = 4        # S
   n_topics: int = 32          # Z
   topic_patterns: int = 64    # T
   topic_weight: float = 0.5   # β

@@ -28,7 +28,7 @@ class SyntheticSpec:
   n_patterns: int = 20_000
   zipf_exponent: float = 1.5
   pattern_tokens: int = 6
-  slot_values: int = 16
+  slot_values: int = 4
   n_topics: int = 32
   topic_patterns: int = 64
   topic_weight: float = 0.5

@@ -76,3 +76,34 @@ def test_report_refits_when_runs_are_newer_than_fits(tmp_path):
   assert not sweepfit.is_current(sweep)
   report.make_report(str(sweep), n_boot=20)
   assert sweepfit.is_current(sweep)
+
+
+def test_known_entropy_rate_gives_the_excess_law_and_its_extrapolation(tmp_path, capsys):
+  """Runs on a generated corpus record its entropy rate H; L = H + (N_c/N)^α is then fitted as
+  L − H, its exponent recovered, the largest model predicted from the others, and H shown."""
+  h, alpha, n_c = 0.85, 0.3, 2e4
+  sweep = tmp_path / "sw"
+  for i, n in enumerate(np.logspace(3.5, 6, 6)):
+    fake_run(sweep / f"m{i}", int(n), float(h + (n_c / int(n)) ** alpha), steps=200,
+             b_simple=lambda l: B_STAR / l ** (1 / ALPHA_B), final_eval_losses={},
+             entropy_rate=h)
+  assert cli_main(["fit", str(sweep), "--bootstrap", "100"]) == 0
+  out = capsys.readouterr().out
+  assert "L(N) − H, H = 0.8500" in out and "error in its loss" in out
+  doc = json.loads((sweep / "fits.json").read_text())
+  x = doc["headline"]["excess"]
+  assert x["alpha_N"] == pytest.approx(alpha, rel=1e-3)
+  assert x["alpha_N_interval"][0] <= alpha <= x["alpha_N_interval"][1]
+  assert x["extrapolation_rel_error"] == pytest.approx(0, abs=1e-3)
+  # The pure power law, blind to H, bends away from these points and misses the largest.
+  assert abs(doc["headline"]["extrapolation_rel_error"]) > 0.005
+  report.make_report(str(sweep))
+  md = (sweep / "report.md").read_text()
+  assert "entropy rate H = 0.8500" in md and "L(N) − H fitted without" in md
+
+
+def test_a_loss_below_the_entropy_rate_is_refused(tmp_path):
+  sweep = tmp_path / "sw"
+  for i, n in enumerate((1e3, 1e4, 1e5)):
+    fake_run(sweep / f"m{i}", int(n), 1.0 - 0.1 * i, entropy_rate=0.9)
+  assert cli_main(["fit", str(sweep), "--bootstrap", "10"]) == 2

@@ -159,3 +159,28 @@ def test_heldout_optimum_within_the_seeds_noise(tmp_path):
   fitted = howbig.heldout_check([tmp_path / "N1e+04-s0", tmp_path / "N2e+04-s0"], pred,
                                 "kaplan", fitted_noise=0.05)
   assert fitted["noise_from"] == "fitted points' seeds" and fitted["optimum_within_noise"]
+
+
+def test_the_answer_states_the_fitted_floor_against_a_known_entropy_rate(tmp_path):
+  """Runs of a known L(N, D) whose irreducible term is the corpus's entropy rate (as on the
+  generated corpus): approach 3's E recovers it, and the answer says E, its interval, the best
+  loss and H."""
+  from conftest import fake_run
+  from scaling.laws import howbig, sweepfit
+  pts = synthetic_points(noise=0.002, seed=1)
+  budgets = sorted(set(pts["budget"]))[::2]            # 4 budgets, every other size: 36 runs
+  keep = np.isin(pts["budget"], budgets) & (np.arange(pts["N"].size) % 2 == 0)
+  pts = {k: v[keep] for k, v in pts.items()}
+  for i, (n, c, loss) in enumerate(zip(pts["N"], pts["budget"], pts["loss"])):
+    fake_run(tmp_path / f"C{c:.1e}-{i}", int(n), float(loss), steps=50,
+             batch=int(round(c / (6 * int(n)) / 50)), budget_flop=float(c),
+             flop_convention="kaplan", epochs=1.0, entropy_rate=TRUE["E"])
+  doc = sweepfit.fit_isoflop_sweep(str(tmp_path), n_boot=20)
+  floor = doc["headline"]["floor"]
+  assert floor["entropy_rate"] == TRUE["E"] and floor["best_loss"] == pytest.approx(
+      min(pts["loss"]))
+  assert floor["E"] == pytest.approx(TRUE["E"], rel=0.02)
+  lo, hi = floor["E_interval"]
+  assert lo <= floor["E"] <= hi
+  line = next(x for x in howbig.answer_lines(doc["headline"]) if x.startswith("irreducible"))
+  assert f"H = {TRUE['E']:.3f}" in line and f"E = {floor['E']:.3f}" in line
