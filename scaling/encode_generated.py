@@ -19,6 +19,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from scaling import data as datalib
 from scaling import generated, runlock
 from scaling import store as storelib
+from scaling.errors import UserError
 
 SOURCE = "synthetic"
 _VERSION = "generated-v1"   # change when the generator's output changes
@@ -72,6 +73,9 @@ def _write_split(writer: storelib.ShardWriter, source: generated.Source, split: 
 def build(data, out: str = "", verbose: bool = True) -> storelib.TokenStore:
   """The generated corpus's store: in `out` when given, else in the cache directory under its
   parameters' hash (reused when there, finished when a build was stopped)."""
+  if data.tokenizer:
+    raise UserError(f"data.tokenizer={data.tokenizer!r} is for text; the generated corpus needs "
+                    "none (its symbols are the tokens): leave data.tokenizer empty")
   params = source_params(data)
   params.check()
   n_train, n_eval = _doc_counts(data, params)
@@ -97,6 +101,9 @@ def _write(data, params, tok, folder: Path, content: str, n_train: int, n_eval: 
               "dtype": np.dtype(np.uint16 if params.vocab <= 2**16 else np.uint32).name,
               "shard_tokens": data.shard_tokens}
   writer = storelib.ShardWriter(folder, identity)
+  if writer.resuming and verbose:
+    print(f"tokenize: resuming {folder} at document {writer.next_doc:,} "
+          f"({sum(len(v) for v in writer.shards.values())} shards kept)", flush=True)
   _write_split(writer, source, "train", n_train, 0)
   _write_split(writer, source, "eval", n_eval, n_train)
   entropy = generated.entropy_rate(source)

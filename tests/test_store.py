@@ -27,7 +27,7 @@ def test_tokenize_writes_a_store_a_run_trains_on(tmp_path, capsys, small_cfg):
   meta = json.loads((out / "meta.json").read_text())
   n_train, n_eval = meta["n_tokens_train"], meta["n_tokens_eval"]
   assert [s["n_tokens"] for s in meta["shards"]["train"]] == \
-      [100000] * (n_train // 100000) + [n_train % 100000]        # fixed size, the last shorter
+      [100000] * (n_train // 100000) + [n_train % 100000] * (n_train % 100000 > 0)  # the last shorter
   assert {p.name for p in out.iterdir()} == {"meta.json", "tokenizer.json"} | {
       f"{split}-{k:05d}.bin" for split in ("train", "eval") for k in range(len(meta["shards"][split]))}
   opened = storelib.open_store(out)
@@ -74,12 +74,15 @@ def test_sharded_tokens_index_like_one_array():
     sharded[np.array([26])]
 
 
-def test_tokenize_killed_midway_reruns_to_identical_shards(tmp_path, witness, monkeypatch):
+@pytest.mark.parametrize("corpus", [
+    "--config.data.synthetic.train_tokens=3000000",     # the generated corpus
+    "--config.data.source=builtin:python-docs --config.data.shard_tokens=2048"])  # text, BPE
+def test_tokenize_killed_midway_reruns_to_identical_shards(tmp_path, witness, monkeypatch, corpus):
   """`scaling tokenize` SIGKILLed while writing shards: the rerun keeps the finished shards,
   redoes the rest, and every file equals an uninterrupted build's, byte for byte."""
   env = dict(os.environ, SCALING_CACHE=str(witness / "cache"))
   args = [sys.executable, "-m", "scaling.cli", "tokenize", "--config",
-          str(REPO / "configs/test_small.py"), "--config.data.shard_tokens=8192"]
+          str(REPO / "configs/test_small.py"), "--config.data.shard_tokens=8192", *corpus.split()]
   whole, killed = tmp_path / "whole", tmp_path / "killed"
   proc = subprocess.Popen(args + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)

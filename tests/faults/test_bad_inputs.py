@@ -71,8 +71,13 @@ CASES = {
                                                                              (1e6, 2.8)])],
                               "too few"),
     "tokenizer file that is not one": (lambda w: _train(w, _corpus(w, "tok", b'{"not": 1}')
-                                                        .replace("data.source", "data.tokenizer")),
+                                                        .replace("data.source", "data.tokenizer"),
+                                                        "--config.data.source=builtin:python-docs"),
                                        "not a tokenizers JSON file"),
+    "tokenizer for the generated corpus": (lambda w: _train(w, _corpus(w, "tok2", b'{}')
+                                                            .replace("data.source",
+                                                                     "data.tokenizer")),
+                                           "its symbols are the tokens"),
 }
 
 

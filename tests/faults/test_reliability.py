@@ -338,6 +338,20 @@ def _corrupt_cache(w, tmp, pattern: str) -> Path:
   return cache
 
 
+def _damaged_tokenizer_cache(tmp) -> Path:
+  """A cache holding the BPE of a text corpus (Python's documentation), then damaged."""
+  from scaling.encode import build_store
+  from scaling.spec import data_spec
+  cache = tmp / "cache"
+  build_store(data_spec(source="builtin:python-docs", vocab_size=300, cache_dir=str(cache)),
+              verbose=False)
+  hits = list(cache.glob("tokenizers/*.json"))
+  assert hits
+  for p in hits:
+    p.write_text("{damaged")
+  return cache
+
+
 def _bad_xz(tmp) -> str:
   path = tmp / "c.jsonl.xz"
   whole = lzma.compress("".join(json.dumps({"text": f"story {i} of a cat {i * i}"}) + "\n"
@@ -358,7 +372,8 @@ TRACEBACKS = {
     "damaged token store meta.json": (lambda w, t: _train_args(
         t / "r", _corrupt_cache(w, t, "stores/*/meta.json")), "meta.json cannot be read"),
     "damaged cached tokenizer": (lambda w, t: _train_args(
-        t / "r", _corrupt_cache(w, t, "tokenizers/*.json")), "the cached tokenizer"),
+        t / "r", _damaged_tokenizer_cache(t), "--config.data.source=builtin:python-docs"),
+        "the cached tokenizer"),
     "damaged run config.json": (lambda w, t: _train_args(
         _damaged_config(w, t), w / "cache"), "cannot read"),
     "truncated .jsonl.xz corpus": (lambda w, t: _train_args(t / "r", w / "cache", _bad_xz(t)),
