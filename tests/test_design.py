@@ -1,0 +1,134 @@
+"""The design stage's plan on a known loss surface with a change of phase, its refusals, and
+design.json written whole and validated when read."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+from scipy import optimize
+
+from scaling import design
+from scaling.errors import UserError
+
+# L(N, D) = E + A/N^α + B/D^β (Hoffmann 2022 eq. 2) plus a penalty J that fades past C_KINK: runs
+# below that compute miss what longer context gives (the change of phase, SCIENCE.md §7).
+LAW = {"E": 1.0, "A": 60.0, "alpha": 0.4, "B": 300.0, "beta": 0.4}
+C_KINK, J = 2e11, 0.6
+FAMILY = [design.Member((2, d, 1), 24.0 * d * d, 6.0 * 24.0 * d * d)
+          for d in (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192)]
+BATCH_TOKENS = 2048
+
+
+def loss(n, c):
+  d = c / (6.0 * n)
+  base = LAW["E"] + LAW["A"] / n ** LAW["alpha"] + LAW["B"] / d ** LAW["beta"]
+  return base + J / (1.0 + (c / C_KINK) ** 3)
+
+
+def true_vertex(c):
+  res = optimize.minimize_scalar(lambda ln: loss(math.exp(ln), c), bounds=(0, 20),
+                                 method="bounded")
+  return math.exp(res.x)
+
+
+def best_loss(c):
+  return loss(true_vertex(c), c)
+
+
+BIGRAM = best_loss(C_KINK)       # the corpus's bigram loss: the best run crosses it at the kink
+
+
+def pilot(grid_sizes=(1, 4, 7, 10, 13), c_max=8e11, sigma=0.004, n_train=1e9):
+  grid = [{"N": FAMILY[j].n, "C": c_max / 2 ** (k / 2), "loss": loss(FAMILY[j].n, c_max / 2 ** (k / 2))}
+          for j in grid_sizes for k in range(9)]
+  return design.Pilot(bigram_loss=BIGRAM, n_train_tokens=int(n_train), lr_scale=4.0, lr_probe=[],
+                      grid=grid, seconds_per_token=[{"N": FAMILY[1].n, "s_per_token": 1e-9 * FAMILY[1].flop_per_token},
+                                                    {"N": FAMILY[7].n, "s_per_token": 1e-9 * FAMILY[7].flop_per_token}],
+                      run_overhead_s=2.0, sigma=sigma)
+
+
+def test_budgets_start_past_the_kink_and_sizes_centre_on_the_true_vertices():
+  p = design.plan(pilot(), FAMILY, minutes=1e6, batch_tokens=BATCH_TOKENS)
+  budgets = p["budgets_flop"]
+  assert budgets[0] >= C_KINK and budgets[0] <= C_KINK * 2 ** 0.5 * 1.0001   # the next pilot budget
+  assert budgets[-1] / budgets[0] >= 8 - 1e-9 and p["heldout_flop"] == pytest.approx(3 * budgets[-1])
+  assert all(best_loss(c) < BIGRAM for c in budgets)
+  step = math.log(FAMILY[1].n / FAMILY[0].n)      # the family's widest step in log N
+  for c, row in zip(budgets, p["sizes"]):
+    centre = np.mean([math.log(FAMILY[j].n) for j in row])
+    assert len(row) == 6
+    assert abs(centre - math.log(true_vertex(c))) < step, c
+    assert FAMILY[row[0]].n < true_vertex(c) < FAMILY[row[-1]].n
+  assert p["seeds"] == 1 and not p["forced"]
+
+
+def test_the_phase_is_found_and_the_vertex_law_fitted_past_it():
+  c_phase, extrapolated = design.phase_budget(pilot().grid, BIGRAM)
+  assert not extrapolated and C_KINK <= c_phase < C_KINK * 1.5
+  a, _, used = design.vertex_law(pilot().grid, c_phase)
+  assert all(c >= c_phase for c, _ in used)
+  # Past the kink the law is Chinchilla's: N_opt ∝ C^(β/(α+β)) = C^0.5.
+  assert a == pytest.approx(0.5, abs=0.08)
+
+
+def test_a_pilot_below_the_phase_extrapolates_and_says_so():
+  c_phase, extrapolated = design.phase_budget(pilot(c_max=1.2e11).grid, BIGRAM)
+  assert extrapolated and c_phase > 1.2e11
+
+
+def test_too_few_minutes_or_tokens_are_refused_with_what_they_would_need():
+  with pytest.raises(UserError, match=r"needs about \d+ minutes") as e:
+    design.plan(pilot(), FAMILY, minutes=0.5, batch_tokens=BATCH_TOKENS)
+  assert "\n" not in str(e.value) and "--force" in str(e.value)
+  with pytest.raises(UserError, match=r"needs a corpus of ≥ [\d.e+]+ tokens"):
+    design.plan(pilot(n_train=1e5), FAMILY, minutes=1e6, batch_tokens=BATCH_TOKENS)
+  forced = design.plan(pilot(), FAMILY, minutes=0.5, batch_tokens=BATCH_TOKENS, force=True)
+  assert forced["forced"] and any(w.startswith("forced:") for w in forced["warnings"])
+
+
+def test_seeds_follow_the_measured_noise():
+  assert design.seeds_for(None) == 1 and design.seeds_for(0.008) == 1
+  assert design.seeds_for(0.015) == 3 and design.seeds_for(0.5) == design.MAX_SEEDS
+  assert design.plan(pilot(sigma=0.013), FAMILY, 1e6, BATCH_TOKENS)["seeds"] == 2
+
+
+def _design(tmp_path):
+  p = design.plan(pilot(), FAMILY, minutes=1e6, batch_tokens=BATCH_TOKENS)
+  return design.Design(format=design.FORMAT, source="synthetic", store=str(tmp_path / "store"),
+                       minutes=1e6, flop_convention="palm",
+                       family=[list(m.shape) for m in FAMILY], batch_tokens=BATCH_TOKENS,
+                       pilot={}, **{k: p[k] for k in ("budgets_flop", "sizes", "heldout_flop",
+                                                      "lr_scale", "warmup_steps", "min_steps",
+                                                      "max_epochs", "seeds", "expected_minutes",
+                                                      "forced", "warnings", "choices")})
+
+
+def test_design_json_round_trips(tmp_path):
+  d = _design(tmp_path)
+  path = design.write(tmp_path, d)
+  back = design.read(path)
+  assert json.loads(json.dumps(dataclasses.asdict(back))) == json.loads(path.read_text())
+  assert design.read(tmp_path).budgets_flop == d.budgets_flop
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda doc: doc.pop("seeds"), "'seeds' is missing"),
+    (lambda doc: doc.update(seeds="3"), "'seeds' has the wrong type"),
+    (lambda doc: doc.update(budgets_flop=[2e11, 1e11] + doc["budgets_flop"][2:]), "increasing"),
+    (lambda doc: doc["sizes"][0].append(99), "family indices"),
+    (lambda doc: doc.update(heldout_flop=1.0), "must exceed the largest budget"),
+    (lambda doc: doc.update(format="other"), "is not a design file"),
+])
+def test_a_hand_edited_bad_design_is_one_line(tmp_path, edit, message):
+  path = design.write(tmp_path, _design(tmp_path))
+  doc = json.loads(path.read_text())
+  edit(doc)
+  path.write_text(json.dumps(doc))
+  with pytest.raises(UserError, match=message) as e:
+    design.read(path)
+  assert "\n" not in str(e.value)
+  path.write_text("{not json")
+  with pytest.raises(UserError, match="cannot read the design"):
+    design.read(path)
