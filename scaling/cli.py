@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from scaling import bench, encode, files, hardware, isoflop, remote, rundir
+from scaling import bench, design_run, encode, files, hardware, isoflop, remote, rundir
 from scaling import data as datalib
 from scaling import train as trainlib
 from scaling.batchsweep import run_batch_sweep
@@ -127,8 +127,9 @@ def _heldout(cfg, sweep: Path, n_boot: int, factor: float, target: float, overwr
 
 
 def _cmd_heldout(args, overrides: list[str]) -> int:
-  cfg = _load(args.config, overrides)
-  doc = _heldout(cfg, rundir.path_of(cfg), args.bootstrap, args.factor, args.target or 0.0,
+  cfg, made = _sweep_config(args, overrides)
+  factor = design_run.heldout_factor(made) if made else args.factor
+  doc = _heldout(cfg, rundir.path_of(cfg), args.bootstrap, factor, args.target or 0.0,
                  args.overwrite, True)
   _print_any_headline(doc["headline"])
   return 0
@@ -148,18 +149,16 @@ def _cmd_compare(args, overrides: list[str]) -> int:
 
 
 def _cmd_quickstart(args, overrides: list[str]) -> int:
-  """The stages in order: tokenize → isoFLOP sweep → fit → held-out budget → fit → report, each
-  handing the next its files."""
+  """The stages in order: tokenize and design (design.json) → isoFLOP sweep → fit → held-out
+  budget → fit → report, each handing the next its files."""
   t0 = time.time()
   out = Path(args.out)
-  cfg = _load("isoflop_cpu", overrides)
-  if args.data:
-    cfg.data.source = args.data
-  cfg.run_dir = str(out)
-  store = encode.build_store(validate(cfg).data, out=str(out / "store"), verbose=not args.quiet)
-  cfg.data.store = str(store.folder)
+  cfg = apply_overrides(design_run.base_config(args.data), overrides)
+  design_run.make_design(cfg, out, args.minutes, args.force, verbose=True)
+  cfg, made = design_run.sweep_config(out)
   run_sweep(cfg, overwrite=args.overwrite, verbose=not args.quiet)
-  _heldout(cfg, out, args.bootstrap, 3.0, args.budget or 0.0, args.overwrite, not args.quiet)
+  _heldout(cfg, out, args.bootstrap, design_run.heldout_factor(made), args.budget or 0.0,
+           args.overwrite, not args.quiet)
   result = make_report(str(out), n_boot=args.bootstrap)
   h = result["headline"]
   print(f"\nquickstart finished in {(time.time() - t0) / 60:.1f} min: {h['n_runs']} runs")
@@ -220,9 +219,27 @@ def _say_pushed(path: str) -> None:
     print(f"(worked in a local copy; written back to {path})")
 
 
+def _sweep_config(args, overrides):
+  """The sweep of a design.json (--design), or of --config (with overrides)."""
+  if getattr(args, "design", ""):
+    cfg, made = design_run.sweep_config(args.design)
+    return apply_overrides(cfg, overrides), made
+  if not args.config:
+    raise UserError("give --config (a sweep config) or --design (a design.json or its folder)")
+  return _load(args.config, overrides), None
+
+
 def _cmd_sweep(args, overrides) -> int:
-  run_sweep(_load(args.config, overrides), args.overwrite, worker=args.worker,
-            num_workers=args.num_workers)
+  cfg, _ = _sweep_config(args, overrides)
+  run_sweep(cfg, args.overwrite, worker=args.worker, num_workers=args.num_workers)
+  return 0
+
+
+def _cmd_design(args, overrides) -> int:
+  cfg = apply_overrides(design_run.base_config(args.data), overrides)
+  design_run.make_design(cfg, Path(args.out), args.minutes, args.force, verbose=True)
+  print(f"train it with: scaling sweep --design {args.out}, then scaling heldout --design "
+        f"{args.out} and scaling report {args.out}")
   return 0
 
 
@@ -304,12 +321,29 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--data", default="",
                  help="your corpus: a text file, folder, glob, JSONL (.jsonl[.xz]) or hf:NAME "
                       "(default: the generated corpus, whose entropy rate is known)")
+  p.add_argument("--minutes", type=POSITIVE, default=8.0,
+                 help="the time the design may spend, its pilot included (default 8)")
+  p.add_argument("--force", action="store_true",
+                 help="train a design that cannot answer (too few minutes or tokens), warned")
   p.add_argument("--budget", type=POSITIVE,
                  help="FLOP budget to answer for (default: 10x the largest budget trained)")
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--bootstrap", type=COUNT, default=1000)
   p.add_argument("--quiet", action="store_true", help="only the sweep's progress lines")
   p.set_defaults(func=_cmd_quickstart)
+
+  p = sub.add_parser("design", help="measure the corpus and machine, write design.json",
+                     description="Tokenizes the corpus into OUT/store, runs a pilot in OUT/pilot "
+                                 "(LR probe, the change of phase, speed, run-to-run noise) and "
+                                 "writes OUT/design.json: budgets past the change of phase, sizes "
+                                 "centred on the predicted vertices, LR, seeds, the held-out "
+                                 "budget and the expected time. Refuses, saying what it would "
+                                 "need, when the minutes or the corpus cannot buy it.")
+  p.add_argument("--data", default="", help="the corpus (default: the generated one)")
+  p.add_argument("--minutes", type=POSITIVE, default=8.0)
+  p.add_argument("--out", default="runs/design", help="the sweep folder")
+  p.add_argument("--force", action="store_true")
+  p.set_defaults(func=_cmd_design)
 
   p = sub.add_parser("report", help="figures and a Markdown report of a sweep directory",
                      description="Renders report.md and the figures from the sweep's fits.json "
@@ -320,10 +354,12 @@ def build_parser() -> argparse.ArgumentParser:
                  help="bootstrap resamples, used only when fits.json must be made")
   p.set_defaults(func=_cmd_report)
 
-  p = sub.add_parser("sweep", help="run every point of a ladder or grid (resumable)",
-                     description="Run each point of cfg.sweep; finished points are skipped, "
-                                 "partial ones resume, a lock file keeps runners apart.")
-  p.add_argument("--config", required=True)
+  p = sub.add_parser("sweep", help="run every point of a ladder, grid or design (resumable)",
+                     description="Run each point of cfg.sweep, or of a design.json (--design); "
+                                 "finished points are skipped, partial ones resume, a lock file "
+                                 "keeps runners apart.")
+  p.add_argument("--config", default="")
+  p.add_argument("--design", default="", help="a design.json (or its folder) from scaling design")
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--worker", type=COUNT, default=0,
                  help="this worker's index (0-based) when several share the sweep")
@@ -337,6 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "<sweep>/heldout/), and fits again: measured against predicted loss.",
                       "isoflop_cpu", 1000, _cmd_heldout)
   p.add_argument("--factor", type=POSITIVE, default=3.0)
+  p.add_argument("--design", default="", help="a design.json (or its folder): its sweep and its "
+                                              "held-out budget")
   p.add_argument("--target", type=POSITIVE, help="FLOP budget to answer for (default 10x largest)")
 
   p = sub.add_parser("compare", help="allocation exponent a of isoFLOP sweeps run with "

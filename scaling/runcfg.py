@@ -13,8 +13,9 @@ from scaling.errors import UserError
 def sub_run(cfg, suffix: str):
   """The sweep config without `sweep`, named <sweep name>-<suffix>."""
   rc = copy.deepcopy(cfg)
-  with rc.unlocked():
-    del rc["sweep"]
+  if "sweep" in rc:
+    with rc.unlocked():
+      del rc["sweep"]
   rc.name = f"{cfg.name}-{suffix}"
   return rc
 

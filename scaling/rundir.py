@@ -51,6 +51,9 @@ def path_of(cfg) -> Path:
   return Path(run_dir or Path("runs") / cfg.name)
 
 
+PILOT = "pilot"     # <sweep>/pilot/: the design stage's runs (scaling/design_pilot.py)
+
+
 def child_of(cfg, name: str) -> str:
   """The run directory of a sweep's point `name`, under the sweep's (a URL stays a URL)."""
   base = cfg.run_dir if hasattr(cfg, "run_dir") else cfg.get("run_dir", "")
@@ -307,11 +310,13 @@ def is_run(path: Path) -> bool:
 
 
 def find_runs(path: Path) -> list[Path]:
-  """Finished run directories (holding summary.json) at or under path, sorted."""
+  """Finished run directories (holding summary.json) at or under path, sorted; the design's
+  pilot runs under <path>/pilot/ are the design's measurements, not the sweep's points."""
   path = Path(path)
   if (path / SUMMARY).is_file():
     return [path]
-  return sorted(p.parent for p in path.rglob(SUMMARY))
+  return sorted(p.parent for p in path.rglob(SUMMARY)
+                if PILOT not in p.relative_to(path).parts[:1])
 
 
 # What makes two runs' losses comparable: the same tokenizer, corpus (train and held-out split)

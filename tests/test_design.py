@@ -132,3 +132,16 @@ def test_a_hand_edited_bad_design_is_one_line(tmp_path, edit, message):
   path.write_text("{not json")
   with pytest.raises(UserError, match="cannot read the design"):
     design.read(path)
+
+
+def test_sweep_of_a_bad_design_is_one_line_and_exit_2(tmp_path, capsys):
+  from scaling.cli import main as cli_main
+  path = design.write(tmp_path, _design(tmp_path))
+  doc = json.loads(path.read_text())
+  doc["sizes"] = doc["sizes"][:-1]
+  path.write_text(json.dumps(doc))
+  assert cli_main(["sweep", "--design", str(tmp_path)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error:") and "\n" not in err and "sizes must hold" in err
+  assert cli_main(["sweep"]) == 2
+  assert "--design" in capsys.readouterr().err

@@ -9,7 +9,7 @@ from conftest import read_metrics
 from scaling import data as datalib
 from scaling import train as trainlib
 from scaling.checkpoint import restore_best_params
-from scaling.spec import data_spec
+from scaling.spec import validate
 from scaling.encode import build_store
 from scaling.model import ModelConfig, Transformer, cross_entropy
 
@@ -28,8 +28,7 @@ def test_overfitting_run_keeps_its_minimum(small_cfg):
   assert summary["best_eval_step"] == steps[i_min]
   assert summary["epochs"] > 20
   # The early-stopped checkpoint restores to that loss on the same fixed held-out batches.
-  store = build_store(data_spec(source=cfg.data.source, vocab_size=cfg.data.vocab_size),
-                      verbose=False)
+  store = build_store(validate(cfg).data, verbose=False)
   mcfg = ModelConfig(n_layer=1, d_model=64, n_heads=2, n_ctx=16, n_vocab=store.n_vocab)
   graphdef, like = nnx.split(Transformer(mcfg, rngs=nnx.Rngs(0)), nnx.Param)
   step, params = restore_best_params(cfg.run_dir, like)

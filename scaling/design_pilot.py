@@ -1,0 +1,211 @@
+"""The design stage's measurements (scaling/design.py plans from them): short runs on the user's
+corpus and machine, in <sweep>/pilot/ (resumable like any sweep; the fits never read them).
+
+  LR probe   two sizes × PROBE_MULTIPLIERS × Kaplan's LR(N) (arXiv 2001.08361 eq. D.1), short
+             warm-up–stable–decay runs; the multiple with the lowest mean log loss is kept.
+  grid       PILOT_SIZES sizes spread over the family, each one WSD run with a cooldown branch
+             at every pilot budget (Hägele et al. 2024, arXiv 2405.18392): losses at 9 budgets
+             a factor √2 apart, about PILOT_SHARE of the minutes; where the best run crosses the
+             bigram loss, and where each budget's vertex lies.
+  noise      the middle size at the largest pilot budget again with the next seed: σ = |Δ|/√2.
+  speed      every pilot run's seconds per token (its training loop) and its fixed cost (the rest
+             of its wall time: compilation, evaluation, checkpoints).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from scaling import design, isoflop, rundir
+from scaling import train as trainlib
+from scaling.model import ModelConfig, flop_per_token, kaplan_learning_rate, param_count
+from scaling.runcfg import run_of_shape, shape_name
+from scaling.spec import validate
+
+PILOT = rundir.PILOT
+WIDTHS = (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256)
+PROBE_WIDTHS = (16, 48)
+PROBE_MULTIPLIERS = (2.0, 4.0, 8.0, 16.0)
+PROBE_STEPS = 240
+PILOT_WIDTHS = (12, 20, 32, 48, 80)
+PILOT_BUDGETS = 9                 # a factor √2 apart: a span of 16
+PILOT_SHARE = 0.2
+
+
+def family(cfg, n_vocab: int, convention: str = "palm") -> list[design.Member]:
+  """Two-layer models of WIDTHS (heads of at most 64): N non-embedding, FLOPs per token of the
+  convention."""
+  key = isoflop.convention_key(convention)
+  out = []
+  for d in WIDTHS:
+    heads = max(1, -(-d // 64))
+    while d % heads:
+      heads += 1
+    shape = (2, d, heads)
+    m = _model(cfg, shape, n_vocab)
+    out.append(design.Member(shape, float(param_count(m)[isoflop.N_KEY[convention]]),
+                             float(flop_per_token(m)[key])))
+  return out
+
+
+def _model(cfg, shape, n_vocab) -> ModelConfig:
+  return ModelConfig.from_config(dict(cfg.model.to_dict(), n_layer=shape[0], d_model=shape[1],
+                                      n_heads=shape[2], n_vocab=n_vocab, compute_dtype="float32"))
+
+
+def _timed(rc, verbose: bool) -> dict:
+  """Trains one pilot run (or reads it when finished) and returns its summary, its folder and
+  the wall time of the whole call (None when it was already on disk)."""
+  run = rundir.path_of(rc)
+  if (run / rundir.SUMMARY).is_file():
+    return dict(rundir.read_summary(run), run=run, call_s=None)
+  t0 = time.time()
+  summary = trainlib.train(rc, verbose=verbose)
+  return dict(summary, run=run, call_s=time.time() - t0)
+
+
+def _probe_run(cfg, member: design.Member, multiplier: float, warmup: int):
+  shape = (*member.shape, 0, "")
+  name = f"{shape_name(shape)}-x{multiplier:g}"
+  rc = run_of_shape(cfg, shape, f"lr-{name}")
+  rc.run_dir = rundir.child_of(cfg, f"{PILOT}/lr/{name}")
+  t = rc.train
+  t.steps, t.tokens, t.schedule, t.warmup_steps = PROBE_STEPS, 0, "wsd", warmup
+  t.peak_lr = multiplier * kaplan_learning_rate(member.n)
+  return rc
+
+
+def lr_probe(cfg, fam: list, warmup: int, verbose: bool) -> tuple[float, list, list]:
+  """(the chosen multiple, the probe's rows, its summaries). A best multiple at either end of
+  the probed ones is probed past that end (twice at most)."""
+  members = [next(m for m in fam if m.shape[1] == w) for w in PROBE_WIDTHS]
+  rows, summaries, mults = [], [], list(PROBE_MULTIPLIERS)
+  for _ in range(3):
+    for member in members:
+      for mult in mults:
+        if any(r["N"] == member.n and r["multiplier"] == mult for r in rows):
+          continue
+        s = _timed(_probe_run(cfg, member, mult, warmup), verbose)
+        summaries.append(s)
+        rows.append({"N": member.n, "multiplier": mult, "loss": s["final_eval_loss"]})
+    score = {m: np.mean([math.log(r["loss"]) for r in rows if r["multiplier"] == m])
+             for m in mults}
+    best = min(score, key=score.get)
+    if best == max(mults):
+      mults.append(2 * best)
+    elif best == min(mults):
+      mults.insert(0, best / 2)
+    else:
+      break
+  return best, rows, summaries
+
+
+def _speed(summaries: list) -> tuple[list, float]:
+  """Seconds per token of each measured size (the median step of its runs, from their metrics:
+  compilation and evaluation left out) and the median fixed cost of a run (the wall time of a
+  timed call less its steps)."""
+  by_n: dict = {}
+  overheads = []
+  for s in summaries:
+    rates = [r["tokens_per_s"] for r in rundir.read_metrics(s["run"])[2:] if r.get("tokens_per_s")]
+    if not rates:
+      continue
+    spt = 1.0 / float(np.median(rates))
+    by_n.setdefault(s["n_kaplan"], []).append(spt)
+    if s.get("call_s") is not None:
+      overheads.append(max(0.0, s["call_s"] - s["tokens"] * spt))
+  rows = [{"N": float(n), "s_per_token": float(np.median(v))} for n, v in sorted(by_n.items())]
+  return rows, float(np.median(overheads)) if overheads else 3.0
+
+
+def _pilot_cfg(cfg, fam: list, c_max: float, lr_scale: float, warmup: int):
+  pc = isoflop_cfg(cfg, [list(m.shape) for m in fam if m.shape[1] in PILOT_WIDTHS],
+                   [c_max / math.sqrt(2) ** k for k in reversed(range(PILOT_BUDGETS))],
+                   lr_scale, warmup)
+  pc.run_dir = rundir.child_of(cfg, f"{PILOT}/grid")
+  pc.sweep.min_steps = max(warmup + 20, 40)
+  return pc
+
+
+def isoflop_cfg(cfg, models: list, budgets: list, lr_scale: float, warmup: int,
+                budget_models: list | None = None):
+  """An isoFLOP sweep config (scaling/isoflop.py) of the given sizes and budgets, WSD."""
+  pc = _copy(cfg)
+  pc.sweep = isoflop.defaults()
+  pc.sweep.models = [tuple(m) for m in models]
+  pc.sweep.budgets_flop = list(budgets)
+  pc.sweep.budget_models = budget_models or []
+  pc.sweep.lr_scale, pc.sweep.warmup_steps, pc.sweep.schedule = lr_scale, warmup, "wsd"
+  return pc
+
+
+def _copy(cfg):
+  out = copy.deepcopy(cfg)
+  if "sweep" in out:
+    with out.unlocked():
+      del out["sweep"]
+  return out
+
+
+def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> design.Pilot:
+  """Runs the probe, the grid and the noise check in <cfg.run_dir>/pilot/ and returns what they
+  measured."""
+  from scaling.expand import expand     # (expand and sweep import the trainer's stack)
+  from scaling.sweep import run_points
+  say = (lambda m: print(f"[design] {m}", flush=True)) if verbose else (lambda m: None)
+  fam = family(cfg, store.n_vocab)
+  say(f"LR probe: {len(PROBE_WIDTHS)} sizes x {len(PROBE_MULTIPLIERS)} multiples of Kaplan's "
+      f"LR(N), {PROBE_STEPS} steps each")
+  lr_scale, probe, probe_summaries = lr_probe(cfg, fam, warmup, False)
+  say(f"LR: {lr_scale:g} x Kaplan's LR(N) (" + ", ".join(
+      f"x{r['multiplier']:g}: {r['loss']:.3f}" for r in probe) + ")")
+  spt_rows, overhead = _speed(probe_summaries)
+  pilot0 = design.Pilot(0.0, 0, lr_scale, probe, [], spt_rows, overhead, None)
+  spt = design.seconds_per_token(pilot0, fam)
+  batch_tokens = validate(cfg).train.batch_size * cfg.model.n_ctx
+  pilot_members = [m for m in fam if m.shape[1] in PILOT_WIDTHS]
+  per_c = sum(2.6 * spt(m) / m.flop_per_token for m in pilot_members)   # seconds per FLOP of C
+  c_max = max(PILOT_SHARE * minutes * 60 - overhead * len(pilot_members) * PILOT_BUDGETS, 60.0) / per_c
+  c_max = max(c_max, 2 * (warmup + 20) * batch_tokens * pilot_members[-1].flop_per_token)
+  say(f"pilot grid: {len(pilot_members)} sizes, budgets {c_max / 16:.3g} to {c_max:.3g} FLOP")
+  grid_cfg = _pilot_cfg(cfg, fam, c_max, lr_scale, warmup)
+  run_points(expand(grid_cfg), verbose=False)
+  grid, summaries = [], []
+  for run in rundir.find_runs(Path(grid_cfg.run_dir)):
+    s = rundir.read_summary(run)
+    summaries.append(dict(s, run=run))
+    grid.append({"N": float(s["n_kaplan"]), "C": float(s["budget_flop"]),
+                 "loss": float(s["final_eval_loss"])})
+  sigma = _noise(grid_cfg, grid, store.n_vocab)
+  spt_rows, _ = _speed(probe_summaries + summaries)
+  say(f"pilot: best loss {min(r['loss'] for r in grid):.3f} (bigram {store.bigram_loss():.3f})"
+      + (f", run-to-run σ {sigma:.4f}" if sigma is not None else ""))
+  return design.Pilot(float(store.bigram_loss()), int(store.meta["n_tokens_train"]), lr_scale,
+                      probe, grid, spt_rows, overhead, sigma)
+
+
+def _noise(grid_cfg, grid: list, n_vocab: int) -> float | None:
+  """σ of one point from two seeds: the middle pilot size at the largest pilot budget, trained
+  again with the next seed (in <sweep>/pilot/seed1)."""
+  from scaling.expand import expand
+  from scaling.sweep import run_points
+  c_max = max(r["C"] for r in grid)
+  ns = sorted({r["N"] for r in grid if r["C"] == c_max})
+  if not ns:
+    return None
+  n_mid = ns[len(ns) // 2]
+  twin = copy.deepcopy(grid_cfg)
+  twin.seed = grid_cfg.seed + 1
+  twin.run_dir = str(Path(grid_cfg.run_dir).parent / "seed1")
+  twin.sweep.budgets_flop, twin.sweep.budget_models = [c_max], []
+  twin.sweep.models = [m for m in grid_cfg.sweep.models
+                       if param_count(_model(grid_cfg, tuple(m), n_vocab))["n_kaplan"] == n_mid]
+  run_points(expand(twin), verbose=False)
+  first = next(r["loss"] for r in grid if r["C"] == c_max and r["N"] == n_mid)
+  again = rundir.read_summary(rundir.find_runs(Path(twin.run_dir))[0])["final_eval_loss"]
+  return abs(first - again) / math.sqrt(2)

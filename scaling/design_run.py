@@ -1,0 +1,100 @@
+"""`scaling design` and a design's sweep: measure (scaling/design_pilot.py), plan
+(scaling/design.py), write design.json; and the isoFLOP sweep config that trains a design.json."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import time
+
+from scaling import design, design_pilot, encode
+from scaling.config import load_config_file
+from scaling.errors import UserError
+from scaling.spec import validate
+
+BASE_CONFIG = "isoflop_cpu"     # context, vocabulary, batch, evaluation of a designed sweep
+
+
+def base_config(source: str = ""):
+  cfg = load_config_file(BASE_CONFIG)
+  with cfg.unlocked():
+    del cfg["sweep"]
+  if source:
+    cfg.data.source = source
+  return cfg
+
+
+def make_design(cfg, folder: Path, minutes: float, force: bool = False,
+                verbose: bool = True) -> design.Design:
+  """Tokenizes cfg's corpus into <folder>/store (reused when there), runs the pilot in
+  <folder>/pilot, plans the sweep and the held-out runs into the minutes the pilot left, and
+  writes <folder>/design.json; UserError (nothing trained beyond the pilot) when the minutes or
+  the corpus cannot buy a design that answers."""
+  if not minutes > 0:
+    raise UserError(f"--minutes must be a positive number, got {minutes}")
+  folder = Path(folder)
+  store = encode.build_store(validate(cfg).data, out=str(folder / "store"), verbose=verbose)
+  cfg.data.store, cfg.run_dir = str(store.folder), str(folder)
+  settings = design.Settings()
+  t0 = time.time()
+  pilot = design_pilot.measure(cfg, store, minutes, settings.warmup_steps, verbose)
+  left = minutes - (time.time() - t0) / 60     # the pilot's own minutes are spent
+
+  fam = design_pilot.family(cfg, store.n_vocab)
+  batch_tokens = validate(cfg).train.batch_size * cfg.model.n_ctx
+  planned = design.plan(pilot, fam, left, batch_tokens, settings, force)
+  made = design.Design(format=design.FORMAT, source=cfg.data.source, store=str(store.folder),
+                       minutes=float(minutes), flop_convention="palm",
+                       family=[list(m.shape) for m in fam], batch_tokens=batch_tokens,
+                       pilot=dataclasses.asdict(pilot), **planned)
+  path = design.write(folder, made)
+  if verbose:
+    for line in summary_lines(made):
+      print(line, flush=True)
+    print(f"wrote {path}", flush=True)
+  return made
+
+
+def summary_lines(d: design.Design) -> list[str]:
+  ch = d.choices
+  lines = [f"design: {len(d.budgets_flop)} budgets {d.budgets_flop[0]:.3g} … "
+           f"{d.budgets_flop[-1]:.3g} FLOP, held out at {d.heldout_flop:.3g}; "
+           f"{d.seeds} seed(s); {d.lr_scale:g} x Kaplan's LR(N); about "
+           f"{d.expected_minutes:.1f} minutes",
+           f"  change of phase: C ≈ {ch['phase']['C']:.3g} (bigram loss "
+           f"{ch['phase']['bigram_loss']:.3f}{', extrapolated' if ch['phase']['extrapolated'] else ''})",
+           f"  vertex law from the pilot: N* ∝ C^{ch['sizes']['a']:.3f}"]
+  for c, row in zip(d.budgets_flop, d.sizes):
+    widths = ", ".join(str(d.family[j][1]) for j in row)
+    lines.append(f"  C = {c:.3g}: widths {widths}")
+  lines += [f"  warning: {w}" for w in d.warnings]
+  return lines
+
+
+def sweep_config(path):
+  """The isoFLOP sweep config of a design.json (its folder, store, budgets, sizes, LR, seeds)."""
+  d = design.read(path)
+  folder = Path(path).parent if Path(path).suffix == ".json" else Path(path)
+  if not Path(d.store).is_dir():
+    raise UserError(f"the design's token store {d.store} is missing; run `scaling design` again")
+  cfg = base_config(d.source)
+  cfg.data.store, cfg.run_dir = d.store, str(folder)
+  used = sorted({j for row in d.sizes for j in row})
+  pc = design_pilot.isoflop_cfg(cfg, [d.family[j] for j in used], d.budgets_flop, d.lr_scale,
+                                d.warmup_steps,
+                                [[used.index(j) for j in row] for row in d.sizes])
+  pc.run_dir = str(folder)
+  pc.sweep.seeds, pc.sweep.min_steps, pc.sweep.max_epochs = d.seeds, d.min_steps, d.max_epochs
+  pc.sweep.flop_convention = d.flop_convention
+  return pc, d
+
+
+def heldout_factor(d: design.Design) -> float:
+  return d.heldout_flop / max(d.budgets_flop)
+
+
+def is_design(path: str) -> bool:
+  p = Path(path)
+  return p.name == design.DESIGN_FILE or (p / design.DESIGN_FILE).is_file()
+
