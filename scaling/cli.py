@@ -157,6 +157,7 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
   design_run.make_design(cfg, out, args.minutes, args.force, verbose=True)
   cfg, made = design_run.sweep_config(out)
   run_sweep(cfg, overwrite=args.overwrite, verbose=not args.quiet)
+  design_run.widen_lopsided(out, args.overwrite, not args.quiet)
   _heldout(cfg, out, args.bootstrap, design_run.heldout_factor(made), args.budget or 0.0,
            args.overwrite, not args.quiet)
   result = make_report(str(out), n_boot=args.bootstrap)
@@ -230,8 +231,10 @@ def _sweep_config(args, overrides):
 
 
 def _cmd_sweep(args, overrides) -> int:
-  cfg, _ = _sweep_config(args, overrides)
+  cfg, made = _sweep_config(args, overrides)
   run_sweep(cfg, args.overwrite, worker=args.worker, num_workers=args.num_workers)
+  if made is not None and args.num_workers == 1:
+    design_run.widen_lopsided(rundir.path_of(cfg), args.overwrite)
   return 0
 
 

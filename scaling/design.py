@@ -83,6 +83,8 @@ class Design:
   warnings: list
   choices: dict                   # each choice: the measurement and the rule behind it
   pilot: dict
+  extra: list = dataclasses.field(default_factory=list)   # [budget index, family index]: sizes
+                                  # added after the sweep on a lopsided profile's short side
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,6 +289,32 @@ def plan(pilot: Pilot, family: list, minutes: float, batch_tokens: int,
           "max_epochs": s.max_epochs, "forced": bool(problems)}
 
 
+def profile_vertex(ns, losses) -> float | None:
+  """The vertex of a parabola in log N through every size of one budget (Hoffmann 2022 §3.2);
+  None when it opens downward."""
+  if len(ns) < 3:
+    return None
+  c2, c1, _ = np.polyfit(np.log(np.asarray(ns, float)), np.asarray(losses, float), 2)
+  return float(math.exp(-c1 / (2 * c2))) if c2 > 0 else None
+
+
+def short_sides(budgets: list, sizes: list, vertices: dict, family: list) -> list:
+  """[budget index, family index] of one more size for each budget whose vertex (vertices: budget
+  → N*, a parabola's) lies in the outer quarter of its sizes' log N range or beyond it: the
+  family member just past the sizes on the vertex's side (none past the family's ends)."""
+  out = []
+  for k, (c, row) in enumerate(zip(budgets, sizes)):
+    if c not in vertices or vertices[c] is None:
+      continue
+    ln = [math.log(family[j].n) for j in row]
+    x = (math.log(vertices[c]) - min(ln)) / max(max(ln) - min(ln), 1e-12)
+    if x < 0.25 and min(row) > 0:
+      out.append([k, min(row) - 1])
+    elif x > 0.75 and max(row) < len(family) - 1:
+      out.append([k, max(row) + 1])
+  return out
+
+
 # ---------------------------------------------------------------------------------------------
 # design.json: written whole or not at all, validated when read.
 
@@ -302,7 +330,7 @@ _TYPES = {"format": str, "source": str, "store": str, "minutes": (int, float),
           "heldout_flop": (int, float), "lr_scale": (int, float), "warmup_steps": int,
           "min_steps": int, "max_epochs": (int, float), "seeds": int, "batch_tokens": int,
           "expected_minutes": (int, float), "forced": bool, "warnings": list, "choices": dict,
-          "pilot": dict}
+          "pilot": dict, "extra": list}
 
 
 def read(path) -> Design:
@@ -326,6 +354,10 @@ def read(path) -> Design:
   return Design(**{k: doc[k] for k in _TYPES})
 
 
+def with_extra(d: Design, extra: list) -> Design:
+  return dataclasses.replace(d, extra=[list(e) for e in extra])
+
+
 def _check_values(path: Path, doc: dict) -> None:
   n_family = len(doc["family"])
   rules = [
@@ -342,6 +374,9 @@ def _check_values(path: Path, doc: dict) -> None:
       (doc["heldout_flop"] > max(doc["budgets_flop"] or [0]),
        "heldout_flop must exceed the largest budget"),
       (doc["lr_scale"] > 0 and doc["max_epochs"] > 0, "lr_scale and max_epochs must be positive"),
+      (all(isinstance(e, list) and len(e) == 2 and all(isinstance(x, int) for x in e)
+           and 0 <= e[0] < len(doc["budgets_flop"]) and 0 <= e[1] < n_family
+           for e in doc["extra"]), "extra must list [budget index, family index] pairs"),
       (1 <= doc["seeds"] <= 16 and doc["warmup_steps"] >= 0 and doc["min_steps"] >= 1
        and doc["batch_tokens"] >= 1, "seeds, warmup_steps, min_steps or batch_tokens out of range"),
   ]

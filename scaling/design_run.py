@@ -8,6 +8,8 @@ from pathlib import Path
 
 import time
 
+import numpy as np
+
 from scaling import design, design_pilot, encode
 from scaling.config import load_config_file
 from scaling.errors import UserError
@@ -88,6 +90,62 @@ def sweep_config(path):
   pc.sweep.seeds, pc.sweep.min_steps, pc.sweep.max_epochs = d.seeds, d.min_steps, d.max_epochs
   pc.sweep.flop_convention = d.flop_convention
   return pc, d
+
+
+def extra_config(path):
+  """The isoFLOP sweep of the sizes added on lopsided profiles' short sides (<folder>/extra/):
+  their own WSD families, so the main sweep's runs stay as they were."""
+  cfg, d = sweep_config(path)
+  budgets = sorted({e[0] for e in d.extra})
+  shapes = sorted({e[1] for e in d.extra})
+  pc = design_pilot.isoflop_cfg(cfg, [d.family[j] for j in shapes],
+                                [d.budgets_flop[k] for k in budgets], d.lr_scale, d.warmup_steps,
+                                [[shapes.index(j) for kk, j in d.extra if kk == k]
+                                 for k in budgets])
+  pc.run_dir = str(Path(cfg.run_dir) / "extra")
+  pc.sweep.seeds, pc.sweep.min_steps, pc.sweep.max_epochs = d.seeds, d.min_steps, d.max_epochs
+  pc.sweep.flop_convention = d.flop_convention
+  return pc
+
+
+def widen_lopsided(folder, overwrite: bool = False, verbose: bool = True) -> int:
+  """After the sweep: one more size on the short side of every lopsided profile (its vertex in
+  the outer quarter of its sizes or beyond), recorded in design.json and trained in
+  <folder>/extra/; returns how many were added."""
+  from scaling.laws import allocate, howbig
+  from scaling.sweep import run_points
+  from scaling.expand import expand
+  folder = Path(folder)
+  d = design.read(folder)
+  runs, _ = howbig.sweep_runs(folder)
+  pts = allocate.read_points(runs, d.flop_convention)
+  vertices = {}
+  for c in d.budgets_flop:
+    at = np.isclose(pts["budget"], c, rtol=1e-9)
+    vertices[c] = design.profile_vertex(pts["N"][at], pts["loss"][at]) if at.any() else None
+  fam = [design.Member(tuple(s), n, 0.0) for s, n in zip(d.family, _family_n(d))]
+  new = [e for e in design.short_sides(d.budgets_flop, _sizes_with_extra(d), vertices, fam)
+         if e not in d.extra]
+  if not new:
+    return 0
+  design.write(folder, design.with_extra(d, d.extra + new))
+  if verbose:
+    print("[design] lopsided profiles: one more size at " + ", ".join(
+        f"C={d.budgets_flop[k]:.3g} (width {d.family[j][1]})" for k, j in new), flush=True)
+  run_points(expand(extra_config(folder)), overwrite, verbose)
+  return len(new)
+
+
+def _sizes_with_extra(d: design.Design) -> list:
+  rows = [list(r) for r in d.sizes]
+  for k, j in d.extra:
+    rows[k].append(j)
+  return [sorted(r) for r in rows]
+
+
+def _family_n(d: design.Design) -> list:
+  """N (non-embedding, Kaplan's count) of each family shape: 12·n_layer·d_model²."""
+  return [12.0 * s[0] * s[1] ** 2 for s in d.family]
 
 
 def heldout_factor(d: design.Design) -> float:

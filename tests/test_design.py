@@ -145,3 +145,22 @@ def test_sweep_of_a_bad_design_is_one_line_and_exit_2(tmp_path, capsys):
   assert err.startswith("error:") and "\n" not in err and "sizes must hold" in err
   assert cli_main(["sweep"]) == 2
   assert "--design" in capsys.readouterr().err
+
+
+def test_a_lopsided_profile_gets_a_size_on_its_short_side():
+  c = 1e12
+  truth = true_vertex(c)
+  i = int(np.argmin([abs(math.log(m.n / truth)) for m in FAMILY]))
+  centred = list(range(i - 2, i + 4))
+  left = list(range(i - 5, i + 1))        # the vertex at the right end of these sizes
+  right = list(range(i, i + 6))           # … at the left end of these
+  vertex_of = lambda row: design.profile_vertex([FAMILY[j].n for j in row],
+                                                [loss(FAMILY[j].n, c) for j in row])
+  for row in (centred, left, right):
+    assert abs(math.log(vertex_of(row) / truth)) < 0.35
+  found = design.short_sides([c, c, c], [centred, left, right],
+                             {c: None}, FAMILY)
+  assert found == []                      # no vertex known: nothing added
+  added = [design.short_sides([c], [row], {c: vertex_of(row)}, FAMILY) for row in
+           (centred, left, right)]
+  assert added == [[], [[0, left[-1] + 1]], [[0, right[0] - 1]]]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import files, rundir, shapes
+from scaling import design, files, rundir, shapes
 from scaling.errors import UserError
 from scaling.laws import approaches, forms, howbig, io
 from scaling.laws import fit as fitlib
@@ -221,6 +221,13 @@ def batch_at(law: dict | None, loss: float) -> dict | None:
   return {"loss": loss, "tokens": float(forms.b_crit(law["params"], loss)), "interval": [lo, hi]}
 
 
+def _design_warnings(sweep: Path) -> list[str]:
+  """The warnings of the sweep's design.json (a forced design says what it lacked)."""
+  if not (sweep / design.DESIGN_FILE).is_file():
+    return []
+  return [f"design: {w}" for w in design.read(sweep).warnings]
+
+
 def fit_isoflop_sweep(sweep: str, n_boot: int = 1000, seed: int = 0, check_factor: float = 3.0,
                       target_flop: float = 0.0) -> dict:
   """fits.json of an isoFLOP sweep: the allocation by approaches 1–3 (scaling/laws/howbig.py),
@@ -239,7 +246,8 @@ def fit_isoflop_sweep(sweep: str, n_boot: int = 1000, seed: int = 0, check_facto
                     if alloc.get(k)},
               "target": target, "batch": batch_at(fits.get("b_simple_law"), target["loss"]),
               "heldout": alloc["heldout"], "check_prediction": alloc["check_prediction"],
-              "seed_noise": alloc["seed_noise"], "warnings": alloc["warnings"],
+              "seed_noise": alloc["seed_noise"],
+              "warnings": alloc["warnings"] + _design_warnings(out),
               "floor": howbig.floor_check(alloc, held)}
   for law in fits.values():
     if isinstance(law, dict):
