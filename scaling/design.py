@@ -85,6 +85,8 @@ class Design:
   pilot: dict
   extra: list = dataclasses.field(default_factory=list)   # [budget index, family index]: sizes
                                   # added after the sweep on a lopsided profile's short side
+  config: dict = dataclasses.field(default_factory=dict)  # the run config the design was made
+                                  # with (context, vocabulary, batch, overrides), as JSON
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +332,7 @@ _TYPES = {"format": str, "source": str, "store": str, "minutes": (int, float),
           "heldout_flop": (int, float), "lr_scale": (int, float), "warmup_steps": int,
           "min_steps": int, "max_epochs": (int, float), "seeds": int, "batch_tokens": int,
           "expected_minutes": (int, float), "forced": bool, "warnings": list, "choices": dict,
-          "pilot": dict, "extra": list}
+          "pilot": dict, "extra": list, "config": dict}
 
 
 def read(path) -> Design:

@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from scaling import design, design_pilot, encode
-from scaling.config import load_config_file
+from scaling.config import load_config_file, to_json
 from scaling.errors import UserError
 from scaling.spec import validate
 
@@ -49,7 +49,8 @@ def make_design(cfg, folder: Path, minutes: float, force: bool = False,
   made = design.Design(format=design.FORMAT, source=cfg.data.source, store=str(store.folder),
                        minutes=float(minutes), flop_convention="palm",
                        family=[list(m.shape) for m in fam], batch_tokens=batch_tokens,
-                       pilot=dataclasses.asdict(pilot), **planned)
+                       pilot=dataclasses.asdict(pilot), config=json.loads(to_json(cfg)),
+                       **planned)
   path = design.write(folder, made)
   if verbose:
     for line in summary_lines(made):
@@ -80,7 +81,7 @@ def sweep_config(path):
   folder = Path(path).parent if Path(path).suffix == ".json" else Path(path)
   if not Path(d.store).is_dir():
     raise UserError(f"the design's token store {d.store} is missing; run `scaling design` again")
-  cfg = base_config(d.source)
+  cfg = ml_collections.ConfigDict(d.config) if d.config else base_config(d.source)
   cfg.data.store, cfg.run_dir = d.store, str(folder)
   used = sorted({j for row in d.sizes for j in row})
   pc = design_pilot.isoflop_cfg(cfg, [d.family[j] for j in used], d.budgets_flop, d.lr_scale,
