@@ -324,8 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--data", default="",
                  help="your corpus: a text file, folder, glob, JSONL (.jsonl[.xz]) or hf:NAME "
                       "(default: the generated corpus, whose entropy rate is known)")
-  p.add_argument("--minutes", type=POSITIVE, default=12.0,
-                 help="the time the design may spend, its pilot included (default 12)")
+  p.add_argument("--minutes", type=POSITIVE, default=15.0,
+                 help="the most time the design may spend, its pilot included (default 15; it "
+                      "takes what its budgets need)")
   p.add_argument("--force", action="store_true",
                  help="train a design that cannot answer (too few minutes or tokens), warned")
   p.add_argument("--budget", type=POSITIVE,
@@ -343,8 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "budget and the expected time. Refuses, saying what it would "
                                  "need, when the minutes or the corpus cannot buy it.")
   p.add_argument("--data", default="", help="the corpus (default: the generated one)")
-  p.add_argument("--minutes", type=POSITIVE, default=12.0,
-                 help="the time the design may spend, its pilot included (default 12)")
+  p.add_argument("--minutes", type=POSITIVE, default=15.0,
+                 help="the most time the design may spend, its pilot included (default 15; it "
+                      "takes what its budgets need)")
   p.add_argument("--out", default="runs/design", help="the sweep folder")
   p.add_argument("--force", action="store_true")
   p.set_defaults(func=_cmd_design)

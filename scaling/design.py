@@ -45,12 +45,14 @@ class Pilot:
   """What the pilot measured (scaling/design_pilot.py), in the units of the names."""
   bigram_loss: float
   n_train_tokens: int
-  lr_scale: float                 # the multiple of Kaplan's LR(N) chosen by the probe
+  lr_scale: float                 # the multiple of Kaplan's LR(N) chosen by the probe, at …
   lr_probe: list                  # [{"N", "multiplier", "loss"}]
   grid: list                      # [{"N", "C", "loss"}]: the pilot's runs and branches
   seconds_per_token: list         # [{"N", "s_per_token"}]
   run_overhead_s: float           # compile, evaluation and checkpoints of one run
   sigma: float | None             # run-to-run σ of one point (two seeds), nats
+  lr_ref_n: float = 0.0           # … N = lr_ref_n, times (N/lr_ref_n)^lr_n_exponent elsewhere
+  lr_n_exponent: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +75,8 @@ class Design:
   sizes: list                     # per budget: indices into family
   heldout_flop: float
   lr_scale: float
+  lr_ref_n: float
+  lr_n_exponent: float
   warmup_steps: int
   min_steps: int
   max_epochs: float
@@ -160,6 +164,32 @@ def centred_window(family: list, n_star: float, width: int) -> list[int]:
   starts = range(len(family) - width + 1)
   best = min(starts, key=lambda s: abs(ln[s:s + width].mean() - math.log(n_star)))
   return list(range(best, best + width))
+
+
+def best_multiplier(rows: list) -> float:
+  """The multiple of Kaplan's LR(N) at the minimum of a parabola in log multiple through one
+  size's three probed multiples nearest its best (the best probed one at an edge)."""
+  pts = sorted((math.log(r["multiplier"]), r["loss"]) for r in rows)
+  i = int(np.argmin([y for _, y in pts]))
+  if i in (0, len(pts) - 1):
+    return math.exp(pts[i][0])
+  x, y = zip(*pts[i - 1:i + 2])
+  c2, c1, _ = np.polyfit(x, y, 2)
+  return math.exp(min(max(-c1 / (2 * c2), x[0]), x[2])) if c2 > 0 else math.exp(x[1])
+
+
+def lr_rule(probe: list) -> tuple[float, float, float]:
+  """(multiple at the reference N, the reference N, the exponent in N) of the learning rate:
+  each probed size's best multiple (best_multiplier), log-linear in log N through them."""
+  by_n: dict = {}
+  for r in probe:
+    by_n.setdefault(r["N"], []).append(r)
+  best = sorted((n, best_multiplier(rows)) for n, rows in by_n.items())
+  if len(best) == 1:
+    return best[0][1], best[0][0], 0.0
+  slope, icpt = np.polyfit(np.log([n for n, _ in best]), np.log([m for _, m in best]), 1)
+  ref = math.exp(float(np.mean(np.log([n for n, _ in best]))))
+  return float(math.exp(icpt + slope * math.log(ref))), ref, float(slope)
 
 
 def seeds_for(sigma: float | None) -> int:
@@ -269,8 +299,10 @@ def plan(pilot: Pilot, family: list, minutes: float, batch_tokens: int,
                       "--force to train it anyway (the report then carries this warning)")
     warnings.append("forced: " + why + "; ".join(problems))
   choices = {
-      "lr_scale": {"value": pilot.lr_scale, "rule": "the best multiple of Kaplan's LR(N) in the "
-                   "pilot's probe (lowest mean held-out loss over its sizes)",
+      "lr_scale": {"value": pilot.lr_scale, "ref_n": pilot.lr_ref_n,
+                   "n_exponent": pilot.lr_n_exponent,
+                   "rule": "per probed size the multiple of Kaplan's LR(N) at the minimum of a "
+                           "parabola in log multiple; log-linear in log N through the sizes",
                    "measured": pilot.lr_probe},
       "phase": {"C": c_phase, "extrapolated": extrapolated, "bigram_loss": pilot.bigram_loss,
                 "rule": f"the smallest pilot budget whose best run ends {PHASE_MARGIN} nats "
@@ -287,7 +319,9 @@ def plan(pilot: Pilot, family: list, minutes: float, batch_tokens: int,
   }
   return {"budgets_flop": budgets, "sizes": sizes, "heldout_flop": heldout_c, "seeds": seeds,
           "expected_minutes": expected_min, "warnings": warnings, "choices": choices,
-          "lr_scale": pilot.lr_scale, "warmup_steps": s.warmup_steps, "min_steps": s.min_steps,
+          "lr_scale": pilot.lr_scale, "lr_ref_n": pilot.lr_ref_n,
+          "lr_n_exponent": pilot.lr_n_exponent, "warmup_steps": s.warmup_steps,
+          "min_steps": s.min_steps,
           "max_epochs": s.max_epochs, "forced": bool(problems)}
 
 
@@ -329,7 +363,8 @@ def write(folder: Path, design: Design) -> Path:
 
 _TYPES = {"format": str, "source": str, "store": str, "minutes": (int, float),
           "flop_convention": str, "family": list, "budgets_flop": list, "sizes": list,
-          "heldout_flop": (int, float), "lr_scale": (int, float), "warmup_steps": int,
+          "heldout_flop": (int, float), "lr_scale": (int, float), "lr_ref_n": (int, float),
+          "lr_n_exponent": (int, float), "warmup_steps": int,
           "min_steps": int, "max_epochs": (int, float), "seeds": int, "batch_tokens": int,
           "expected_minutes": (int, float), "forced": bool, "warnings": list, "choices": dict,
           "pilot": dict, "extra": list, "config": dict}

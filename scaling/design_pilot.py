@@ -38,15 +38,12 @@ PILOT_SHARE = 0.2
 
 
 def family(cfg, n_vocab: int, convention: str = "palm") -> list[design.Member]:
-  """Two-layer models of WIDTHS (heads of at most 64): N non-embedding, FLOPs per token of the
-  convention."""
+  """Two-layer one-head models of WIDTHS: N non-embedding, FLOPs per token of the convention."""
   key = isoflop.convention_key(convention)
   out = []
   for d in WIDTHS:
-    heads = max(1, -(-d // 64))
-    while d % heads:
-      heads += 1
-    shape = (2, d, heads)
+    shape = (2, d, 1)     # one head at every width: a head count changing inside the family
+                          # made the profiles zig-zag at the change (2 heads from width 80)
     m = _model(cfg, shape, n_vocab)
     out.append(design.Member(shape, float(param_count(m)[isoflop.N_KEY[convention]]),
                              float(flop_per_token(m)[key])))
@@ -80,9 +77,10 @@ def _probe_run(cfg, member: design.Member, multiplier: float, warmup: int):
   return rc
 
 
-def lr_probe(cfg, fam: list, warmup: int, verbose: bool) -> tuple[float, list, list]:
-  """(the chosen multiple, the probe's rows, its summaries). A best multiple at either end of
-  the probed ones is probed past that end (twice at most)."""
+def lr_probe(cfg, fam: list, warmup: int, verbose: bool) -> tuple[tuple, list, list]:
+  """((multiple at the reference N, reference N, exponent in N) of the learning rate
+  (design.lr_rule), the probe's rows, its summaries). A size whose best multiple is at an end
+  of the probed ones is probed past that end (twice at most)."""
   members = [next(m for m in fam if m.shape[1] == w) for w in PROBE_WIDTHS]
   rows, summaries, mults = [], [], list(PROBE_MULTIPLIERS)
   for _ in range(3):
@@ -93,16 +91,15 @@ def lr_probe(cfg, fam: list, warmup: int, verbose: bool) -> tuple[float, list, l
         s = _timed(_probe_run(cfg, member, mult, warmup), verbose)
         summaries.append(s)
         rows.append({"N": member.n, "multiplier": mult, "loss": s["final_eval_loss"]})
-    score = {m: np.mean([math.log(r["loss"]) for r in rows if r["multiplier"] == m])
-             for m in mults}
-    best = min(score, key=score.get)
-    if best == max(mults):
-      mults.append(2 * best)
-    elif best == min(mults):
-      mults.insert(0, best / 2)
+    best = [min((r for r in rows if r["N"] == m.n), key=lambda r: r["loss"])["multiplier"]
+            for m in members]
+    if max(best) == max(mults):
+      mults.append(2 * max(mults))
+    elif min(best) == min(mults):
+      mults.insert(0, min(mults) / 2)
     else:
       break
-  return best, rows, summaries
+  return design.lr_rule(rows), rows, summaries
 
 
 def _speed(summaries: list) -> tuple[list, float]:
@@ -123,24 +120,26 @@ def _speed(summaries: list) -> tuple[list, float]:
   return rows, float(np.median(overheads)) if overheads else 3.0
 
 
-def _pilot_cfg(cfg, fam: list, c_max: float, lr_scale: float, warmup: int):
+def _pilot_cfg(cfg, fam: list, c_max: float, lr: tuple, warmup: int):
   pc = isoflop_cfg(cfg, [list(m.shape) for m in fam if m.shape[1] in PILOT_WIDTHS],
                    [c_max / math.sqrt(2) ** k for k in reversed(range(PILOT_BUDGETS))],
-                   lr_scale, warmup)
+                   lr, warmup)
   pc.run_dir = rundir.child_of(cfg, f"{PILOT}/grid")
   pc.sweep.min_steps = max(warmup + 20, 40)
   return pc
 
 
-def isoflop_cfg(cfg, models: list, budgets: list, lr_scale: float, warmup: int,
+def isoflop_cfg(cfg, models: list, budgets: list, lr: tuple, warmup: int,
                 budget_models: list | None = None):
-  """An isoFLOP sweep config (scaling/isoflop.py) of the given sizes and budgets, WSD."""
+  """An isoFLOP sweep config (scaling/isoflop.py) of the given sizes and budgets, WSD, the
+  learning rate lr = (multiple of Kaplan's LR(N) at N_ref, N_ref, exponent in N)."""
   pc = _copy(cfg)
   pc.sweep = isoflop.defaults()
   pc.sweep.models = [tuple(m) for m in models]
   pc.sweep.budgets_flop = list(budgets)
   pc.sweep.budget_models = budget_models or []
-  pc.sweep.lr_scale, pc.sweep.warmup_steps, pc.sweep.schedule = lr_scale, warmup, "wsd"
+  pc.sweep.lr_scale, pc.sweep.lr_ref_n, pc.sweep.lr_n_exponent = (float(x) for x in lr)
+  pc.sweep.warmup_steps, pc.sweep.schedule = warmup, "wsd"
   return pc
 
 
@@ -161,11 +160,12 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> de
   fam = family(cfg, store.n_vocab)
   say(f"LR probe: {len(PROBE_WIDTHS)} sizes x {len(PROBE_MULTIPLIERS)} multiples of Kaplan's "
       f"LR(N), {PROBE_STEPS} steps each")
-  lr_scale, probe, probe_summaries = lr_probe(cfg, fam, warmup, False)
-  say(f"LR: {lr_scale:g} x Kaplan's LR(N) (" + ", ".join(
-      f"x{r['multiplier']:g}: {r['loss']:.3f}" for r in probe) + ")")
+  lr, probe, probe_summaries = lr_probe(cfg, fam, warmup, False)
+  say(f"LR: {lr[0]:.3g} x Kaplan's LR(N) at N = {lr[1]:.3g}, x (N/{lr[1]:.3g})^{lr[2]:.3f} "
+      "elsewhere (" + ", ".join(f"N={r['N']:.3g} x{r['multiplier']:g}: {r['loss']:.3f}"
+                                for r in probe) + ")")
   spt_rows, overhead = _speed(probe_summaries)
-  pilot0 = design.Pilot(0.0, 0, lr_scale, probe, [], spt_rows, overhead, None)
+  pilot0 = design.Pilot(0.0, 0, lr[0], probe, [], spt_rows, overhead, None)
   spt = design.seconds_per_token(pilot0, fam)
   batch_tokens = validate(cfg).train.batch_size * cfg.model.n_ctx
   pilot_members = [m for m in fam if m.shape[1] in PILOT_WIDTHS]
@@ -173,7 +173,7 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> de
   c_max = max(PILOT_SHARE * minutes * 60 - overhead * len(pilot_members) * PILOT_BUDGETS, 60.0) / per_c
   c_max = max(c_max, 2 * (warmup + 20) * batch_tokens * pilot_members[-1].flop_per_token)
   say(f"pilot grid: {len(pilot_members)} sizes, budgets {c_max / 16:.3g} to {c_max:.3g} FLOP")
-  grid_cfg = _pilot_cfg(cfg, fam, c_max, lr_scale, warmup)
+  grid_cfg = _pilot_cfg(cfg, fam, c_max, lr, warmup)
   run_points(expand(grid_cfg), verbose=False)
   grid, summaries = [], []
   for run in rundir.find_runs(Path(grid_cfg.run_dir)):
@@ -185,8 +185,8 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> de
   spt_rows, _ = _speed(probe_summaries + summaries)
   say(f"pilot: best loss {min(r['loss'] for r in grid):.3f} (bigram {store.bigram_loss():.3f})"
       + (f", run-to-run σ {sigma:.4f}" if sigma is not None else ""))
-  return design.Pilot(float(store.bigram_loss()), int(store.meta["n_tokens_train"]), lr_scale,
-                      probe, grid, spt_rows, overhead, sigma)
+  return design.Pilot(float(store.bigram_loss()), int(store.meta["n_tokens_train"]), lr[0],
+                      probe, grid, spt_rows, overhead, sigma, lr_ref_n=lr[1], lr_n_exponent=lr[2])
 
 
 def _noise(grid_cfg, grid: list, n_vocab: int) -> float | None:

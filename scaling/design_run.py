@@ -63,7 +63,8 @@ def summary_lines(d: design.Design) -> list[str]:
   ch = d.choices
   lines = [f"design: {len(d.budgets_flop)} budgets {d.budgets_flop[0]:.3g} … "
            f"{d.budgets_flop[-1]:.3g} FLOP, held out at {d.heldout_flop:.3g}; "
-           f"{d.seeds} seed(s); {d.lr_scale:g} x Kaplan's LR(N); about "
+           f"{d.seeds} seed(s); {d.lr_scale:.3g} x Kaplan's LR(N) at N = {d.lr_ref_n:.3g}, "
+           f"x (N/{d.lr_ref_n:.3g})^{d.lr_n_exponent:.3f} elsewhere; about "
            f"{d.expected_minutes:.1f} minutes",
            f"  change of phase: C ≈ {ch['phase']['C']:.3g} (bigram loss "
            f"{ch['phase']['bigram_loss']:.3f}{', extrapolated' if ch['phase']['extrapolated'] else ''})",
@@ -84,7 +85,7 @@ def sweep_config(path):
   cfg = ml_collections.ConfigDict(d.config) if d.config else base_config(d.source)
   cfg.data.store, cfg.run_dir = d.store, str(folder)
   used = sorted({j for row in d.sizes for j in row})
-  pc = design_pilot.isoflop_cfg(cfg, [d.family[j] for j in used], d.budgets_flop, d.lr_scale,
+  pc = design_pilot.isoflop_cfg(cfg, [d.family[j] for j in used], d.budgets_flop, _lr(d),
                                 d.warmup_steps,
                                 [[used.index(j) for j in row] for row in d.sizes])
   pc.run_dir = str(folder)
@@ -100,7 +101,7 @@ def extra_config(path):
   budgets = sorted({e[0] for e in d.extra})
   shapes = sorted({e[1] for e in d.extra})
   pc = design_pilot.isoflop_cfg(cfg, [d.family[j] for j in shapes],
-                                [d.budgets_flop[k] for k in budgets], d.lr_scale, d.warmup_steps,
+                                [d.budgets_flop[k] for k in budgets], _lr(d), d.warmup_steps,
                                 [[shapes.index(j) for kk, j in d.extra if kk == k]
                                  for k in budgets])
   pc.run_dir = str(Path(cfg.run_dir) / "extra")
@@ -147,6 +148,10 @@ def _sizes_with_extra(d: design.Design) -> list:
 def _family_n(d: design.Design) -> list:
   """N (non-embedding, Kaplan's count) of each family shape: 12·n_layer·d_model²."""
   return [12.0 * s[0] * s[1] ** 2 for s in d.family]
+
+
+def _lr(d: design.Design) -> tuple:
+  return d.lr_scale, d.lr_ref_n, d.lr_n_exponent
 
 
 def heldout_factor(d: design.Design) -> float:

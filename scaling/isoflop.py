@@ -68,6 +68,8 @@ def defaults() -> ml_collections.ConfigDict:
   s.warmup_steps = 20
   s.warmup_tokens_per_param = 1.0
   s.lr_scale = 1.0                 # every run's peak LR = lr_scale × Kaplan's LR(N) …
+  s.lr_ref_n = 0.0                 # … × (N / lr_ref_n)^lr_n_exponent when lr_ref_n > 0 (a
+  s.lr_n_exponent = 0.0            # size trend measured by the design's probe) …
   s.lr_multipliers = [1.0]         # … × each of these; the best of each (size, budget) is kept
   s.max_epochs = 4.0
   s.min_steps = 40
@@ -191,8 +193,10 @@ def _point_run(cfg, s, p: Point, batch_tokens: int):
   t = rc.train
   t.steps, t.tokens, t.schedule = p.steps, 0, s.schedule
   t.warmup_steps = _warmup_steps(s, p, batch_tokens)
-  if p.lr_multiplier * s.lr_scale != 1.0:
-    t.peak_lr = s.lr_scale * p.lr_multiplier * kaplan_learning_rate(p.n_kaplan)
+  scale = s.lr_scale * p.lr_multiplier * (
+      (p.n_kaplan / s.lr_ref_n) ** s.lr_n_exponent if s.lr_ref_n else 1.0)
+  if scale != 1.0:
+    t.peak_lr = scale * kaplan_learning_rate(p.n_kaplan)
   return rc
 
 

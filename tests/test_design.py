@@ -100,7 +100,8 @@ def _design(tmp_path):
                        minutes=1e6, flop_convention="palm",
                        family=[list(m.shape) for m in FAMILY], batch_tokens=BATCH_TOKENS,
                        pilot={}, **{k: p[k] for k in ("budgets_flop", "sizes", "heldout_flop",
-                                                      "lr_scale", "warmup_steps", "min_steps",
+                                                      "lr_scale", "lr_ref_n", "lr_n_exponent",
+                                                      "warmup_steps", "min_steps",
                                                       "max_epochs", "seeds", "expected_minutes",
                                                       "forced", "warnings", "choices")})
 
@@ -164,3 +165,18 @@ def test_a_lopsided_profile_gets_a_size_on_its_short_side():
   added = [design.short_sides([c], [row], {c: vertex_of(row)}, FAMILY) for row in
            (centred, left, right)]
   assert added == [[], [[0, left[-1] + 1]], [[0, right[0] - 1]]]
+
+
+def test_the_learning_rate_rule_from_a_probe():
+  """Per size the best multiple from a parabola in log multiple, then log-linear in log N."""
+  best = {1e4: 16.0, 1e5: 4.0}               # a known optimum per size, losses quadratic around it
+  probe = [{"N": n, "multiplier": m, "loss": 2.0 + 0.1 * math.log(m / best[n]) ** 2}
+           for n in best for m in (2.0, 4.0, 8.0, 16.0, 32.0)]
+  assert design.best_multiplier([r for r in probe if r["N"] == 1e4]) == pytest.approx(16.0)
+  scale, ref, exponent = design.lr_rule(probe)
+  assert ref == pytest.approx(math.sqrt(1e4 * 1e5))
+  assert exponent == pytest.approx(math.log(4 / 16) / math.log(10))
+  assert scale * (1e5 / ref) ** exponent == pytest.approx(4.0)
+  # A best multiple at the edge of those probed is that edge.
+  edge = [r for r in probe if r["N"] == 1e4 and r["multiplier"] <= 8]
+  assert design.best_multiplier(edge) == pytest.approx(8.0)
