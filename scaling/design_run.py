@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from pathlib import Path
 
-import time
-
+import ml_collections
 import numpy as np
 
 from scaling import design, design_pilot, encode

@@ -180,3 +180,24 @@ def test_the_learning_rate_rule_from_a_probe():
   # A best multiple at the edge of those probed is that edge.
   edge = [r for r in probe if r["N"] == 1e4 and r["multiplier"] <= 8]
   assert design.best_multiplier(edge) == pytest.approx(8.0)
+
+
+def test_make_design_writes_a_design_its_sweep_reads(tmp_path, monkeypatch):
+  """The stage end to end with the pilot's measurements replaced by those of the known surface:
+  store, plan, design.json (with the run config), and the sweep config read back from it."""
+  from scaling import design_pilot, design_run
+  from scaling.expand import expand
+  monkeypatch.setattr(design_pilot, "measure", lambda *a, **k: pilot())
+  monkeypatch.setattr(design_pilot, "family", lambda *a, **k: FAMILY)
+  cfg = design_run.base_config("")
+  cfg.data.synthetic.train_tokens, cfg.model.n_ctx = 200_000, 64
+  made = design_run.make_design(cfg, tmp_path, minutes=1e6, verbose=False)
+  assert (tmp_path / "design.json").is_file() and (tmp_path / "store" / "meta.json").is_file()
+  assert made.config["model"]["n_ctx"] == 64 and made.budgets_flop[0] >= C_KINK
+  sweep_cfg, back = design_run.sweep_config(tmp_path)
+  assert back == made and sweep_cfg.model.n_ctx == 64 and sweep_cfg.data.store == made.store
+  assert list(sweep_cfg.sweep.budgets_flop) == made.budgets_flop
+  assert sweep_cfg.sweep.lr_ref_n == made.lr_ref_n and sweep_cfg.sweep.seeds == made.seeds
+  runs = expand(sweep_cfg)
+  assert {r.budget_flop for r in runs} <= set(made.budgets_flop) and runs
+  assert design_run.heldout_factor(made) == pytest.approx(3.0)
