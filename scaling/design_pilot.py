@@ -15,13 +15,14 @@ corpus and machine, in <sweep>/pilot/ (resumable like any sweep; the fits never 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from pathlib import Path
 
 import numpy as np
 
-from scaling import design, isoflop, rundir
+from scaling import design, files, isoflop, rundir
 from scaling import train as trainlib
 from scaling.model import ModelConfig, flop_per_token, kaplan_learning_rate, param_count
 from scaling.runcfg import run_of_shape, shape_name
@@ -170,8 +171,9 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> de
   batch_tokens = validate(cfg).train.batch_size * cfg.model.n_ctx
   pilot_members = [m for m in fam if m.shape[1] in PILOT_WIDTHS]
   per_c = sum(2.6 * spt(m) / m.flop_per_token for m in pilot_members)   # seconds per FLOP of C
-  c_max = max(PILOT_SHARE * minutes * 60 - overhead * len(pilot_members) * PILOT_BUDGETS, 60.0) / per_c
-  c_max = max(c_max, 2 * (warmup + 20) * batch_tokens * pilot_members[-1].flop_per_token)
+  c_max = _grid_budget(Path(cfg.run_dir) / PILOT / "grid.json", lambda: max(
+      max(PILOT_SHARE * minutes * 60 - overhead * len(pilot_members) * PILOT_BUDGETS, 60.0)
+      / per_c, 2 * (warmup + 20) * batch_tokens * pilot_members[-1].flop_per_token))
   say(f"pilot grid: {len(pilot_members)} sizes, budgets {c_max / 16:.3g} to {c_max:.3g} FLOP")
   grid_cfg = _pilot_cfg(cfg, fam, c_max, lr, warmup)
   run_points(expand(grid_cfg), verbose=False)
@@ -187,6 +189,19 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> de
       + (f", run-to-run σ {sigma:.4f}" if sigma is not None else ""))
   return design.Pilot(float(store.bigram_loss()), int(store.meta["n_tokens_train"]), lr[0],
                       probe, grid, spt_rows, overhead, sigma, lr_ref_n=lr[1], lr_n_exponent=lr[2])
+
+
+def _grid_budget(path: Path, compute) -> float:
+  """The pilot grid's largest budget: the one recorded in <sweep>/pilot/grid.json when the pilot
+  was begun before (so a rerun resumes the same runs), else computed and recorded."""
+  if path.is_file():
+    try:
+      return float(json.loads(path.read_text())["c_max_flop"])
+    except (OSError, ValueError, KeyError, TypeError):
+      pass                      # unreadable: computed again (finished runs of another grid stay)
+  c_max = float(compute())
+  files.atomic_write_text(path, json.dumps({"c_max_flop": c_max}))
+  return c_max
 
 
 def _noise(grid_cfg, grid: list, n_vocab: int) -> float | None:
