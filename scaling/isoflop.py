@@ -220,17 +220,20 @@ def _family_runs(cfg, s, family: list[Point], longest: Point, batch_tokens: int)
 def shape_for(cfg, n_target: float, n_vocab: int, convention: str) -> tuple:
   """A shape of the sweep's own family with N (of the convention) nearest n_target: the depth
   interpolated in log N between the sweep's shapes (held at the end depths beyond them), the
-  width a multiple of 8, heads of at most 64 dimensions. At these sizes the attention and
+  width a multiple of 8, the family's head count when it has one (else heads of at most 64
+  dimensions). At these sizes the attention and
   unembedding FLOPs per parameter depend on the shape, so a shape outside the family would not
   cost what F(N) (fitted on the family) says."""
   shapes = [parse_shape(m) for m in cfg.sweep.models]
   sized = sorted((param_count(_model(cfg, sh, n_vocab))[N_KEY[convention]], sh[0])
                  for sh in shapes)
+  heads = {sh[2] for sh in shapes}    # a family of one head count keeps it (a designed one)
   depth = int(round(float(np.interp(math.log(n_target), [math.log(n) for n, _ in sized],
                                     [d for _, d in sized]))))
   best, best_cost = None, math.inf
   for d_model in range(8, 2049, 8):
-    shape = (depth, d_model, max(1, -(-d_model // 64)), 0, "")
+    n_heads = heads.copy().pop() if len(heads) == 1 else max(1, -(-d_model // 64))
+    shape = (depth, d_model, n_heads, 0, "")
     if d_model % shape[2]:
       continue
     cost = abs(math.log(param_count(_model(cfg, shape, n_vocab))[N_KEY[convention]] / n_target))
