@@ -133,8 +133,13 @@ def floor_line(floor: dict) -> str:
   h = floor.get("entropy_rate")
   if h is None:
     return line + " (the corpus's true floor is unknown: real text)"
-  return (line + f"; the corpus's true floor, its entropy rate H = {h:.3f} nats/token (exact: "
-          f"the generated corpus), E − H = {floor['E'] - h:+.3f}")
+  line += (f"; the corpus's true floor, its entropy rate H = {h:.3f} nats/token (exact: "
+           f"the generated corpus), E − H = {floor['E'] - h:+.3f}")
+  hi = (floor.get("E_interval") or [None, None])[1]
+  if hi is not None and hi < h:
+    line += (" — E's whole interval lies below the true floor: these budgets do not determine "
+             "the law's floor, so do not trust its losses far beyond them")
+  return line
 
 
 def regime_warning(losses, predicted: dict, bigram: float | None) -> str | None:

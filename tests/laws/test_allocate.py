@@ -184,3 +184,13 @@ def test_the_answer_states_the_fitted_floor_against_a_known_entropy_rate(tmp_pat
   assert lo <= floor["E"] <= hi
   line = next(x for x in howbig.answer_lines(doc["headline"]) if x.startswith("irreducible"))
   assert f"H = {TRUE['E']:.3f}" in line and f"E = {floor['E']:.3f}" in line
+
+
+def test_the_floor_line_says_when_e_lies_below_the_true_floor():
+  from scaling.laws.howbig import floor_line
+  below = floor_line({"E": 0.1, "E_interval": [0.0, 0.5], "best_loss": 1.1, "entropy_rate": 0.72})
+  assert "E − H = -0.620" in below and "do not determine" in below
+  around = floor_line({"E": 0.7, "E_interval": [0.5, 0.9], "best_loss": 1.1, "entropy_rate": 0.72})
+  assert "do not determine" not in around
+  text = floor_line({"E": 0.7, "E_interval": [0.5, 0.9], "best_loss": 1.1, "entropy_rate": None})
+  assert "unknown: real text" in text
