@@ -157,9 +157,3 @@ def _lr(d: design.Design) -> tuple:
 
 def heldout_factor(d: design.Design) -> float:
   return d.heldout_flop / max(d.budgets_flop)
-
-
-def is_design(path: str) -> bool:
-  p = Path(path)
-  return p.name == design.DESIGN_FILE or (p / design.DESIGN_FILE).is_file()
-

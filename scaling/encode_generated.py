@@ -17,11 +17,11 @@ import numpy as np
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from scaling import data as datalib
-from scaling import generated, runlock
+from scaling import generated, runlock, sources
 from scaling import store as storelib
 from scaling.errors import UserError
 
-SOURCE = "synthetic"
+SOURCE = sources.SYNTHETIC
 _VERSION = "generated-v1"   # change when the generator's output changes
 
 
