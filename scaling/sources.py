@@ -3,7 +3,8 @@
 Sources of text (the `data.source` config string; "synthetic", the default, is the generated
 corpus of scaling/generated.py, which has no text and does not come through here):
   path/to/file.txt      one text file, split into documents at blank lines (read 8 MiB at a time)
-  path/to/folder, glob  every *.txt/*.md file under it (or matching it), one document per file
+  path/to/folder, glob  every *.txt/*.md file under it (or matching it), one document per file,
+                        and every *.jsonl[.xz] file, one document per line (shards of a corpus)
   path/to/file.jsonl    one document per line (also .jsonl.xz), the text in `data.text_field`
   hf:NAME[:SPLIT]       a Hugging Face `datasets` data set, streamed (a saved local directory works
                         offline)
@@ -26,6 +27,7 @@ from scaling.errors import UserError
 
 SYNTHETIC = "synthetic"
 _TEXT_SUFFIXES = (".txt", ".md", ".text", ".rst")
+_JSONL_SUFFIXES = (".jsonl", ".jsonl.xz")
 _READ_BYTES = 8 << 20
 _BLANK_LINE = re.compile(r"\n\s*\n")
 # A whitespace-free run this long is not text: byte-level BPE training on it takes hours.
@@ -130,12 +132,18 @@ def _hf_documents(spec: str, text_field: str) -> Iterator[str]:
     yield _text_of(row[text_field], f"{spec} row {i}", text_field)
 
 
+def _is_jsonl(path: Path) -> bool:
+  return path.name.endswith(_JSONL_SUFFIXES)
+
+
 def _files_of(source: str) -> list[Path]:
   path = Path(source).expanduser()
   if path.is_dir():
-    found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _TEXT_SUFFIXES)
+    found = sorted(p for p in path.rglob("*")
+                   if p.is_file() and (p.suffix in _TEXT_SUFFIXES or _is_jsonl(p)))
     if not found:
-      raise UserError(f"folder {path} holds no text files ({', '.join(_TEXT_SUFFIXES)})")
+      raise UserError(f"folder {path} holds no text or JSONL files "
+                      f"({', '.join(_TEXT_SUFFIXES + _JSONL_SUFFIXES)})")
     return found
   found = sorted(Path(p) for p in globlib.glob(str(path), recursive=True) if Path(p).is_file())
   if not found:
@@ -157,13 +165,16 @@ def _raw_documents(source: str, text_field: str) -> Iterator[str]:
     yield from _hf_documents(source, text_field)
   elif Path(source).expanduser().is_file():
     path = Path(source).expanduser()
-    if path.name.endswith((".jsonl", ".jsonl.xz")):
+    if _is_jsonl(path):
       yield from _jsonl_documents(path, text_field)
     else:
       yield from _text_file_documents(path)
-  else:
+  else:   # a folder or glob: JSONL files a document a line, text files a document each
     for path in _files_of(source):
-      yield _read_text(path)
+      if _is_jsonl(path):
+        yield from _jsonl_documents(path, text_field)
+      else:
+        yield _read_text(path)
 
 
 def iter_documents(source: str, text_field: str = "text") -> Iterator[str]:

@@ -13,6 +13,18 @@ from scaling.encode import build_store
 from scaling import data as datalib
 
 
+def test_a_folder_of_jsonl_shards_is_read_in_order(tmp_path):
+  import lzma
+  folder = tmp_path / "shards"
+  folder.mkdir()
+  with lzma.open(folder / "part-0.jsonl.xz", "wt") as f:
+    f.write(json.dumps({"text": "one"}) + "\n" + json.dumps({"text": "two"}) + "\n")
+  (folder / "part-1.jsonl").write_text(json.dumps({"text": "three"}) + "\n")
+  (folder / "readme.txt").write_text("four")
+  assert data.load_documents(str(folder)) == ["one", "two", "three", "four"]
+  assert data.load_documents(str(folder / "part-*")) == ["one", "two", "three"]
+
+
 def test_shared_tinystories_reads_all_stories():
   docs = data.load_documents(str(shared_corpus("tinystories/stories.jsonl.xz")))
   assert len(docs) == 5478  # its PROVENANCE.md
