@@ -3,7 +3,7 @@
     <run_dir>/config.json      the run's full config (compared on resume)
     <run_dir>/metrics.jsonl    one JSON object per logged step (append-only; truncated on resume)
     <run_dir>/summary.json     written once the run is finished
-    <run_dir>.lock             the pid of the process training it (scaling/runlock.py)
+    <run_dir>.lock             the process training it (host, pid, start time; scaling/runlock.py)
     <run_dir>/checkpoints/, best/   orbax (scaling/checkpoint.py)
 
 Readers of runs (fits, report, batch sweep) go through `read_summary`, `read_metrics` and

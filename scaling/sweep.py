@@ -1,7 +1,8 @@
 """Sweeps: every run of a sweep config (scaling/expand.py), resuming where it stopped.
 
 A finished point (summary.json present, same config) is skipped; a partial one resumes from its
-checkpoint; a lock file (holding the owner's pid) keeps two runners off the same point.
+checkpoint; a lock file (scaling/runlock.py) keeps two runners off the same point, and a branch
+whose source another runner is training waits for it.
 """
 
 from __future__ import annotations
@@ -31,33 +32,90 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
     raise UserError(f"--worker {worker} --num-workers {num_workers}: need 0 <= worker < "
                     "num-workers")
   t0 = time.time()
-  done_now = 0
-  for i, rc in enumerate(configs, 1):
-    head = f"[sweep {i}/{len(configs)}] {str(rc.run_dir).rstrip('/').rsplit('/', 1)[-1]}"
-    if not owned(i - 1, worker, num_workers):
-      continue
+  counter = {"done": 0, "total": len(configs)}
+  mine = [(i, rc) for i, rc in enumerate(configs, 1) if owned(i - 1, worker, num_workers)]
+  deferred, held = _one_pass(mine, counter, t0, overwrite, verbose)
+  waited_since = time.time()
+  while deferred:
+    # Branches whose source another runner is training wait for it (with a limit); the points
+    # held by others are tried again too, in case their runner has gone meanwhile.
+    if time.time() - waited_since > runlock.wait_limit_s():
+      for i, rc, why in deferred:
+        print(f"{_head(i, rc, counter)}: skipped, {why}; run the sweep again once it has "
+              "finished", flush=True)
+      break
+    time.sleep(_POLL_S)
+    again = sorted([(i, rc) for i, rc, _ in deferred] + held, key=lambda p: p[0])
+    deferred, held = _one_pass(again, counter, t0, overwrite, verbose)
+  return [rundir.path_of(rc) for rc in configs]
+
+
+_POLL_S = 2.0
+
+
+def _head(i: int, rc, counter: dict) -> str:
+  return f"[sweep {i}/{counter['total']}] {str(rc.run_dir).rstrip('/').rsplit('/', 1)[-1]}"
+
+
+def _source_held(rc) -> str | None:
+  """Why a branch cannot start yet: its source run is being trained by another runner."""
+  init_from = str(rc.train.get("init_from") or "")
+  if not init_from:
+    return None
+  source, _ = rundir.parse_branch(init_from)
+  if remote.is_remote(source):
+    return None
+  lock = runlock.lock_path(Path(source))
+  if lock.exists() and runlock.owner_alive(lock) and not runlock.holds(lock):
+    return f"its source {source} is being trained by {runlock.describe(lock)}"
+  return None
+
+
+def _one_pass(points, counter, t0, overwrite, verbose) -> list:
+  """Trains each point it can; returns the branches deferred because another runner is
+  training their source, as (index, config, reason), and the points another runner holds."""
+  deferred, held = [], []
+  for i, rc in points:
+    head = _head(i, rc, counter)
     if distributed.agreed(_finished(rc)):
       print(f"{head}: finished, skipped", flush=True)
       continue
     if remote.is_remote(rc.run_dir):   # no lock file on a URL: one runner per remote sweep
       print(f"{head}: training", flush=True)
       trainlib.train(rc, overwrite=overwrite, verbose=verbose)
-      done_now += 1
+      counter["done"] += 1
+      continue
+    why = _source_held(rc)
+    if distributed.agreed(bool(why)):
+      why = why or "its source is being trained by another runner (process 0's view)"
+      if i not in counter.setdefault("told", set()):
+        counter["told"].add(i)
+        print(f"{head}: waiting, {why}", flush=True)
+      deferred.append((i, rc, why))
       continue
     lock = runlock.lock_path(rundir.path_of(rc))
     if not distributed.agreed(runlock.acquire(lock)):
-      print(f"{head}: another runner holds {lock}, skipped", flush=True)
+      if i not in counter.setdefault("told_held", set()):
+        counter["told_held"].add(i)
+        print(f"{head}: skipped, {runlock.describe(lock)} is training it (it holds {lock})",
+              flush=True)
+      held.append((i, rc))
       continue
     try:
-      elapsed = time.time() - t0
-      eta = (f", about {elapsed / done_now * (len(configs) - i + 1) / 60:.1f} min left"
-             if done_now else "")
-      print(f"{head}: training ({done_now} trained in {elapsed / 60:.1f} min{eta})", flush=True)
-      trainlib.train(rc, overwrite=overwrite, verbose=verbose)
-      done_now += 1
+      _train_point(rc, head, counter, t0, overwrite, verbose, lock)
     finally:
-      lock.unlink(missing_ok=True)
-  return [rundir.path_of(rc) for rc in configs]
+      runlock.release(lock)
+  return deferred, held
+
+
+def _train_point(rc, head, counter, t0, overwrite, verbose, lock) -> None:
+  done, elapsed = counter["done"], time.time() - t0
+  eta = (f", about {elapsed / done * (counter['total'] - done) / 60:.1f} min left"
+         if done else "")
+  print(f"{head}: training ({done} trained in {elapsed / 60:.1f} min{eta})", flush=True)
+  with runlock.heartbeat(lock):
+    trainlib.train(rc, overwrite=overwrite, verbose=verbose)
+  counter["done"] += 1
 
 
 def _finished(rc) -> bool:

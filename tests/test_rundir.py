@@ -79,8 +79,9 @@ def test_locks_keep_runners_apart_and_stale_locks_are_taken(tmp_path):
   assert lock.name == "point.lock"
   assert runlock.acquire(lock)
   assert not runlock.acquire(lock)                  # held by this live process
-  assert int(lock.read_text()) == os.getpid()
-  lock.write_text("999999999")                     # a pid that does not exist
+  assert runlock.read_owner(lock)["pid"] == os.getpid()
+  lock.write_text(lock.read_text().replace(f'"pid": {os.getpid()}', '"pid": 999999999'))
+  runlock._held_tokens.clear()                      # as another process would see it: dead pid
   assert runlock.acquire(lock)
 
 

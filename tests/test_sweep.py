@@ -55,7 +55,7 @@ def test_lock_keeps_runners_apart_and_stale_locks_are_taken(tmp_path):
   lock = tmp_path / "p.lock"
   assert runlock.acquire(lock)
   assert not runlock.acquire(lock)          # held by this live process
-  lock.write_text("999999999")            # a pid that does not exist
+  lock.write_text("999999999")            # names no owner (a bare pid): stale
   assert runlock.acquire(lock)
 
 

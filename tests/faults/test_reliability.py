@@ -118,8 +118,9 @@ def _lock_held_by_a_live_process(w, tmp, capsys):
   before = _files(run)
   holder = subprocess.Popen(["sleep", "60"])
   try:
-    runlock.lock_path(run).write_text(str(holder.pid))
-    _one_line_error(capsys, _train_args(run, w / "cache"), f"another process (pid {holder.pid})")
+    owner = {**runlock.identity(), "pid": holder.pid, "start": runlock._start_ticks(holder.pid)}
+    runlock.lock_path(run).write_text(json.dumps(owner))
+    _one_line_error(capsys, _train_args(run, w / "cache"), f"another process (pid {holder.pid} on ")
   finally:
     holder.kill()
     holder.wait()
@@ -193,7 +194,7 @@ def test_second_trainer_on_one_run_dir_is_refused_at_once(tmp_path):
     second = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
     assert second.returncode == 2 and time.time() - t0 < 30
     err = second.stderr.strip()
-    assert len(err.splitlines()) == 1 and f"another process (pid {first.pid})" in err, err
+    assert len(err.splitlines()) == 1 and f"another process (pid {first.pid} on " in err, err
     while not (run / rundir.METRICS).is_file() and time.time() < deadline:
       assert first.poll() is None                  # the first one trains on
       time.sleep(0.2)
