@@ -37,12 +37,18 @@ def figure_isoflop(alloc: dict, out: Path, plt, save) -> None:
     ax.plot([r["N"] for r in rows], [r["loss"] for r in rows], "*", ms=12, color="k",
             label=f"held-out budget {held['budget']:.2g} (not fitted)")
     ax.errorbar([held["predicted"]["N_opt"]], [held["predicted"]["loss"]],
-                yerr=[[held["predicted"]["loss"] - held["predicted"]["loss_interval"][0]],
-                      [held["predicted"]["loss_interval"][1] - held["predicted"]["loss"]]],
+                yerr=_yerr(held["predicted"]["loss"], held["predicted"].get("loss_interval")),
                 fmt="x", color="C3", ms=10, label="predicted optimum there")
   ax.set(xscale="log", xlabel="N (parameters, sweep's convention)", ylabel="final held-out loss",
          title="IsoFLOP profiles: runs, approach 3 (lines), parabolas (dotted)")
   save(fig, ax, out / "isoflop.png", "isoflop")
+
+
+def _yerr(value: float, interval) -> list | None:
+  """Error bars from a 95% interval; none where the interval could not be had (too few runs)."""
+  if not interval or any(v is None or not math.isfinite(v) for v in interval):
+    return None
+  return [[max(value - interval[0], 0.0)], [max(interval[1] - value, 0.0)]]
 
 
 def figure_allocation(alloc: dict, out: Path, plt, save) -> None:
@@ -60,14 +66,14 @@ def figure_allocation(alloc: dict, out: Path, plt, save) -> None:
                             ("approach3", "C2", "approach 3"),
                             ("kaplan_contrast", "gray", "Kaplan's fixed-horizon envelope")):
     res = alloc.get(key)
-    if res:
+    if res and all(isinstance(res["params"].get(k), (int, float)) and
+                   math.isfinite(res["params"][k]) for k in ("a", "N_coef")):
       p = res["params"]
       ax.plot(grid, p["N_coef"] * grid ** p["a"], "--" if key == "kaplan_contrast" else "-",
               color=color, lw=1, label=f"{label}: a = {p['a']:.2f}")
   for pred, label in ((alloc["check_prediction"], "held-out budget"),
                       (alloc["target"], "target budget")):
-    lo, hi = pred["N_opt_interval"]
-    ax.errorbar([pred["C"]], [pred["N_opt"]], yerr=[[pred["N_opt"] - lo], [hi - pred["N_opt"]]],
+    ax.errorbar([pred["C"]], [pred["N_opt"]], yerr=_yerr(pred["N_opt"], pred.get("N_opt_interval")),
                 fmt="o", color="C3", capsize=3, label=f"predicted N_opt, {label}")
   ax.set(xscale="log", yscale="log", xlabel="C (FLOP)", ylabel="N_opt",
          title="Compute-optimal model size")
@@ -87,7 +93,8 @@ def _approach_rows(alloc: dict) -> list[str]:
       rows.append(f"| {name} | — | — | — | — |")
       continue
     p, ci = res["params"], res["intervals"]
-    rows.append(f"| {name} | {p['a']:.3f} | {howbig._iv(ci.get('a'))} | {p['b']:.3f} | "
+    rows.append(f"| {name} | {howbig.num(p['a'])} | {howbig._iv(ci.get('a'))} | "
+                f"{howbig.num(p['b'])} | "
                 f"{howbig._iv(ci.get('b'))} |")
   return rows
 
@@ -97,8 +104,8 @@ def _convention_rows(alloc: dict) -> list[str]:
   labels = {"palm": "6N + attention + unembedding (the FLOPs the step does)",
             "kaplan": "6N, N non-embedding (Kaplan)", "chinchilla": "6·N_total (Chinchilla)"}
   for name, row in alloc["conventions"].items():
-    rows.append(f"| {labels[name]} | {row['a']:.3f} | {howbig._iv(row['a_interval'])} | "
-                f"{row['b']:.3f} | {howbig._iv(row['b_interval'])} |")
+    rows.append(f"| {labels[name]} | {howbig.num(row['a'])} | {howbig._iv(row['a_interval'])} | "
+                f"{howbig.num(row['b'])} | {howbig._iv(row['b_interval'])} |")
   return rows
 
 

@@ -51,9 +51,21 @@ def check_no_duplicates(columns: dict[str, np.ndarray], y: np.ndarray) -> None:
 # Pure power law y = (X_c / x)^α, exact in log space.
 
 
+def _line(u, v) -> tuple[float, float]:
+  """(slope, intercept) of v on u by least squares; nan, nan when u has no spread (a bootstrap
+  resample that drew one x only)."""
+  u, v = np.asarray(u, float), np.asarray(v, float)
+  du = u - u.mean()
+  sxx = float(du @ du)
+  if not sxx > 1e-12 * max(1.0, float(u @ u)):
+    return math.nan, math.nan
+  slope = float(du @ (v - v.mean())) / sxx
+  return slope, float(v.mean() - slope * u.mean())
+
+
 def fit_power_law(x, y) -> tuple[float, float]:
   """log y = α·log X_c − α·log x: returns (α, X_c) by least squares in log space."""
-  slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+  slope, intercept = _line(np.log(x), np.log(y))
   alpha = -slope
   if alpha == 0:
     return 0.0, math.nan
@@ -64,7 +76,7 @@ def fit_power_law(x, y) -> tuple[float, float]:
 
 def fit_loglinear(x, y) -> tuple[float, float]:
   """y = k·x^e: returns (e, k) by least squares in log space (allocation laws, B_crit)."""
-  slope, intercept = np.polyfit(np.log(x), np.log(y), 1)
+  slope, intercept = _line(np.log(x), np.log(y))
   # A resample with a vertex far outside its sizes can put k beyond float range: infinite.
   return float(slope), (math.exp(intercept) if intercept < 709 else math.inf)
 

@@ -216,6 +216,13 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
   return out
 
 
+def num(value, fmt: str = ".3f") -> str:
+  """A number as text; "—" where a half-finished sweep could not give it (None, nan)."""
+  if value is None or not math.isfinite(value):
+    return "—"
+  return f"{value:{fmt}}"
+
+
 def _iv(pair, fmt: str = ".3g") -> str:
   if not pair or pair[0] is None or pair[1] is None or not all(map(math.isfinite, pair)):
     return "[—]"
@@ -258,7 +265,7 @@ def answer_lines(h: dict) -> list[str]:
             "parabolas)", "approach3": "approach 3 (parametric fit)",
             "kaplan_contrast": "Kaplan's fixed-horizon envelope (contrast)"}
   for k, (a, iv) in h["a"].items():
-    lines.append(f"  {labels[k]}: {a:.3f} {_iv(iv)}")
+    lines.append(f"  {labels[k]}: {num(a)} {_iv(iv)}")
   held = h.get("heldout")
   if held:
     lines.append(f"held-out budget C = {held['budget']:.3g}: predicted optimum N = "
@@ -306,7 +313,7 @@ def switch_table(sweeps: list[Path]) -> list[str]:
     sw = _switches(sweep_runs(sweep)[0])
     a3, a2 = alloc["approach3"], alloc.get("approach2")
     cells = [sweep.name] + [sw[k] for k in keys]
-    cells.append(f"{a3['params']['a']:.3f} {_iv(a3['intervals'].get('a'))}")
-    cells.append(f"{a2['params']['a']:.3f} {_iv(a2['intervals'].get('a'))}" if a2 else "—")
+    cells.append(f"{num(a3['params']['a'])} {_iv(a3['intervals'].get('a'))}")
+    cells.append(f"{num(a2['params']['a'])} {_iv(a2['intervals'].get('a'))}" if a2 else "—")
     rows.append("| " + " | ".join(cells) + " |")
   return rows

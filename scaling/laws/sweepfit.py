@@ -235,6 +235,9 @@ def fit_isoflop_sweep(sweep: str, n_boot: int = 1000, seed: int = 0, check_facto
   budget) N_opt, D_opt, loss and batch, with intervals; the held-out budget check if trained."""
   out = Path(sweep)
   runs, held = howbig.sweep_runs(out)
+  if not runs:
+    raise UserError(f"{out} holds no finished isoFLOP run outside heldout/ ({len(held)} held-out "
+                    "run(s) only); train the sweep first (scaling sweep)")
   convention = rundir.read_summary(runs[0]).get("flop_convention") or "palm"
   alloc = howbig.fit_allocation(out, convention, min(n_boot, 200), seed, check_factor,
                                 target_flop)

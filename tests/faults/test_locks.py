@@ -158,7 +158,7 @@ def _wsd_sweep(tmp_path):
   cfg.data.cache_dir = str(tmp_path / "cache")
   cfg.sweep = isoflop.defaults()
   cfg.sweep.models = [(1, 16, 1)]
-  cfg.sweep.budgets_flop = [2e9, 6e9]
+  cfg.sweep.budgets_flop = [4e8, 1.2e9]
   cfg.sweep.min_steps = 10
   cfg.sweep.warmup_steps = 3
   configs = expand(cfg)
