@@ -46,12 +46,45 @@ def _not_utf8(path: Path, at: int | None = None) -> UserError:
   return UserError(f"{path} is not UTF-8 text{where}; convert it, e.g. with iconv -t UTF-8")
 
 
+_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+         (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def _encoding_error(path: Path, head: bytes) -> UserError | None:
+  """A file in another Unicode encoding, named as such: a UTF-16/32 byte-order mark, or UTF-16
+  without one (a NUL in every other byte of its start)."""
+  for bom, name in _BOMS:
+    if head.startswith(bom):
+      return UserError(f"{path} is {name} text (byte-order mark), not UTF-8; convert it, e.g. "
+                       f"with iconv -f {name} -t UTF-8")
+  sample = head[:4096]
+  if len(sample) >= 64:
+    odd, even = sample[1::2].count(0), sample[0::2].count(0)
+    if max(odd, even) > 0.4 * len(sample) / 2 and min(odd, even) < 0.05 * len(sample) / 2:
+      return UserError(f"{path} looks like UTF-16 text without a byte-order mark (a NUL in "
+                       "every other byte), not UTF-8; convert it, e.g. with iconv -f UTF-16LE "
+                       "-t UTF-8")
+  return None
+
+
+def _check_block(path: Path, raw: bytes, offset: int) -> None:
+  """Every block of a text file, not just its start: another encoding is named, a NUL byte
+  anywhere (binary data) is refused with its position."""
+  if offset == 0:
+    bad = _encoding_error(path, raw)
+    if bad:
+      raise bad
+  nul = raw.find(b"\x00")
+  if nul >= 0:
+    raise UserError(f"{path} holds a NUL byte at byte {offset + nul:,}: binary data, not text; "
+                    "give a UTF-8 text file")
+
+
 def _read_text(path: Path) -> str:
   raw = path.read_bytes()
-  if b"\x00" in raw[:65536]:
-    raise UserError(f"{path} looks binary (it holds NUL bytes); give a UTF-8 text file")
+  _check_block(path, raw, 0)
   try:
-    return raw.decode("utf-8")
+    return raw.decode("utf-8-sig")
   except UnicodeDecodeError as e:
     raise _not_utf8(path, e.start) from None
 
@@ -59,14 +92,13 @@ def _read_text(path: Path) -> str:
 def _text_file_documents(path: Path) -> Iterator[str]:
   """The blank-line-separated documents of one text file, read a block at a time: the piece after
   a block's last separator is carried into the next block, so the documents are those of a split
-  of the whole text (after stripping and dropping empty ones)."""
-  decoder = codecs.getincrementaldecoder("utf-8")()
+  of the whole text (after stripping and dropping empty ones). Every block is checked."""
+  decoder = codecs.getincrementaldecoder("utf-8-sig")()
   carry, offset = "", 0
   with open(path, "rb") as f:
     while True:
       raw = f.read(_READ_BYTES)
-      if offset == 0 and b"\x00" in raw[:65536]:
-        raise UserError(f"{path} looks binary (it holds NUL bytes); give a UTF-8 text file")
+      _check_block(path, raw, offset)
       try:
         text = decoder.decode(raw, final=not raw)
       except UnicodeDecodeError as e:
@@ -90,23 +122,35 @@ def _text_of(value, where: str, text_field: str) -> str:
 
 
 def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
+  """One document per line, each line decoded and parsed on its own (errors name the line)."""
   opener = lzma.open if path.suffix == ".xz" else open
   try:
-    with opener(path, "rt", encoding="utf-8") as f:
-      for i, line in enumerate(f, 1):
-        if not line.strip():
-          continue
+    with opener(path, "rb") as f:
+      for i, raw in enumerate(f, 1):
+        if i == 1:
+          bad = _encoding_error(path, raw)
+          if bad:
+            raise bad
+          raw = raw.removeprefix(codecs.BOM_UTF8)
         try:
-          record = json.loads(line)
-        except json.JSONDecodeError:
-          raise UserError(f"{path}:{i} is not valid JSON; each line must be one JSON object") from None
-        if not isinstance(record, dict) or text_field not in record:
-          raise UserError(f"{path}:{i} has no field {text_field!r}; set data.text_field")
-        yield _text_of(record[text_field], f"{path}:{i}", text_field)
-  except UnicodeDecodeError:
-    raise _not_utf8(path) from None
+          line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+          raise UserError(f"{path}:{i} is not UTF-8 text (byte {e.start + 1} of the line); "
+                          "convert the file, e.g. with iconv -t UTF-8") from None
+        if line.strip():
+          yield _jsonl_record(line, f"{path}:{i}", text_field)
   except (lzma.LZMAError, EOFError) as e:
     raise UserError(f"{path} is not a complete xz file ({e}); check it with xz -t") from None
+
+
+def _jsonl_record(line: str, where: str, text_field: str) -> str:
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError:
+    raise UserError(f"{where} is not valid JSON; each line must be one JSON object") from None
+  if not isinstance(record, dict) or text_field not in record:
+    raise UserError(f"{where} has no field {text_field!r}; set data.text_field")
+  return _text_of(record[text_field], where, text_field)
 
 
 def _hf_documents(spec: str, text_field: str) -> Iterator[str]:

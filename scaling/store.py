@@ -256,7 +256,8 @@ class ShardWriter:
   then progress.json records it with the place the stream goes on (a document index and how many
   of that document's tokens the finished shards already hold). A writer opened on a folder whose
   progress.json belongs to the same corpus, tokenizer and layout keeps the finished shards and
-  resumes there; anything else in the folder is removed first."""
+  resumes there; anything else in the folder (a killed write's temporary files too) is
+  removed first."""
 
   def __init__(self, folder: Path, identity: dict):
     self.folder, self.identity = Path(folder), identity
@@ -277,7 +278,8 @@ class ShardWriter:
     keep = {s["file"] for split in SPLITS for s in self.shards[split]} | {PROGRESS}
     for p in self.folder.iterdir():
       if p.is_file() and p.name not in keep and (p.suffix in (".bin", ".partial")
-                                                  or p.name in (META, PROGRESS)):
+                                                  or p.name in (META, PROGRESS)
+                                                  or ".tmp" in p.name):  # a killed atomic write
         p.unlink()
 
   def _shards_intact(self, shards: dict) -> bool:

@@ -26,7 +26,10 @@ def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int
     if Path(path).is_dir():
       print(f"loss: {loss_key} of each run"
             + (" (early-stopped, as Kaplan fits L(D) and L(N, D))" if data_laws else ""))
-  columns = io.load(path, n_convention, loss_key, want_curves, flop_key)
+  notes: list[str] = []
+  columns = io.load(path, n_convention, loss_key, want_curves, flop_key, notes)
+  for note in notes:
+    print(f"{path}: {note}", flush=True)
   out_path = Path(out) if out else (Path(path) / "fit.json" if Path(path).is_dir()
                                     else Path(path).with_suffix(".fit.json"))
   if not out_path.parent.is_dir():
@@ -48,7 +51,7 @@ def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int
   if not results:
     raise UserError("; ".join(failed))
   doc = io.to_jsonable({"source": str(path), "n_convention": n_convention, "loss_key": loss_key,
-                        "fits": results, "not_fitted": failed})
+                        "input": notes, "fits": results, "not_fitted": failed})
   files.atomic_write_text(out_path, json.dumps(doc, indent=1))
   print(f"wrote {out_path}")
   if failed and not chosen:
@@ -63,6 +66,8 @@ def _fit_law(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
     if "N" not in columns or ("C" not in columns and "D" not in columns):
       raise UserError("isoflop needs columns N and C (FLOP), or N and D (then C = 6·N·D)")
     compute = columns["C"] if "C" in columns else 6.0 * columns["N"] * columns["D"]
+    print("isoflop: C " + ("from the CSV's compute column" if "C" in columns
+                           else "= 6·N·D (no compute column)"), flush=True)
     return {"law": "isoflop", **approaches.fit_isoflop(compute, columns["N"], columns["loss"],
                                                        n_boot, seed, budget_tolerance)}
   if name == "envelope":

@@ -3,7 +3,6 @@ written by scaling/files.py)."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -11,33 +10,15 @@ import numpy as np
 
 from scaling import rundir
 from scaling.errors import UserError
+from scaling.laws import csvtable
 
-# CSV column names accepted for each quantity (case-insensitive).
-_ALIASES = {"run": ("run", "name"), "N": ("n", "params", "n_params"), "D": ("d", "tokens", "data"), "loss": ("loss", "l"),
-            "C": ("c", "flops", "compute"), "S": ("s", "steps"), "B": ("b", "batch", "batch_tokens")}
-
-
-def read_csv(path: Path) -> dict[str, np.ndarray]:
-  with open(path, newline="") as f:
-    rows = list(csv.DictReader(f))
-  if not rows:
-    raise UserError(f"{path} has no data rows")
-  header = {h.strip().lower(): h for h in rows[0].keys() if h is not None}
-  columns = {}
-  for name, aliases in _ALIASES.items():
-    found = next((header[a] for a in aliases if a in header), None)
-    if found is None:
-      continue
-    if name == "run":
-      columns[name] = np.array([str(r[found]) for r in rows])
-      continue
-    try:
-      columns[name] = np.array([float(r[found]) for r in rows])
-    except (TypeError, ValueError):
-      raise UserError(f"{path}: column {found!r} holds a value that is not a number") from None
-  if "loss" not in columns:
-    raise UserError(f"{path} has no 'loss' column (columns: {', '.join(rows[0].keys())})")
-  return columns
+def read_csv(path: Path, notes: list | None = None) -> dict[str, np.ndarray]:
+  """The quantities of a CSV of runs (scaling/laws/csvtable.py); what was read how is appended
+  to `notes`."""
+  table = csvtable.read(path)
+  if notes is not None:
+    notes += table.notes
+  return table.columns
 
 
 def read_runs(path: Path, n_convention: str = "kaplan", loss_key: str = "final_eval_loss",
@@ -100,12 +81,13 @@ def curves_from_csv(columns: dict, flop_per_param_token: float = 6.0) -> list[di
 
 
 def load(path: str, n_convention: str = "kaplan", loss_key: str = "final_eval_loss",
-         with_curves: bool = False, flop_key: str = "kaplan_train") -> dict:
+         with_curves: bool = False, flop_key: str = "kaplan_train",
+         notes: list | None = None) -> dict:
   p = Path(path)
   if not p.exists():
     raise UserError(f"{path} does not exist; give a CSV file or a directory of runs")
   if p.is_file():
-    return read_csv(p)
+    return read_csv(p, notes)
   return read_runs(p, n_convention, loss_key, with_curves, flop_key)
 
 

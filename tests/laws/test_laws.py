@@ -190,7 +190,7 @@ def test_csv_fit_command_and_bad_csv(tmp_path, capsys):
   assert doc["fits"][0]["extrapolation"][0]["N"] == pytest.approx(1e7)
   bad = tmp_path / "bad.csv"
   bad.write_text("N,perplexity\n1,2\n")
-  with pytest.raises(UserError, match="no 'loss' column"):
+  with pytest.raises(UserError, match="no loss column"):
     fit_command(str(bad), ["N"], 10, 1, 0, "kaplan", "final_eval_loss", None, None)
   nd = tmp_path / "nd.csv"
   nd.write_text("N,loss\n" + "".join(f"{n},{l}\n" for n, l in zip(cols["N"], y)))
