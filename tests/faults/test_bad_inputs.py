@@ -35,6 +35,8 @@ def _csv(witness, name, rows):
   return str(path)
 
 
+_STORY = b"Once upon a time a cat sat on the mat.\n\n" * 2   # 80 bytes
+
 CASES = {
     "wrong type": (lambda w: _train(w, "--config.train.steps=abc"), "config field 'train.steps'"),
     "negative width": (lambda w: _train(w, "--config.model.d_model=-8"), "positive integer"),
@@ -54,6 +56,18 @@ CASES = {
                                                      "--config.model.n_heads=4"), "not divisible"),
     "empty corpus": (lambda w: _train(w, _corpus(w, "empty", b"")), "empty"),
     "binary corpus": (lambda w: _train(w, _corpus(w, "bin", bytes(range(256)) * 40)), "binary"),
+    # Read whole: a problem far past the start is found, and an encoding is named as such.
+    "NUL byte past the first blocks": (lambda w: _train(w, _corpus(
+        w, "latenul", _STORY * 4000 + b"\x00" + _STORY)), "NUL byte at byte 320,000"),
+    "Latin-1 past the first blocks": (lambda w: _train(w, _corpus(
+        w, "latelatin", _STORY * 4000 + "café".encode("latin-1"))), "not UTF-8 text"),
+    "UTF-16 with a byte-order mark": (lambda w: _train(w, _corpus(
+        w, "u16", (_STORY * 50).decode().encode("utf-16"))), "is UTF-16 text (byte-order mark)"),
+    "UTF-16 without a byte-order mark": (lambda w: _train(w, _corpus(
+        w, "u16le", (_STORY * 50).decode().encode("utf-16-le"))), "looks like UTF-16"),
+    "JSONL with Latin-1 on its last line": (lambda w: _train(w, _corpus(
+        w, "late.jsonl", b'{"text": "a story"}\n' * 3000 + '{"text": "café"}\n'.encode("latin-1"))),
+        "late.jsonl:3001 is not UTF-8"),
     "one giant line": (lambda w: _train(w, _corpus(w, "line", b"the cat sat. " * 200_000)),
                        "at least 2"),
     "whitespace-free run": (lambda w: _train(w, _corpus(
