@@ -51,8 +51,16 @@ def hash_docs(docs: list[str]) -> str:
 
 
 def cache_root(cache_dir: str = "") -> Path:
-  root = Path(cache_dir or os.environ.get("SCALING_CACHE", "") or Path.home() / ".cache" / "scaling")
-  root.mkdir(parents=True, exist_ok=True)
+  """The cache folder (data.cache_dir, else $SCALING_CACHE, else ~/.cache/scaling), made if
+  absent; one that cannot be made is a one-line error naming where it came from."""
+  env = os.environ.get("SCALING_CACHE", "")
+  root = Path(cache_dir or env or Path.home() / ".cache" / "scaling")
+  try:
+    root.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    where = ("data.cache_dir" if cache_dir else "SCALING_CACHE" if env else "the default cache")
+    raise UserError(f"cannot make the cache folder {root} ({where}): {e.strerror or e}; point "
+                    "SCALING_CACHE or data.cache_dir at a writable folder") from None
   return root
 
 

@@ -194,6 +194,8 @@ def build_store(data, out: str = "", verbose: bool = True) -> storelib.TokenStor
   tok_hash = storelib.tokenizer_hash(tok)
   content = hashlib.sha256(f"{scanned.content_hash}:{n_eval}:{tok_hash}".encode()).hexdigest()[:16]
   folder = Path(out) if out else datalib.cache_root(data.cache_dir) / "stores" / content
+  if storelib.check_folder(folder, content):     # written already: read it (no lock needed)
+    return storelib.open_store(folder, tok, verbose)
   say = (lambda m: print(m, flush=True)) if verbose else None
   with runlock.waiting(folder, say):   # one writer; another process building it waits
     if not storelib.check_folder(folder, content):

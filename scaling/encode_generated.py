@@ -84,6 +84,8 @@ def build(data, out: str = "", verbose: bool = True) -> storelib.TokenStore:
                              sort_keys=True)
   content = hashlib.sha256(identity_text.encode()).hexdigest()[:16]
   folder = Path(out) if out else datalib.cache_root(data.cache_dir) / "stores" / content
+  if storelib.check_folder(folder, content):     # written already: read it (no lock needed)
+    return storelib.open_store(folder, tok, verbose)
   say = (lambda m: print(m, flush=True)) if verbose else None
   with runlock.waiting(folder, say):
     if not storelib.check_folder(folder, content):

@@ -236,7 +236,10 @@ def open_store(folder, tok=None, verbose: bool = False) -> TokenStore:
 
 def check_folder(folder: Path, content: str) -> bool:
   """Whether `folder` already holds the finished store of this content (meta.json's
-  content_sha256_16); refuses a folder holding anything else."""
+  content_sha256_16); refuses a folder holding anything else, and a path that is a file."""
+  if folder.exists() and not folder.is_dir():
+    raise UserError(f"{folder} is a file, not a folder; give a new or empty folder for the token "
+                    "store")
   meta = folder / META
   if meta.is_file():
     found = read_json(meta, "meta.json").get("content_sha256_16")

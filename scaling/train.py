@@ -177,6 +177,8 @@ def _train_here(cfg, overwrite: bool, verbose: bool, sync, cfg_json: str = "") -
   is_main = distributed.is_main()
   say = (lambda *a: print(*a, flush=True)) if (verbose and is_main) else (lambda *a: None)
   run_dir, cfg_json = rundir.path_of(cfg), cfg_json or to_json(cfg)
+  if run_dir.exists() and not run_dir.is_dir():
+    raise UserError(f"run_dir {run_dir} is a file, not a folder; give a new folder or a run's")
   if _finished(run_dir, cfg_json, overwrite):
     say(rundir.finished_note(run_dir, cfg_json))
     return rundir.read_summary(run_dir)
