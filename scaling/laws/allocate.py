@@ -144,7 +144,7 @@ def approach2(pts: dict, f_of, n_boot: int, seed: int) -> dict:
   log N range: Approach 2 is biased on asymmetric grids)."""
   res = approaches.fit_isoflop(pts["budget"], pts["N"], pts["loss"], n_boot, seed,
                                resample="residuals", flop_per_token=f_of)
-  warnings = []
+  warnings = [f"C={b['C']:.3g} left out of approach 2: {b['reason']}" for b in res["left_out"]]
   for c, n_opt, inside in zip(res["budgets"], res["N_opt"], res["vertex_inside_range"]):
     log_n = np.log(pts["N"][pts["budget"] == c])
     x = (math.log(n_opt) - log_n.min()) / max(log_n.max() - log_n.min(), 1e-12)

@@ -100,14 +100,17 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
   fit.check_inputs({"C": compute, "N": n}, loss, 0, ())
   flop_per_token = flop_per_token or (lambda n_params: 6.0 * n_params)
   compute = bin_budgets(compute, tolerance)
+  left_out = _unusable_budgets(compute, n, loss)
+  if left_out:   # a thin or minimum-less budget is left out, named; the others are fitted
+    keep = ~np.isin(compute, [b["C"] for b in left_out])
+    compute, n, loss = compute[keep], n[keep], loss[keep]
   budgets = np.unique(compute)
   if len(budgets) < 2:
-    raise UserError("IsoFLOP needs at least 2 compute budgets")
-  for c in budgets:
-    if len(np.unique(n[compute == c])) < 3:
-      raise UserError(f"budget C={c:.3g} has fewer than 3 model sizes; a parabola needs 3"
-                      + ("" if tolerance else " (points of unequal C: bin them with "
-                         "--budget-tolerance, e.g. 0.25)"))
+    why = "; ".join(f"C={b['C']:.3g}: {b['reason']}" for b in left_out)
+    raise UserError("IsoFLOP needs at least 2 compute budgets with a minimum"
+                    + (f" ({len(budgets)} left after leaving out {why})" if left_out else "")
+                    + ("" if tolerance or not left_out else
+                       "; points of unequal C can be binned with --budget-tolerance, e.g. 0.25"))
 
   def once(idx, y=loss):
     cs, n_opts, inside = [], [], []
@@ -133,9 +136,28 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
   else:
     samples = bootstrap(lambda idx: once(idx)[0], len(loss), n_boot, seed, groups=compute)
   return {"params": central, "intervals": intervals(samples), "n_boot": len(samples),
+          "n_boot_requested": n_boot,
           "budgets": budgets.tolist(), "N_opt": n_opts, "vertex_inside_range": inside,
-          "budget_tolerance": tolerance,
+          "budget_tolerance": tolerance, "left_out": left_out,
           "points_per_budget": [int((compute == c).sum()) for c in budgets]}
+
+
+def _unusable_budgets(compute, n, loss) -> list[dict]:
+  """The budgets a parabola cannot use: fewer than 3 sizes, or a profile without a minimum."""
+  out = []
+  for c in np.unique(compute):
+    sel = compute == c
+    sizes = len(np.unique(n[sel]))
+    if sizes < 3:
+      out.append({"C": float(c), "points": int(sel.sum()),
+                  "reason": f"{sizes} model size{'s' if sizes != 1 else ''}, a parabola needs 3"})
+      continue
+    v, _ = isoflop_vertex(np.log(n[sel]), loss[sel])
+    if not math.isfinite(v) or abs(v) > 700:
+      out.append({"C": float(c), "points": int(sel.sum()),
+                  "reason": "its profile has no minimum (the loss does not turn up on either "
+                            "side)"})
+  return out
 
 
 def _residual_bootstrap(compute, log_n, loss, budgets, n_boot: int, seed: int, fit_y) -> list:

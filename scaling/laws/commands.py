@@ -90,6 +90,14 @@ def _format_special(r: dict) -> str:
   if r["law"] == "isoflop" and r["budget_tolerance"]:
     lines.append(f"  {len(r['budgets'])} budgets from C binned within ±{100 * r['budget_tolerance']:.0f}%"
                  f" ({', '.join(str(k) for k in r['points_per_budget'])} points)")
+  for b in r.get("left_out", []):
+    points = f"{b['points']} point{'s' if b['points'] != 1 else ''}"
+    lines.append(f"  WARNING: budget C={b['C']:.3g} ({points}) left out: {b['reason']}")
+  requested = r.get("n_boot_requested")
+  if requested and r["n_boot"] < requested:
+    lines.append(f"  WARNING: {requested - r['n_boot']} of {requested} bootstrap resamples gave "
+                 "no answer and were dropped; the intervals come from the other "
+                 f"{r['n_boot']}")
   if r["law"] == "isoflop" and not all(r["vertex_inside_range"]):
     lines.append("  WARNING: some IsoFLOP vertices lie outside the sampled N range")
   return "\n".join(lines)

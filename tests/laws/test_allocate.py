@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from scaling.errors import UserError
 from scaling.laws import allocate, forms
 from scaling.laws.allocation import chinchilla_allocation
 
@@ -99,7 +100,7 @@ def test_a_flat_profile_is_no_minimum_not_an_overflow():
   compute = np.repeat([1e11, 2e11], 5)
   curved = 3.0 + 0.05 * (log_n - math.log(4e4)) ** 2
   flat = 3.0 - 0.01 * log_n + 1e-12 * log_n ** 2
-  with pytest.raises(ValueError, match="without a minimum"):
+  with pytest.raises(UserError, match="C=2e\\+11: its profile has no minimum"):
     approaches.fit_isoflop(compute, np.tile(np.exp(log_n), 2), np.concatenate([curved, flat]),
                            n_boot=0)
   slope, k = fit.fit_loglinear([1e10, 1e11], [1e200, 1e-200])
@@ -194,3 +195,27 @@ def test_the_floor_line_says_when_e_lies_below_the_true_floor():
   assert "do not determine" not in around
   text = floor_line({"E": 0.7, "E_interval": [0.5, 0.9], "best_loss": 1.1, "entropy_rate": None})
   assert "unknown: real text" in text
+
+
+def test_thin_and_minimum_less_budgets_are_left_out_and_named():
+  """Approach 2 on points from a known Chinchilla law: budgets with one or two sizes, or a
+  profile that only falls, are left out with their reason; the others give the law's a."""
+  from scaling.laws import approaches
+  pts = synthetic_points()
+  budgets = sorted(set(pts["budget"].tolist()))
+  full = approaches.fit_isoflop(pts["budget"], pts["N"], pts["loss"], n_boot=0)
+  extra_c = [budgets[-1] * 3, budgets[-1] * 6, budgets[-1] * 12]
+  n_opt = [chinchilla_allocation(TRUE, c)["N_opt"] for c in extra_c]
+  add_c = [extra_c[0], extra_c[1], extra_c[1]] + [extra_c[2]] * 4
+  add_n = [n_opt[0], n_opt[1], 2 * n_opt[1]] + [n_opt[2] * f for f in (0.05, 0.1, 0.2, 0.4)]
+  add_l = [float(forms.loss_chinchilla(TRUE, n, c / (6 * n))) for n, c in zip(add_n[:3], add_c)]
+  add_l += [3.0, 2.99, 2.95, 2.8]       # falls ever faster in log N: concave, no minimum
+  res = approaches.fit_isoflop(np.concatenate([pts["budget"], add_c]),
+                               np.concatenate([pts["N"], add_n]),
+                               np.concatenate([pts["loss"], add_l]), n_boot=0)
+  reasons = {round(b["C"] / budgets[-1]): b["reason"] for b in res["left_out"]}
+  assert reasons.keys() == {3, 6, 12}
+  assert "1 model size," in reasons[3] and "2 model sizes" in reasons[6]
+  assert "no minimum" in reasons[12]
+  assert res["budgets"] == full["budgets"] and res["params"]["a"] == full["params"]["a"]
+  assert abs(res["params"]["a"] - chinchilla_allocation(TRUE, 1e20)["a"]) < 0.05
