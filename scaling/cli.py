@@ -10,18 +10,12 @@ import sys
 import time
 from pathlib import Path
 
-from scaling import bench, design_run, encode, files, hardware, isoflop, remote, rundir
-from scaling import data as datalib
-from scaling import train as trainlib
-from scaling.batchsweep import run_batch_sweep
-from scaling.cbs import run_cbs
+from scaling import files, remote
 from scaling.config import apply_overrides, load_config_file
-from scaling.errors import StorageError, UserError
-from scaling.laws import howbig, sweepfit
-from scaling.laws.commands import fit_command, plan_command, predict_command
-from scaling.report import make_report
-from scaling.spec import validate
-from scaling.sweep import run_points, run_sweep
+from scaling.errors import Preempted, StorageError, UserError
+
+# The commands import their stages when they run: `scaling fit` and `scaling predict` on a CSV
+# never import jax (the training stack), so they start in well under a second.
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,11 +53,15 @@ def _load(path: str, overrides: list[str]):
 
 
 def _cmd_train(args, overrides: list[str]) -> int:
+  from scaling import train as trainlib
   trainlib.train(_load(args.config, overrides), overwrite=args.overwrite)
   return 0
 
 
 def _cmd_tokenize(args, overrides: list[str]) -> int:
+  from scaling import data as datalib
+  from scaling import encode
+  from scaling.spec import validate
   data = validate(_load(args.config, overrides)).data
   folder, mirror = remote.store_folder(args.out, datalib.cache_root(data.cache_dir),
                                        writing=True) if args.out else ("", None)
@@ -102,6 +100,7 @@ def _print_headline(h: dict) -> None:
 
 
 def _print_any_headline(h: dict) -> None:
+  from scaling.laws import howbig
   if h.get("kind") == "isoflop":
     print("\n".join(howbig.answer_lines(h)))
   else:
@@ -112,6 +111,9 @@ def _heldout(cfg, sweep: Path, n_boot: int, factor: float, target: float, overwr
              verbose: bool) -> dict:
   """Fits the sweep, trains the predicted optimum and its neighbours at factor × the largest
   budget (in <sweep>/heldout/), and fits again with their check; returns fits.json."""
+  from scaling import isoflop
+  from scaling.laws import sweepfit
+  from scaling.sweep import run_points
   if not factor > 1:
     raise UserError(f"--factor must be above 1 (a budget beyond the fitted ones), got {factor}")
   if target < 0:
@@ -127,6 +129,8 @@ def _heldout(cfg, sweep: Path, n_boot: int, factor: float, target: float, overwr
 
 
 def _cmd_heldout(args, overrides: list[str]) -> int:
+  from scaling import design_run
+  from scaling import rundir
   cfg, made = _sweep_config(args, overrides)
   factor = design_run.heldout_factor(made) if made else args.factor
   doc = _heldout(cfg, rundir.path_of(cfg), args.bootstrap, factor, args.target or 0.0,
@@ -137,6 +141,8 @@ def _cmd_heldout(args, overrides: list[str]) -> int:
 
 def _cmd_compare(args, overrides: list[str]) -> int:
   """a under each combination of switches: one row per isoFLOP sweep (fitted if needed)."""
+  from scaling.laws import howbig
+  from scaling.laws import sweepfit
   for sweep in args.sweeps:
     if not sweepfit.is_current(Path(sweep)):
       sweepfit.fit_sweep(sweep, args.bootstrap)
@@ -151,6 +157,9 @@ def _cmd_compare(args, overrides: list[str]) -> int:
 def _cmd_quickstart(args, overrides: list[str]) -> int:
   """The stages in order: tokenize and design (design.json) → isoFLOP sweep → fit → held-out
   budget → fit → report, each handing the next its files."""
+  from scaling import design_run
+  from scaling.report import make_report
+  from scaling.sweep import run_sweep
   t0 = time.time()
   out = Path(args.out)
   cfg = apply_overrides(design_run.base_config(args.data), overrides)
@@ -185,6 +194,8 @@ def _cmd_compile(args, overrides) -> int:
 
 
 def _cmd_bench(args, overrides) -> int:
+  from scaling import bench
+  from scaling import hardware
   if not args.no_compile_cache:
     hardware.enable_compilation_cache()
   result = bench.run_bench(bench.parse_shapes(args.shapes), n_vocab=args.vocab, n_ctx=args.ctx,
@@ -207,6 +218,8 @@ def _cmd_bench(args, overrides) -> int:
 
 
 def _cmd_report(args, overrides) -> int:
+  from scaling import data as datalib
+  from scaling.report import make_report
   with remote.local_copy(args.path, datalib.cache_root()) as local:
     result = make_report(str(local), n_boot=args.bootstrap)
     print(f"wrote {result['report']} and {', '.join(result['figures'].values())} "
@@ -222,6 +235,7 @@ def _say_pushed(path: str) -> None:
 
 def _sweep_config(args, overrides):
   """The sweep of a design.json (--design), or of --config (with overrides)."""
+  from scaling import design_run
   if getattr(args, "design", ""):
     cfg, made = design_run.sweep_config(args.design)
     return apply_overrides(cfg, overrides), made
@@ -231,6 +245,9 @@ def _sweep_config(args, overrides):
 
 
 def _cmd_sweep(args, overrides) -> int:
+  from scaling import design_run
+  from scaling import rundir
+  from scaling.sweep import run_sweep
   cfg, made = _sweep_config(args, overrides)
   run_sweep(cfg, args.overwrite, worker=args.worker, num_workers=args.num_workers)
   if made is not None and args.num_workers == 1:
@@ -239,6 +256,7 @@ def _cmd_sweep(args, overrides) -> int:
 
 
 def _cmd_design(args, overrides) -> int:
+  from scaling import design_run
   cfg = apply_overrides(design_run.base_config(args.data), overrides)
   design_run.make_design(cfg, Path(args.out), args.minutes, args.force, verbose=True)
   print(f"train it with: scaling sweep --design {args.out}, then scaling heldout --design "
@@ -247,19 +265,24 @@ def _cmd_design(args, overrides) -> int:
 
 
 def _cmd_bsweep(args, overrides) -> int:
+  from scaling.batchsweep import run_batch_sweep
   run_batch_sweep(_load(args.config, overrides), args.overwrite, args.bootstrap)
   return 0
 
 
 def _cmd_cbs(args, overrides) -> int:
+  from scaling.cbs import run_cbs
   run_cbs(_load(args.config, overrides), args.overwrite, args.bootstrap, args.sweep,
           train=not args.analyze_only)
   return 0
 
 
 def _cmd_fit(args, overrides) -> int:
-  with remote.local_copy(args.path, datalib.cache_root()) as path:
+  from scaling import rundir
+  from scaling.laws.commands import fit_command
+  with remote.local_copy(args.path, files.cache_root()) as path:
     if path.is_dir() and not args.law and not rundir.is_run(path):
+      from scaling.laws import sweepfit   # a sweep folder: the trainer's own quantities
       doc = sweepfit.fit_sweep(str(path), args.bootstrap, args.holdout, args.seed)
       _print_any_headline(doc["headline"])
       print(f"wrote {sweepfit.fits_path(path)} ({', '.join(doc['fits'])})")
@@ -272,11 +295,13 @@ def _cmd_fit(args, overrides) -> int:
 
 
 def _cmd_predict(args, overrides) -> int:
+  from scaling.laws.commands import predict_command
   predict_command(args.preset, args.N, args.D, args.C, args.loss, args.batch_law)
   return 0
 
 
 def _cmd_plan(args, overrides) -> int:
+  from scaling.laws.commands import plan_command
   plan_command(args.preset, args.N, args.D, args.penalty, args.batch, args.steps, args.compare,
                args.C, args.batch_law)
   return 0
@@ -526,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
       os._exit(2)
     print(line, file=sys.stderr)
     return 2
-  except trainlib.Preempted as e:
+  except Preempted as e:
     print(f"preempted: {e}", file=sys.stderr)
     return 143  # 128 + SIGTERM, as a shell reports a process ended by it
   except KeyboardInterrupt:

@@ -9,7 +9,6 @@ sees exactly the batches an uninterrupted one would.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import grain
@@ -50,18 +49,7 @@ def hash_docs(docs: list[str]) -> str:
   return h.hexdigest()
 
 
-def cache_root(cache_dir: str = "") -> Path:
-  """The cache folder (data.cache_dir, else $SCALING_CACHE, else ~/.cache/scaling), made if
-  absent; one that cannot be made is a one-line error naming where it came from."""
-  env = os.environ.get("SCALING_CACHE", "")
-  root = Path(cache_dir or env or Path.home() / ".cache" / "scaling")
-  try:
-    root.mkdir(parents=True, exist_ok=True)
-  except OSError as e:
-    where = ("data.cache_dir" if cache_dir else "SCALING_CACHE" if env else "the default cache")
-    raise UserError(f"cannot make the cache folder {root} ({where}): {e.strerror or e}; point "
-                    "SCALING_CACHE or data.cache_dir at a writable folder") from None
-  return root
+cache_root = files.cache_root   # the cache folder (scaling/files.py owns the path)
 
 
 def train_tokenizer(train_docs: list[str], vocab_size: int):

@@ -9,3 +9,7 @@ class StorageError(UserError):
   """Checkpoints could not be written (a full disk) or none could be read back. The checkpoint
   library's background threads may still be failing and printing, so the CLI silences them and
   exits at once after its one-line verdict."""
+
+
+class Preempted(Exception):
+  """SIGTERM arrived: a checkpoint was written and the run can be resumed."""

@@ -64,3 +64,17 @@ def atomic_savefig(fig, path: Path, **savefig_kw) -> None:
   """fig.savefig through a temporary file with the same suffix (matplotlib picks the format
   from it)."""
   _replace_via_tmp(path, lambda tmp: fig.savefig(tmp, **savefig_kw), suffix=Path(path).suffix)
+
+
+def cache_root(cache_dir: str = "") -> Path:
+  """The cache folder (data.cache_dir, else $SCALING_CACHE, else ~/.cache/scaling), made if
+  absent; one that cannot be made is a one-line error naming where it came from."""
+  env = os.environ.get("SCALING_CACHE", "")
+  root = Path(cache_dir or env or Path.home() / ".cache" / "scaling")
+  try:
+    root.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    where = ("data.cache_dir" if cache_dir else "SCALING_CACHE" if env else "the default cache")
+    raise UserError(f"cannot make the cache folder {root} ({where}): {e.strerror or e}; point "
+                    "SCALING_CACHE or data.cache_dir at a writable folder") from None
+  return root

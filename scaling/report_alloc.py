@@ -28,7 +28,7 @@ def figure_isoflop(alloc: dict, out: Path, plt, save) -> None:
     grid = np.logspace(np.log10(pts["N"][sel].min()) - 0.2, np.log10(pts["N"][sel].max()) + 0.2,
                        60)
     ax.plot(grid, forms.loss_chinchilla(a3, grid, c / f_of(grid)), "-", color=color, lw=1)
-    if alloc.get("approach2"):
+    if alloc.get("approach2") and len(np.unique(pts["N"][sel])) >= 3:
       p2 = np.polyfit(np.log(pts["N"][sel]), pts["loss"][sel], 2)
       ax.plot(grid, np.polyval(p2, np.log(grid)), ":", color=color, lw=1)
   held = alloc.get("heldout")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import files, gns, remote
+from scaling import files, remote
 from scaling.defaults import base_config
 from scaling.errors import UserError
 
@@ -370,7 +370,9 @@ def loss_curve(run_dir: Path, window_tokens: float = 0) -> dict[str, np.ndarray]
          "smoothed": smoothed(tokens, loss, window_tokens) if len(loss) else loss,
          "b_simple_tokens": col("b_simple_tokens"), "window_tokens": float(window_tokens)}
   # The noise scale over the same centred window as the loss (gns.windowed_ratio), raw and
-  # Adam-preconditioned (P), from the per-step estimates.
+  # Adam-preconditioned (P), from the per-step estimates. Imported here: gns needs jax, which
+  # reading a run folder (and so `scaling fit`) does not.
+  from scaling import gns
   for name, suffix in (("b_simple_window_tokens", ""), ("b_precond_window_tokens", "_p")):
     out[name] = gns.windowed_ratio(tokens, col("gns_trace" + suffix), col("gns_g2" + suffix),
                                    window_tokens) if len(loss) else loss

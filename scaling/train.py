@@ -33,14 +33,10 @@ from scaling import runlock
 from scaling import step as steplib
 from scaling import store as storelib
 from scaling.config import to_json
-from scaling.errors import UserError
+from scaling.errors import Preempted, UserError
 from scaling.laws.forms import PF_DAY_FLOP
 from scaling.model import ModelConfig, flop_per_token, kaplan_learning_rate, param_count
 from scaling.spec import RunSpec, validate
-
-
-class Preempted(Exception):
-  """SIGTERM arrived: a checkpoint was written and the run can be resumed."""
 
 
 @dataclasses.dataclass

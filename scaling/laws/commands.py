@@ -43,13 +43,15 @@ def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int
     except UserError as e:
       # A law chosen by the data's shape that these points cannot carry is skipped; one the
       # user asked for is reported, after the others are written.
-      print(f"{name}: not fitted: {e}", flush=True)
       failed.append(f"{name}: {e}")
       continue
     results.append(r)
     print(format_fit(r) if "form" in r else _format_special(r), flush=True)
   if not results:
     raise UserError("; ".join(failed))
+  if chosen:   # laws picked from the data's columns: those it cannot carry are said once, here
+    for line in failed:
+      print(f"not fitted: {line}", flush=True)
   doc = io.to_jsonable({"source": str(path), "n_convention": n_convention, "loss_key": loss_key,
                         "input": notes, "fits": results, "not_fitted": failed})
   files.atomic_write_text(out_path, json.dumps(doc, indent=1))
