@@ -289,7 +289,7 @@ def _cmd_fit(args, overrides) -> int:
     else:
       fit_command(str(path), args.law or [], args.bootstrap, args.holdout, args.seed,
                   args.n_convention, args.loss_key, args.budget, args.out, args.flops,
-                  args.budget_tolerance)
+                  args.budget_tolerance, args.holdout_budgets, args.coverage)
   _say_pushed(args.path)
   return 0
 
@@ -482,6 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--bootstrap", type=COUNT, default=1000, help="bootstrap resamples (0: none)")
   p.add_argument("--holdout", type=COUNT, default=1,
                  help="hold out this many largest sizes for the extrapolation check")
+  p.add_argument("--holdout-budgets", type=COUNT, default=0,
+                 help="hold out the points of the K largest budgets (C, binned by "
+                      "--budget-tolerance) instead, each checked against its calibrated interval")
+  p.add_argument("--coverage", action="store_true",
+                 help="also measure the calibrated intervals' coverage: each budget predicted "
+                      "from the budgets below it")
   p.add_argument("--seed", type=COUNT, default=0)
   p.add_argument("--n-convention", default="kaplan", choices=["kaplan", "exact", "total"],
                  help="N of run directories: Kaplan non-embedding, exact non-embedding, or total")

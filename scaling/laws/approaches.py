@@ -139,6 +139,7 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
           "n_boot_requested": n_boot,
           "budgets": budgets.tolist(), "N_opt": n_opts, "vertex_inside_range": inside,
           "budget_tolerance": tolerance, "left_out": left_out,
+          "bootstrap_samples": samples[:1000],
           "points_per_budget": [int((compute == c).sum()) for c in budgets]}
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 from scaling import files
 from scaling.errors import UserError
-from scaling.laws import allocation, approaches, batchlaw, forms, io, planning
+from scaling.laws import allocation, approaches, batchlaw, calibration, forms, io, planning
 from scaling.laws.results import fmt, auto_laws, fit_one, format_fit
 from scaling.laws.uncertainty import percentile_interval
 
@@ -16,7 +17,8 @@ SPECIAL = ("isoflop", "envelope", "bcrit")
 
 def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int,
                 n_convention: str, loss_key: str, budget: float | None, out: str | None,
-                flop_key: str = "kaplan_train", budget_tolerance: float = 0.0) -> dict:
+                flop_key: str = "kaplan_train", budget_tolerance: float = 0.0,
+                holdout_budgets: int = 0, coverage: bool = False) -> dict:
   want_curves = "envelope" in laws
   if loss_key is None:
     # Kaplan's L(D) and L(N, D) are laws of early-stopped runs (Kaplan 2020 §4): use the lowest
@@ -39,7 +41,8 @@ def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int
   results, failed = [], []
   for name in laws:
     try:
-      r = _fit_law(name, columns, n_boot, holdout, seed, budget, budget_tolerance)
+      r = _fit_law(name, columns, n_boot, holdout, seed, budget, budget_tolerance,
+                   holdout_budgets, coverage)
     except UserError as e:
       # A law chosen by the data's shape that these points cannot carry is skipped; one the
       # user asked for is reported, after the others are written.
@@ -62,7 +65,8 @@ def fit_command(path: str, laws: list[str], n_boot: int, holdout: int, seed: int
 
 
 def _fit_law(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
-             budget: float | None, budget_tolerance: float) -> dict:
+             budget: float | None, budget_tolerance: float, holdout_budgets: int = 0,
+             coverage: bool = False) -> dict:
   """One law of `scaling fit`: the special fits by name, the rest through the registry."""
   if name == "isoflop":
     if "N" not in columns or ("C" not in columns and "D" not in columns):
@@ -81,7 +85,8 @@ def _fit_law(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
     r = {"law": "bcrit", **approaches.fit_bcrit(columns["loss"], columns["B"], n_boot, seed)}
     r["published"] = forms.KAPLAN2020["B_crit"]
     return r
-  return fit_one(name, columns, n_boot, holdout, seed, budget)
+  return fit_one(name, columns, n_boot, holdout, seed, budget, holdout_budgets, budget_tolerance,
+                 coverage)
 
 
 def _format_special(r: dict) -> str:
@@ -108,10 +113,19 @@ def _format_special(r: dict) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _load_preset(preset: str) -> tuple[str, dict, list]:
-  """(kind, params, bootstrap samples of those params; empty for published presets)."""
+class Preset(NamedTuple):
+  kind: str          # a published preset's name, or chinchilla-fit, kaplan-fit, isoflop-fit
+  params: dict
+  samples: list      # bootstrap samples of params (empty for published presets)
+  errors: list       # one-budget-ahead log errors of the fit (calibration.py), if measured
+
+
+CHINCHILLA_FITS = ("chinchilla", "chinchilla_huber", "chinchilla_ls")
+
+
+def _load_preset(preset: str) -> Preset:
   if preset in forms.PRESETS:
-    return preset, forms.PRESETS[preset], []
+    return Preset(preset, forms.PRESETS[preset], [], [])
   path = Path(preset)
   if not path.is_file():
     raise UserError(f"--preset must be one of {', '.join(forms.PRESETS)} or a fit JSON file")
@@ -124,15 +138,27 @@ def _load_preset(preset: str) -> tuple[str, dict, list]:
     listed = [{**listed["L(N)"]["N"], "law": "N"}] + (
         [{**listed["L(N,D)"], "law": "ND"}] if "L(N,D)" in listed else [])
   fits = {f["law"]: f for f in listed if isinstance(f, dict) and "params" in f}
-  for name in ("chinchilla", "chinchilla_huber"):
+  for name in CHINCHILLA_FITS:
     if name in fits:
-      return "chinchilla-fit", fits[name]["params"], fits[name].get("bootstrap_samples", [])
+      f = fits[name]
+      return Preset("chinchilla-fit", f["params"], f.get("bootstrap_samples", []),
+                    (f.get("calibration") or {}).get("errors", []))
+  if "isoflop" in fits:
+    return Preset("isoflop-fit", fits["isoflop"]["params"],
+                  fits["isoflop"].get("bootstrap_samples", []), [])
   kaplan = {k: fits[k]["params"] for k in ("N", "D", "ND") if k in fits}
   if not kaplan:
-    raise UserError(f"{path} holds no N, D, ND or chinchilla fit to predict with")
+    raise UserError(f"{path} holds no N, D, ND, chinchilla or isoflop fit to predict with")
   samples = [{k: fits[k].get("bootstrap_samples", [])[i] for k in kaplan}
              for i in range(min(len(fits[k].get("bootstrap_samples", [])) for k in kaplan))]
-  return "kaplan-fit", kaplan, samples
+  return Preset("kaplan-fit", kaplan, samples, [])
+
+
+def _calibrated(loss: float, errors: list) -> str:
+  """' [95% calibrated: lo, hi]' from the fit's one-budget-ahead errors, or ''."""
+  iv = calibration.interval(loss, errors)
+  return f" [95% calibrated on {len(errors)} one-budget-ahead errors: {fmt(iv[0])}, {fmt(iv[1])}]" \
+      if iv else ""
 
 
 def _interval(fn, samples) -> str:
@@ -163,7 +189,10 @@ def _with_batch_law(kind: str, p: dict, batch_law: str | None) -> dict:
 
 def predict_command(preset: str, n: float | None, d: float | None, c: float | None,
                     target: float | None, batch_law: str | None = None) -> dict:
-  kind, p, samples = _load_preset(preset)
+  kind, p, samples, errors = _load_preset(preset)
+  if kind == "isoflop-fit" and (n is not None or d is not None or target is not None):
+    raise UserError(f"{preset} holds an approach-2 (isoflop) fit: it gives N_opt and D_opt at a "
+                    "budget (--C), not a loss; fit chinchilla on the same points for losses")
   p = _with_batch_law(kind, p, batch_law)
   out: dict = {"preset": preset}
   chinchilla = kind in ("chinchilla2022", "epoch2024", "chinchilla-fit")
@@ -173,6 +202,7 @@ def predict_command(preset: str, n: float | None, d: float | None, c: float | No
         raise UserError("the Chinchilla law needs both --N (all parameters) and --D (tokens)")
       loss = float(forms.loss_chinchilla(p, n, d))
       ci = _interval(lambda q: forms.loss_chinchilla(q, n, d), samples)
+      ci = ci.replace("[95%", "[parameters 95%") + _calibrated(loss, errors) if errors else ci
       print(f"L(N={n:.3g}, D={d:.3g}) = {loss:.2f} nats/token ({loss:.4f}; {preset}){ci}")
     elif n is not None and d is not None:
       if "ND" not in p:
@@ -199,6 +229,13 @@ def predict_command(preset: str, n: float | None, d: float | None, c: float | No
       print(f"C = {c:.3g} FLOP: N_opt = {a['N_opt']:.3g}{alloc('N_opt')}, D_opt = "
             f"{a['D_opt']:.3g} tokens{alloc('D_opt')} ({a['tokens_per_param']:.1f} tokens/param), "
             f"L = {a['loss']:.3f}{alloc('loss')}; a = {a['a']:.3f}, b = {a['b']:.3f}")
+    elif kind == "isoflop-fit":   # approach 2: N_opt ∝ C^a, D_opt ∝ C^b (Hoffmann 2022 §3.2)
+      a = {"N_opt": p["N_coef"] * c ** p["a"], "D_opt": p["D_coef"] * c ** p["b"],
+           "a": p["a"], "b": p["b"]}
+      alloc = lambda key, coef, e: _interval(lambda q: q[coef] * c ** q[e], samples)
+      print(f"C = {c:.3g} FLOP: N_opt = {a['N_opt']:.3g}{alloc('N_opt', 'N_coef', 'a')}, D_opt = "
+            f"{a['D_opt']:.3g} tokens{alloc('D_opt', 'D_coef', 'b')} (approach 2: a = "
+            f"{a['a']:.3f}, b = {a['b']:.3f}; no loss: the parabolas give no loss law)")
     elif kind == "kaplan2020":
       a = allocation.kaplan_allocation(p, c)
       print(f"C = {c:.3g} FLOP spent at B = B_crit, so C_min = C/2 = {a['C_min_flop']:.3g} FLOP "
@@ -231,7 +268,10 @@ def plan_command(preset: str, n: float | None, d: float | None, penalty_pct: flo
                  batch_tokens: float | None, steps: float | None, compare: str | None,
                  compute: float | None, batch_law: str | None = None) -> dict:
   """`scaling plan`: overfitting, early stopping, compute-efficient allocation, model tables."""
-  kind, p, _ = _load_preset(preset)
+  kind, p, _, _ = _load_preset(preset)
+  if kind == "isoflop-fit":
+    raise UserError(f"{preset} holds an approach-2 (isoflop) fit, which plans nothing but N_opt "
+                    "and D_opt: use `scaling predict --C`, or a chinchilla fit here")
   chinchilla = kind in ("chinchilla2022", "epoch2024", "chinchilla-fit")
   kaplan = _with_batch_law(kind, forms.KAPLAN2020, batch_law) if kind == "kaplan2020" else None
   if kind == "kaplan-fit":  # the user's own L(N,D); step and batch laws from Kaplan unless fitted

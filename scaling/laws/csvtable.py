@@ -198,6 +198,10 @@ def read(path: Path) -> CsvTable:
       notes.append(f"column {header[i]!r} multiplied by {scale:g}")
   if "loss" not in columns:
     raise UserError(f"{path} has no loss column (columns: {', '.join(header)}); name it loss")
+  if "D" not in columns and "C" in columns and "N" in columns:
+    # Kaplan 2020 (arXiv 2001.08361) §2.1: C ≈ 6·N·D, so D = C/(6·N).
+    columns["D"] = columns["C"] / (6.0 * columns["N"])
+    notes.append("D = C/(6·N) (no tokens column)")
   _refuse_pooled(path, header, body, ignored)
   if ignored:
     notes.append(f"columns ignored: {', '.join(ignored)}")

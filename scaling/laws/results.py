@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from scaling.errors import UserError
-from scaling.laws import allocation, forms
+from scaling.laws import allocation, calibration, forms
 from scaling.laws import fit as fit_mod
 from scaling.laws.registry import fit_law, get_law
 from scaling.laws.uncertainty import bootstrap_law, extrapolation_check, intervals
@@ -32,7 +32,8 @@ def fmt(x) -> str:
 
 
 def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
-            budget: float | None) -> dict:
+            budget: float | None, holdout_budgets: int = 0, tolerance: float = 0.0,
+            with_coverage: bool = False) -> dict:
   law = get_law(name)
   y = columns["loss"]
   if law.name.startswith("chinchilla") and "N_total" in columns:  # Chinchilla counts every parameter
@@ -57,10 +58,20 @@ def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
   if derived:
     result["derived"] = derived(params)
     result["derived"]["budget_flop"] = budget or 5.76e23
+  key_name, key_values = calibration.budget_key(law, columns)
+  level = calibration.levels(key_values, tolerance)
   key = law.columns[0]
-  if holdout and len(np.unique(columns[key])) > holdout + 1 and len(y) - holdout > law.n_params:
+  if holdout_budgets:
+    result["extrapolation"] = calibration.holdout_check(law, columns, y, level, holdout_budgets)
+  elif holdout and len(np.unique(columns[key])) > holdout + 1 and len(y) - holdout > law.n_params:
     result["extrapolation"] = extrapolation_check(law, columns, y, key, holdout,
                                                   min(n_boot, 200), seed)
+  errors = calibration.ahead_errors(law, columns, y, level)
+  result["calibration"] = {"key": key_name, "tolerance": tolerance,
+                           "n_levels": int(len(np.unique(level))),
+                           **calibration.summary(errors), "errors": errors}
+  if with_coverage:
+    result["coverage"] = calibration.coverage(law, columns, y, level)
   return result
 
 
@@ -79,12 +90,45 @@ def format_fit(result: dict) -> str:
   for k, v in result.get("derived", {}).items():
     lo, hi = result["intervals"].get(k, (None, None))
     lines.append(f"  {k:<10} {fmt(v):>11} {'[' + fmt(lo) + ', ' + fmt(hi) + ']':>25}")
-  for e in result.get("extrapolation", []):
-    at = ", ".join(f"{c}={fmt(e[c])}" for c in e if c not in (
-        "measured", "predicted", "rel_error", "interval", "inside_interval", "interval_kind"))
-    lo, hi = e["interval"]
-    lines.append(f"  held out {at}: measured {e['measured']:.4f}, predicted "
-                 f"{e['predicted']:.4f} ({100 * e['rel_error']:+.2f}%), "
-                 f"{'inside' if e['inside_interval'] else 'outside'} the 95% "
-                 f"{e['interval_kind']} [{fmt(lo)}, {fmt(hi)}]")
+  lines += _extrapolation_lines(result.get("extrapolation", []))
+  lines += _calibration_lines(result)
   return "\n".join(lines)
+
+
+def _extrapolation_lines(checks: list[dict]) -> list[str]:
+  lines = []
+  for e in checks:
+    at = ", ".join(f"{c}={fmt(e[c])}" for c in e if c not in (
+        "measured", "predicted", "rel_error", "interval", "inside_interval", "interval_kind",
+        "level"))
+    where = (f"{'inside' if e['inside_interval'] else 'outside'} the 95% {e['interval_kind']} "
+             f"[{fmt(e['interval'][0])}, {fmt(e['interval'][1])}]" if e["interval"]
+             else f"no interval ({e['interval_kind']})")
+    lines.append(f"  held out {at}: measured {e['measured']:.4f}, predicted "
+                 f"{e['predicted']:.4f} ({100 * e['rel_error']:+.2f}%), {where}")
+  if len(checks) > 1:
+    inside = sum(e["inside_interval"] for e in checks)
+    mae = sum(abs(e["rel_error"]) for e in checks) / len(checks)
+    lines.append(f"  held out: {inside} of {len(checks)} inside their 95% interval; mean "
+                 f"|error| {100 * mae:.2f}%")
+  return lines
+
+
+def _calibration_lines(result: dict) -> list[str]:
+  cal, lines = result.get("calibration") or {}, []
+  if cal.get("n_errors"):
+    lo, hi = cal["log_error_95"]
+    lines.append(f"  calibration: {cal['n_errors']} points predicted one {cal['key']} level "
+                 f"ahead (of {cal['n_levels']} levels): 95% of measured/predicted in "
+                 f"[{math.exp(lo):.4f}, {math.exp(hi):.4f}], mean |error| "
+                 f"{100 * cal['mean_abs_rel_error']:.2f}%")
+  cov = result.get("coverage")
+  if cov:
+    lines.append(f"  coverage (each level predicted from those below, its interval calibrated "
+                 f"on them): {cov['inside']} of {cov['total']} inside the 95% interval; mean "
+                 f"|error| {100 * cov['mean_abs_rel_error']:.2f}% (an interval of the fit's "
+                 f"residual scatter alone: {cov['inside_residual_scatter_only']} of "
+                 f"{cov['total']})"
+                 + (f"; {cov['uncalibrated']} points too early to calibrate"
+                    if cov["uncalibrated"] else ""))
+  return lines

@@ -230,7 +230,7 @@ def test_predict_from_fit_json_gives_intervals(tmp_path, capsys):
   capsys.readouterr()
   out = predict_command(str(tmp_path / "pts.fit.json"), 70e9, 1.4e12, 5.76e23, None)
   text = capsys.readouterr().out
-  assert text.count("[95%:") == 4  # the loss, N_opt, D_opt and the loss at the optimum
+  assert text.count("95%:") == 4  # the loss, N_opt, D_opt and the loss at the optimum
   assert out["loss"] == pytest.approx(1.94, abs=0.05)
 
 
