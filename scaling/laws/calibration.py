@@ -8,7 +8,7 @@ misfit is measured the way the prediction is used: the points are grouped into l
 law's budget (C, binned; for a one-variable law, that variable), and for every level past the
 first `min_levels` the law fitted on the lower levels predicts it. The log errors of those
 predictions (measured/predicted) are the calibration: the 95% interval at a new budget is the
-prediction times their 2.5th and 97.5th percentiles.
+prediction times exp(their mean ± t·sd·√(1 + 1/n)), the interval of one more such error.
 
 `coverage` checks this out of sample: each level is predicted from the levels below it, with an
 interval calibrated on those lower levels only, and counted in or out.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from scipy import stats
 
 from scaling.errors import UserError
 from scaling.laws.registry import Law, fit_law, predict
@@ -87,20 +88,29 @@ def ahead_errors(law: Law, columns: dict, y: np.ndarray, level: np.ndarray,
 
 
 def interval(pred: float, errors) -> tuple[float, float] | None:
-  """The calibrated 95% interval of a prediction, or None with too few errors to say."""
+  """The calibrated 95% interval of a prediction: the mean log error ± Student's t quantile ×
+  their standard deviation × √(1 + 1/n), the interval for one more draw of the same errors
+  (a percentile of a few errors would be their range, too narrow); None with too few errors."""
+  lo, hi = log_bounds(errors) or (None, None)
+  if lo is None:
+    return None
+  return float(pred * math.exp(lo)), float(pred * math.exp(hi))
+
+
+def log_bounds(errors) -> tuple[float, float] | None:
   errors = np.asarray(errors, float)
   if errors.size < MIN_ERRORS:
     return None
-  lo, hi = np.percentile(errors, [2.5, 97.5])
-  return float(pred * math.exp(lo)), float(pred * math.exp(hi))
+  half = stats.t.ppf(0.975, errors.size - 1) * errors.std(ddof=1) * math.sqrt(1 + 1 / errors.size)
+  return float(errors.mean() - half), float(errors.mean() + half)
 
 
 def summary(errors) -> dict:
   errors = np.asarray(errors, float)
   if errors.size == 0:
     return {"n_errors": 0}
-  lo, hi = np.percentile(errors, [2.5, 97.5])
-  return {"n_errors": int(errors.size), "log_error_95": [float(lo), float(hi)],
+  bounds = log_bounds(errors)
+  return {"n_errors": int(errors.size), "log_error_95": list(bounds) if bounds else None,
           "mean_abs_rel_error": float(np.mean(np.abs(np.expm1(errors))))}
 
 

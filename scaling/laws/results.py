@@ -116,7 +116,7 @@ def _extrapolation_lines(checks: list[dict]) -> list[str]:
 
 def _calibration_lines(result: dict) -> list[str]:
   cal, lines = result.get("calibration") or {}, []
-  if cal.get("n_errors"):
+  if cal.get("log_error_95"):
     lo, hi = cal["log_error_95"]
     lines.append(f"  calibration: {cal['n_errors']} points predicted one {cal['key']} level "
                  f"ahead (of {cal['n_levels']} levels): 95% of measured/predicted in "
