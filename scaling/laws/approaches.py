@@ -99,7 +99,11 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
   compute, n, loss = (np.asarray(v, float) for v in (compute, n, loss))
   fit.check_inputs({"C": compute, "N": n}, loss, 0, ())
   flop_per_token = flop_per_token or (lambda n_params: 6.0 * n_params)
+  raw_compute = compute
   compute = bin_budgets(compute, tolerance)
+  groups = [{"C": float(c), "points": int((compute == c).sum()),
+             "C_range": [float(raw_compute[compute == c].min()),
+                         float(raw_compute[compute == c].max())]} for c in np.unique(compute)]
   left_out = _unusable_budgets(compute, n, loss)
   if left_out:   # a thin or minimum-less budget is left out, named; the others are fitted
     keep = ~np.isin(compute, [b["C"] for b in left_out])
@@ -138,9 +142,29 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
   return {"params": central, "intervals": intervals(samples), "n_boot": len(samples),
           "n_boot_requested": n_boot,
           "budgets": budgets.tolist(), "N_opt": n_opts, "vertex_inside_range": inside,
-          "budget_tolerance": tolerance, "left_out": left_out,
+          "budget_tolerance": tolerance, "left_out": left_out, "budget_groups": groups,
+          "flags": interval_flags(central, intervals(samples), len(samples), n_boot),
           "bootstrap_samples": samples[:1000],
           "points_per_budget": [int((compute == c).sum()) for c in budgets]}
+
+
+def interval_flags(central: dict, ci: dict, kept: int, requested: int) -> list[str]:
+  """The intervals wider than the points can support, said in words: an exponent's interval
+  wider than 0.5 or reaching 0 or below, a coefficient's spanning more than a factor 1e3, or
+  most bootstrap resamples without an answer."""
+  flags = []
+  for k in ("a", "b"):
+    lo, hi = ci.get(k, (math.nan, math.nan))
+    if not (math.isfinite(lo) and math.isfinite(hi)) or hi - lo > 0.5 or lo <= 0:
+      flags.append(f"{k}'s interval [{lo:.3g}, {hi:.3g}] is wider than these points can "
+                   "support: treat it as undetermined")
+  for k in ("N_coef", "D_coef"):
+    lo, hi = ci.get(k, (math.nan, math.nan))
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo > 0) or hi / lo > 1e3:
+      flags.append(f"{k}'s interval [{lo:.3g}, {hi:.3g}] spans more than a factor 1000")
+  if requested and kept < requested / 2:
+    flags.append(f"only {kept} of {requested} bootstrap resamples gave an answer")
+  return flags
 
 
 def _unusable_budgets(compute, n, loss) -> list[dict]:

@@ -74,8 +74,8 @@ def _fit_law(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
     compute = columns["C"] if "C" in columns else 6.0 * columns["N"] * columns["D"]
     print("isoflop: C " + ("from the CSV's compute column" if "C" in columns
                            else "= 6·N·D (no compute column)"), flush=True)
-    return {"law": "isoflop", **approaches.fit_isoflop(compute, columns["N"], columns["loss"],
-                                                       n_boot, seed, budget_tolerance)}
+    return {"law": "isoflop", **_isoflop(compute, columns["N"], columns["loss"], n_boot, seed,
+                                         budget_tolerance, holdout_budgets)}
   if name == "envelope":
     curves = columns["curves"] if "curves" in columns else io.curves_from_csv(columns)
     return {"law": "envelope", **approaches.fit_envelope(curves, n_boot, seed)}
@@ -89,14 +89,41 @@ def _fit_law(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
                  coverage)
 
 
+def _isoflop(compute, n, loss, n_boot: int, seed: int, tolerance: float, holdout: int) -> dict:
+  """Approach 2, and with holdout K: refitted without the K largest budgets, its N_opt there
+  against each held-out budget's own parabola vertex."""
+  full = approaches.fit_isoflop(compute, n, loss, n_boot, seed, tolerance)
+  if not holdout:
+    return full
+  budgets = approaches.bin_budgets(compute, tolerance)
+  usable = full["budgets"]
+  if len(usable) < holdout + 2:
+    raise UserError(f"--holdout-budgets {holdout} needs at least {holdout + 2} usable budgets, "
+                    f"got {len(usable)}")
+  keep = budgets < usable[-holdout] * (1 - 1e-9)
+  part = approaches.fit_isoflop(compute[keep], n[keep], loss[keep], 0, seed, tolerance)
+  p = part["params"]
+  full["holdout"] = [{"C": c, "N_opt_measured": v, "N_opt_predicted": p["N_coef"] * c ** p["a"]}
+                     for c, v in zip(usable[-holdout:], full["N_opt"][-holdout:])]
+  return full
+
+
 def _format_special(r: dict) -> str:
   lines = [f"{r['law']} ({r['n_boot']} bootstrap resamples)"]
   for k, v in r["params"].items():
     lo, hi = r["intervals"].get(k, (None, None))
     lines.append(f"  {k:<10} {fmt(v):>11}  [{fmt(lo)}, {fmt(hi)}]")
   if r["law"] == "isoflop" and r["budget_tolerance"]:
-    lines.append(f"  {len(r['budgets'])} budgets from C binned within ±{100 * r['budget_tolerance']:.0f}%"
-                 f" ({', '.join(str(k) for k in r['points_per_budget'])} points)")
+    lines.append(f"  {len(r['budget_groups'])} budgets from C binned within "
+                 f"±{100 * r['budget_tolerance']:.0f}%:")
+    lines += [f"    C = {g['C']:.3g}: {g['points']} points, C from {g['C_range'][0]:.3g} to "
+              f"{g['C_range'][1]:.3g}" for g in r["budget_groups"]]
+  for flag in r.get("flags", []):
+    lines.append(f"  WARNING: {flag}")
+  for e in r.get("holdout", []):
+    lines.append(f"  held out C={e['C']:.3g}: N_opt predicted {e['N_opt_predicted']:.3g}, its "
+                 f"parabola's vertex {e['N_opt_measured']:.3g} "
+                 f"({100 * (e['N_opt_predicted'] / e['N_opt_measured'] - 1):+.1f}%)")
   for b in r.get("left_out", []):
     points = f"{b['points']} point{'s' if b['points'] != 1 else ''}"
     lines.append(f"  WARNING: budget C={b['C']:.3g} ({points}) left out: {b['reason']}")

@@ -219,3 +219,21 @@ def test_thin_and_minimum_less_budgets_are_left_out_and_named():
   assert "no minimum" in reasons[12]
   assert res["budgets"] == full["budgets"] and res["params"]["a"] == full["params"]["a"]
   assert abs(res["params"]["a"] - chinchilla_allocation(TRUE, 1e20)["a"]) < 0.05
+
+
+def test_budget_groups_are_recorded_and_unsupported_intervals_flagged():
+  from scaling.laws import approaches
+  pts = synthetic_points(noise=0.001)
+  rng = np.random.default_rng(0)
+  jittered = pts["budget"] * np.exp(rng.uniform(-0.1, 0.1, pts["budget"].size))
+  res = approaches.fit_isoflop(jittered, pts["N"], pts["loss"], n_boot=100, tolerance=0.25)
+  groups = res["budget_groups"]
+  assert [g["C"] for g in groups] == pytest.approx(sorted(set(pts["budget"].tolist())), rel=0.1)
+  assert sum(g["points"] for g in groups) == pts["N"].size
+  assert all(g["C_range"][0] <= g["C"] <= g["C_range"][1] for g in groups)
+  assert res["flags"] == []                        # clean points: intervals the data supports
+  # 5 % noise on profiles whose depth is ~1 %: the parabolas say little, and the flags say so.
+  noisy = synthetic_points(noise=0.05, seed=3)
+  res = approaches.fit_isoflop(noisy["budget"], noisy["N"], noisy["loss"], n_boot=100)
+  assert any("spans more than a factor 1000" in f or "wider than these points" in f
+             for f in res["flags"]), res["flags"]
