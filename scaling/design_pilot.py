@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import design, files, isoflop, rundir
+from scaling import conventions, design, files, isoflop, rundir
 from scaling import train as trainlib
-from scaling.model import ModelConfig, flop_per_token, kaplan_learning_rate, param_count
+from scaling.laws.forms import kaplan_learning_rate
+from scaling.model import ModelConfig, flop_per_token, param_count
 from scaling.runcfg import run_of_shape, shape_name
 from scaling.spec import validate
 
@@ -40,13 +41,13 @@ PILOT_SHARE = 0.2
 
 def family(cfg, n_vocab: int, convention: str = "palm") -> list[design.Member]:
   """Two-layer one-head models of WIDTHS: N non-embedding, FLOPs per token of the convention."""
-  key = isoflop.convention_key(convention)
+  key = conventions.convention_key(convention)
   out = []
   for d in WIDTHS:
     shape = (2, d, 1)     # one head at every width: a head count changing inside the family
                           # made the profiles zig-zag at the change (2 heads from width 80)
     m = _model(cfg, shape, n_vocab)
-    out.append(design.Member(shape, float(param_count(m)[isoflop.N_KEY[convention]]),
+    out.append(design.Member(shape, float(param_count(m)[conventions.N_KEY[convention]]),
                              float(flop_per_token(m)[key])))
   return out
 

@@ -39,21 +39,12 @@ import numpy as np
 
 from scaling import optim, rundir
 from scaling import encode
+from scaling.conventions import HELDOUT, N_KEY, convention_key
 from scaling.errors import UserError
 from scaling.runcfg import parse_shape, run_of_shape, shape_name
-from scaling.model import ModelConfig, flop_per_token, kaplan_learning_rate, param_count
+from scaling.laws.forms import kaplan_learning_rate
+from scaling.model import ModelConfig, flop_per_token, param_count
 from scaling.spec import validate
-
-CONVENTIONS = {"palm": "palm_train", "kaplan": "kaplan_train", "chinchilla": "chinchilla_train"}
-N_KEY = {"palm": "n_kaplan", "kaplan": "n_kaplan", "chinchilla": "n_total"}  # N of each count
-HELDOUT = "heldout"      # the held-out budget's runs live in <sweep>/heldout/
-
-
-def convention_key(name: str) -> str:
-  if name not in CONVENTIONS:
-    raise UserError(f"sweep.flop_convention must be one of {', '.join(CONVENTIONS)}, got {name!r}")
-  return CONVENTIONS[name]
-
 
 def defaults() -> ml_collections.ConfigDict:
   """The isoFLOP fields of a sweep section, with their defaults."""

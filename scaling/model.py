@@ -138,13 +138,6 @@ def flop_per_token(cfg: ModelConfig) -> dict[str, float]:
   }
 
 
-def kaplan_learning_rate(n_params: float) -> float:
-  """Kaplan 2020 appendix D.2 (Eq. D.1): LR(N) ≈ 0.003239 − 0.0001395·ln(N)."""
-  if n_params <= 0:
-    raise UserError(f"LR(N) needs a positive parameter count, got {n_params}")
-  return 0.003239 - 0.0001395 * math.log(n_params)
-
-
 # ---------------------------------------------------------------------------------------------
 # The network.
 

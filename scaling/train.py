@@ -35,7 +35,8 @@ from scaling import store as storelib
 from scaling.config import to_json
 from scaling.errors import Preempted, UserError
 from scaling.laws.forms import PF_DAY_FLOP
-from scaling.model import ModelConfig, flop_per_token, kaplan_learning_rate, param_count
+from scaling.laws.forms import kaplan_learning_rate
+from scaling.model import ModelConfig, flop_per_token, param_count
 from scaling.spec import RunSpec, validate
 
 

@@ -2,7 +2,6 @@
 bytes in every process, a store that says what it is, and no model below the floor."""
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import math
@@ -18,7 +17,6 @@ from scaling.errors import UserError
 
 
 _DIGEST = """
-import hashlib
 from scaling import generated
 
 def digest(params, n_docs):

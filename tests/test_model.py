@@ -10,8 +10,8 @@ from flax import nnx
 
 from conftest import tree_sizes
 from scaling.errors import UserError
-from scaling.model import (ModelConfig, Transformer, cross_entropy, flop_per_token,
-                           kaplan_learning_rate, param_count)
+from scaling.laws.forms import kaplan_learning_rate
+from scaling.model import ModelConfig, Transformer, cross_entropy, flop_per_token, param_count
 
 SHAPES = [
     dict(n_layer=1, d_model=32, n_heads=2, n_ctx=16, n_vocab=300),

@@ -27,7 +27,7 @@ from scipy import optimize
 
 from scaling import rundir
 from scaling.errors import UserError
-from scaling.isoflop import N_KEY, convention_key
+from scaling.conventions import N_KEY, convention_key
 from scaling.laws import approaches, fit, forms
 from scaling.laws.uncertainty import bootstrap, intervals
 

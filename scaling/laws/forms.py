@@ -7,7 +7,11 @@ loss (absent or 0 gives the pure power law).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from scaling.errors import UserError
 
 PF_DAY_FLOP = 8.64e19  # 1 PF-day = 1e15 FLOP/s × 86 400 s
 
@@ -102,3 +106,10 @@ def kaplan_published(name: str):
   table = {**k["N"], **k["D"], **k["C_min"], **k["B_crit"], "alpha_S": k["NS"]["alpha_S"],
            "S_c": k["NS"]["S_c"], "a": k["allocation"]["N_exp"], "b": k["allocation"]["D_exp"]}
   return table.get(name)
+
+
+def kaplan_learning_rate(n_params: float) -> float:
+  """Kaplan 2020 appendix D.2 (Eq. D.1): LR(N) ≈ 0.003239 − 0.0001395·ln(N)."""
+  if n_params <= 0:
+    raise UserError(f"LR(N) needs a positive parameter count, got {n_params}")
+  return 0.003239 - 0.0001395 * math.log(n_params)

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from scaling import rundir
-from scaling import store as storelib
 from scaling.errors import UserError
-from scaling.isoflop import CONVENTIONS, HELDOUT, N_KEY
+from scaling.conventions import CONVENTIONS, HELDOUT, N_KEY
 from scaling.laws import allocate
+from scaling.laws.forms import kaplan_learning_rate
 from scaling.laws.uncertainty import percentile_interval
-from scaling.model import kaplan_learning_rate
 
 
 def at_budget(a3: dict, c: float, f_of, n_range) -> dict:
@@ -108,6 +107,7 @@ def reference_losses(runs: list[Path]) -> dict:
          "entropy_rate": summary.get("entropy_rate")}
   if out["bigram"] is None and summary.get("store"):
     try:
+      from scaling import store as storelib   # the token store (grain, tokenizers): only here
       out["bigram"] = storelib.open_store(summary["store"]).bigram_loss()
     except (OSError, UserError, ValueError):
       pass

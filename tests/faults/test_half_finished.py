@@ -2,9 +2,7 @@
 with points missing (never trained, or in progress: metrics but no summary) is fitted and
 reported from what is there, with warnings; where nothing can be fitted, a one-line error."""
 
-import math
 
-import numpy as np
 import pytest
 
 from conftest import fake_run

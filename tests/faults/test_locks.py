@@ -179,7 +179,7 @@ def test_a_branch_whose_source_another_runner_trains_is_skipped_with_the_reason(
   sweep.run_points(configs)
   out = capsys.readouterr().out
   assert f"skipped, another process (pid {sleeper.pid} on" in out
-  assert "waiting, its source" in out and f"is being trained by another process" in out
+  assert "waiting, its source" in out and "is being trained by another process" in out
   assert "skipped, its source" in out and "run the sweep again once it has finished" in out
   assert "no checkpoint" not in out and not rundir.path_of(configs[1]).exists()
 
