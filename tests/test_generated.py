@@ -2,6 +2,7 @@
 bytes in every process, a store that says what it is, and no model below the floor."""
 
 import dataclasses
+import hashlib  # noqa: F401  (the _DIGEST code below runs in this module too)
 import itertools
 import json
 import math
@@ -17,6 +18,7 @@ from scaling.errors import UserError
 
 
 _DIGEST = """
+import hashlib
 from scaling import generated
 
 def digest(params, n_docs):

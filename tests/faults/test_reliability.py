@@ -380,9 +380,9 @@ TRACEBACKS = {
     "truncated .jsonl.xz corpus": (lambda w, t: _train_args(t / "r", w / "cache", _bad_xz(t)),
                                    "is not a complete xz file"),
     "preset that is a list": (lambda w, t: ["predict", "--preset", _json(t, [1, 2]), "--N", "1e8"],
-                              "holds no N, D, ND or chinchilla fit"),
+                              "holds no N, D, ND, chinchilla or isoflop fit"),
     "preset without parameters": (lambda w, t: ["predict", "--preset", _json(
-        t, {"fits": [{"law": "N"}]}), "--N", "1e8"], "holds no N, D, ND or chinchilla fit"),
+        t, {"fits": [{"law": "N"}]}), "--N", "1e8"], "holds no N, D, ND, chinchilla or isoflop fit"),
     "damaged preset": (lambda w, t: ["predict", "--preset", _json(t, None), "--N", "1e8"],
                        "cannot read the fit file"),
     "bench with zero steps": (lambda w, t: ["bench", "--steps", "0"],
