@@ -481,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
                       "isoflop, envelope, bcrit; repeat for several (default: by the data)")
   p.add_argument("--bootstrap", type=COUNT, default=1000, help="bootstrap resamples (0: none)")
   p.add_argument("--holdout", type=COUNT, default=1,
-                 help="hold out this many largest sizes for the extrapolation check")
+                 help="hold out this many largest budgets (laws of N and D; the largest sizes "
+                      "for one-variable laws) for the extrapolation check")
   p.add_argument("--holdout-budgets", type=COUNT, default=0,
                  help="hold out the points of the K largest budgets (C, binned by "
                       "--budget-tolerance) instead, each checked against its calibrated interval")

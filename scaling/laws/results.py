@@ -61,8 +61,12 @@ def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
   key_name, key_values = calibration.budget_key(law, columns)
   level = calibration.levels(key_values, tolerance)
   key = law.columns[0]
-  if holdout_budgets:
-    result["extrapolation"] = calibration.holdout_check(law, columns, y, level, holdout_budgets)
+  # The question is the larger budget: a law of N and D holds out the largest budgets (C);
+  # a one-variable law, its largest values.
+  by_budget = holdout_budgets or (holdout if key_name == "C" and
+                                  len(np.unique(level)) >= 3 + holdout else 0)
+  if by_budget:
+    result["extrapolation"] = calibration.holdout_check(law, columns, y, level, by_budget)
   elif holdout and len(np.unique(columns[key])) > holdout + 1 and len(y) - holdout > law.n_params:
     result["extrapolation"] = extrapolation_check(law, columns, y, key, holdout,
                                                   min(n_boot, 200), seed)
