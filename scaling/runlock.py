@@ -141,13 +141,31 @@ def acquire(lock: Path) -> bool:
     for _ in range(3):
       if _create(lock):
         return True
+      try:
+        seen = lock.read_bytes()
+      except FileNotFoundError:
+        continue
       if owner_alive(lock):
         return False
-      lock.unlink(missing_ok=True)   # stale: its owner is gone
+      _remove_stale(lock, seen)
     return False
   except OSError as e:
     raise UserError(f"cannot write the lock {lock} ({e.strerror or e}); give a folder that "
                     "this process can write") from None
+
+
+def _remove_stale(lock: Path, seen: bytes) -> None:
+  """Moves the stale lock aside and deletes it, unless what was moved is not what was judged
+  stale (another process took the lock over in between): that one is put back."""
+  aside = lock.with_name(f".{lock.name}.stale.{uuid.uuid4().hex}")
+  try:
+    os.rename(lock, aside)
+  except FileNotFoundError:
+    return
+  if aside.read_bytes() != seen:
+    with contextlib.suppress(FileExistsError, OSError):
+      os.link(aside, lock)
+  aside.unlink(missing_ok=True)
 
 
 def _create(lock: Path) -> bool:

@@ -113,8 +113,9 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
     why = "; ".join(f"C={b['C']:.3g}: {b['reason']}" for b in left_out)
     raise UserError("IsoFLOP needs at least 2 compute budgets with a minimum"
                     + (f" ({len(budgets)} left after leaving out {why})" if left_out else "")
-                    + ("" if tolerance or not left_out else
-                       "; points of unequal C can be binned with --budget-tolerance, e.g. 0.25"))
+                    + ("; points of unequal C can be binned with --budget-tolerance, e.g. 0.25"
+                       if not tolerance and sum(b["points"] == 1 for b in left_out) > len(left_out) / 2
+                       else ""))
 
   def once(idx, y=loss):
     cs, n_opts, inside = [], [], []

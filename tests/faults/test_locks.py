@@ -204,3 +204,25 @@ def test_a_branch_waits_for_its_source_and_takes_over_when_that_runner_dies(
   out = capsys.readouterr().out
   assert "waiting, its source" in out
   assert all((rundir.path_of(rc) / "summary.json").is_file() for rc in configs), out
+
+
+def _take(lock: str, start: float, queue) -> None:
+  while time.time() < start:
+    pass
+  queue.put(runlock.acquire(Path(lock)))
+  time.sleep(0.5)                          # hold it while the others try
+
+
+def test_exactly_one_of_several_processes_takes_a_stale_lock(tmp_path):
+  import multiprocessing
+  ctx = multiprocessing.get_context("fork")
+  for trial in range(8):
+    lock = tmp_path / f"p{trial}.lock"
+    lock.write_text("12345")             # stale: names no owner
+    queue, start = ctx.Queue(), time.time() + 0.3
+    procs = [ctx.Process(target=_take, args=(str(lock), start, queue)) for _ in range(4)]
+    for p in procs:
+      p.start()
+    for p in procs:
+      p.join()
+    assert sum(queue.get() for _ in procs) == 1, trial
