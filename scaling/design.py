@@ -53,6 +53,7 @@ class Pilot:
   sigma: float | None             # run-to-run σ of one point (two seeds), nats
   lr_ref_n: float = 0.0           # … N = lr_ref_n, times (N/lr_ref_n)^lr_n_exponent elsewhere
   lr_n_exponent: float = 0.0
+  cost_factor: float = 1.0        # the pilot grid's measured wall time / the cost model's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +232,15 @@ class Settings:
   decay_frac: float = 0.2           # WSD: a branch costs its cooldown
 
 
+def grid_seconds(family: list, runs: list, spt, overhead_s: float,
+                 decay_frac: float) -> float:
+  """What _cost predicts for a trained WSD grid, from its runs' (N, C)."""
+  index = {m.n: j for j, m in enumerate(family)}
+  budgets = sorted({c for _, c in runs})
+  sizes = [[index[n] for n, c in runs if c == b and n in index] for b in budgets]
+  return _cost(family, budgets, sizes, [], spt, overhead_s, decay_frac)[0]
+
+
 def _cost(family: list, budgets: list, sizes: list, heldout: list, spt, overhead_s: float,
           decay_frac: float) -> tuple[float, int]:
   """(seconds, runs) of one seed of the sweep (WSD: per size its longest run and a cooldown per
@@ -278,7 +288,7 @@ def plan(pilot: Pilot, family: list, minutes: float, batch_tokens: int,
   seeds = seeds_for(pilot.sigma)
   one_seed_s, runs = _cost(family, budgets, sizes, heldout, seconds_per_token(pilot, family),
                            pilot.run_overhead_s, s.decay_frac)
-  expected_min = seeds * one_seed_s / 60
+  expected_min = seeds * one_seed_s * pilot.cost_factor / 60
   most_tokens = max([c / family[j].flop_per_token for c, row in zip(budgets, sizes) for j in row]
                     + [c / m.flop_per_token for m, c in heldout])
   problems = []
@@ -315,7 +325,11 @@ def plan(pilot: Pilot, family: list, minutes: float, batch_tokens: int,
       "seeds": {"value": seeds, "sigma": pilot.sigma,
                 "rule": f"σ/√seeds ≤ {SIGMA_OK} nats, at most {MAX_SEEDS}"},
       "cost": {"seconds_per_token": pilot.seconds_per_token, "run_overhead_s":
-               pilot.run_overhead_s, "runs": runs * seeds, "minutes": expected_min},
+               pilot.run_overhead_s, "runs": runs * seeds, "minutes": expected_min,
+               "factor": pilot.cost_factor,
+               "rule": "per size, its longest run and a cooldown per shorter budget, at the "
+                       "pilot's seconds per token, plus a fixed cost per run; times the factor "
+                       "by which the same model missed the pilot grid's own wall time"},
   }
   return {"budgets_flop": budgets, "sizes": sizes, "heldout_flop": heldout_c, "seeds": seeds,
           "expected_minutes": expected_min, "warnings": warnings, "choices": choices,

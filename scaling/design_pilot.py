@@ -177,7 +177,10 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> de
       / per_c, 2 * (warmup + 20) * batch_tokens * pilot_members[-1].flop_per_token))
   say(f"pilot grid: {len(pilot_members)} sizes, budgets {c_max / 16:.3g} to {c_max:.3g} FLOP")
   grid_cfg = _pilot_cfg(cfg, fam, c_max, lr, warmup)
+  fresh = not rundir.find_runs(Path(grid_cfg.run_dir))
+  t0 = time.time()
   run_points(expand(grid_cfg), verbose=False)
+  grid_s = time.time() - t0
   grid, summaries = [], []
   for run in rundir.find_runs(Path(grid_cfg.run_dir)):
     s = rundir.read_summary(run)
@@ -186,10 +189,32 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> de
                  "loss": float(s["final_eval_loss"])})
   sigma = _noise(grid_cfg, grid, store.n_vocab)
   spt_rows, _ = _speed(probe_summaries + summaries)
+  factor = _cost_factor(Path(cfg.run_dir) / PILOT / "cost.json", fresh, grid_s, fam, grid,
+                        design.Pilot(0.0, 0, lr[0], probe, [], spt_rows, overhead, None))
   say(f"pilot: best loss {min(r['loss'] for r in grid):.3f} (bigram {store.bigram_loss():.3f})"
       + (f", run-to-run σ {sigma:.4f}" if sigma is not None else ""))
   return design.Pilot(float(store.bigram_loss()), int(store.meta["n_tokens_train"]), lr[0],
-                      probe, grid, spt_rows, overhead, sigma, lr_ref_n=lr[1], lr_n_exponent=lr[2])
+                      probe, grid, spt_rows, overhead, sigma, lr_ref_n=lr[1], lr_n_exponent=lr[2],
+                      cost_factor=factor)
+
+
+def _cost_factor(path: Path, fresh: bool, grid_s: float, fam: list, grid: list,
+                 pilot: design.Pilot) -> float:
+  """The measured wall time of the pilot grid over what the cost model predicts for it (its
+  evaluations, checkpoints and per-run costs are what the per-step speed leaves out), kept in
+  pilot/cost.json; 1 when the grid was not trained whole now and nothing was kept."""
+  if not fresh:
+    try:
+      return float(json.loads(path.read_text())["factor"])
+    except (OSError, ValueError, KeyError):
+      return 1.0
+  predicted = design.grid_seconds(fam, [(r["N"], r["C"]) for r in grid],
+                                  design.seconds_per_token(pilot, fam), pilot.run_overhead_s,
+                                  design.Settings().decay_frac)
+  factor = min(max(grid_s / predicted, 0.5), 4.0) if predicted > 0 else 1.0
+  files.atomic_write_text(path, json.dumps({"factor": factor, "grid_s": grid_s,
+                                            "predicted_s": predicted}))
+  return factor
 
 
 def _grid_budget(path: Path, compute) -> float:

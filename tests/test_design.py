@@ -201,3 +201,18 @@ def test_make_design_writes_a_design_its_sweep_reads(tmp_path, monkeypatch):
   runs = expand(sweep_cfg)
   assert {r.budget_flop for r in runs} <= set(made.budgets_flop) and runs
   assert design_run.heldout_factor(made) == pytest.approx(3.0)
+
+
+def test_the_cost_model_is_scaled_by_what_it_missed_on_the_pilot_grid():
+  """grid_seconds counts a WSD grid as _cost does (per size its longest run and a cooldown per
+  shorter budget): a hand count; and plan's expected minutes scale with the measured factor."""
+  fam = [design.Member((2, w, 1), 1000.0 * w, 6000.0 * w) for w in (8, 16, 32)]
+  spt = lambda m: 1e-6 * m.flop_per_token / 6000.0       # s/token ∝ FLOPs per token
+  runs = [(fam[0].n, 1e9), (fam[0].n, 2e9), (fam[1].n, 2e9)]
+  by_hand = (2e9 / fam[0].flop_per_token + 0.2 * 1e9 / fam[0].flop_per_token) * spt(fam[0]) \
+      + 2e9 / fam[1].flop_per_token * spt(fam[1]) + 3 * 0.5
+  assert design.grid_seconds(fam, runs, spt, 0.5, 0.2) == pytest.approx(by_hand)
+  slow = dataclasses.replace(pilot(), cost_factor=2.0)
+  base = design.plan(pilot(), FAMILY, minutes=1e6, batch_tokens=BATCH_TOKENS)
+  assert design.plan(slow, FAMILY, minutes=1e6, batch_tokens=BATCH_TOKENS)["expected_minutes"] \
+      == pytest.approx(2 * base["expected_minutes"])
