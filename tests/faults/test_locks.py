@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -206,23 +207,25 @@ def test_a_branch_waits_for_its_source_and_takes_over_when_that_runner_dies(
   assert all((rundir.path_of(rc) / "summary.json").is_file() for rc in configs), out
 
 
-def _take(lock: str, start: float, queue) -> None:
-  while time.time() < start:
-    pass
-  queue.put(runlock.acquire(Path(lock)))
-  time.sleep(0.5)                          # hold it while the others try
+_TAKE = """
+import sys, time
+from pathlib import Path
+from scaling import runlock
+lock, start = sys.argv[1], float(sys.argv[2])
+while time.time() < start:
+  pass
+print(int(runlock.acquire(Path(lock))), flush=True)
+time.sleep(0.5)                          # hold it while the others try
+"""
 
 
 def test_exactly_one_of_several_processes_takes_a_stale_lock(tmp_path):
-  import multiprocessing
-  ctx = multiprocessing.get_context("fork")
-  for trial in range(8):
+  env = dict(os.environ, PYTHONPATH=str(REPO))
+  for trial in range(6):
     lock = tmp_path / f"p{trial}.lock"
     lock.write_text("12345")             # stale: names no owner
-    queue, start = ctx.Queue(), time.time() + 0.3
-    procs = [ctx.Process(target=_take, args=(str(lock), start, queue)) for _ in range(4)]
-    for p in procs:
-      p.start()
-    for p in procs:
-      p.join()
-    assert sum(queue.get() for _ in procs) == 1, trial
+    start = time.time() + 1.5            # after every interpreter has started
+    procs = [subprocess.Popen([sys.executable, "-c", _TAKE, str(lock), str(start)], env=env,
+                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    taken = [int(p.communicate(timeout=60)[0].strip()) for p in procs]
+    assert sum(taken) == 1, (trial, taken)
