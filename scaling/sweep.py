@@ -7,6 +7,7 @@ whose source another runner is training waits for it.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
     raise UserError(f"--worker {worker} --num-workers {num_workers}: need 0 <= worker < "
                     "num-workers")
   t0 = time.time()
-  counter = {"done": 0, "total": len(configs)}
+  counter = _Progress(total=len(configs))
   mine = [(i, rc) for i, rc in enumerate(configs, 1) if owned(i - 1, worker, num_workers)]
   deferred, held = _one_pass(mine, counter, t0, overwrite, verbose)
   waited_since = time.time()
@@ -53,8 +54,16 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
 _POLL_S = 2.0
 
 
-def _head(i: int, rc, counter: dict) -> str:
-  return f"[sweep {i}/{counter['total']}] {str(rc.run_dir).rstrip('/').rsplit('/', 1)[-1]}"
+@dataclasses.dataclass
+class _Progress:
+  """A runner's count of points trained, and the points whose wait it has already said."""
+  total: int
+  done: int = 0
+  told: set = dataclasses.field(default_factory=set)
+
+
+def _head(i: int, rc, counter: _Progress) -> str:
+  return f"[sweep {i}/{counter.total}] {str(rc.run_dir).rstrip('/').rsplit('/', 1)[-1]}"
 
 
 def _source_held(rc) -> str | None:
@@ -71,7 +80,7 @@ def _source_held(rc) -> str | None:
   return None
 
 
-def _one_pass(points, counter, t0, overwrite, verbose) -> list:
+def _one_pass(points, counter: _Progress, t0, overwrite, verbose) -> tuple[list, list]:
   """Trains each point it can; returns the branches deferred because another runner is
   training their source, as (index, config, reason), and the points another runner holds."""
   deferred, held = [], []
@@ -83,20 +92,20 @@ def _one_pass(points, counter, t0, overwrite, verbose) -> list:
     if remote.is_remote(rc.run_dir):   # no lock file on a URL: one runner per remote sweep
       print(f"{head}: training", flush=True)
       trainlib.train(rc, overwrite=overwrite, verbose=verbose)
-      counter["done"] += 1
+      counter.done += 1
       continue
     why = _source_held(rc)
     if distributed.agreed(bool(why)):
       why = why or "its source is being trained by another runner (process 0's view)"
-      if i not in counter.setdefault("told", set()):
-        counter["told"].add(i)
+      if ("waiting", i) not in counter.told:
+        counter.told.add(("waiting", i))
         print(f"{head}: waiting, {why}", flush=True)
       deferred.append((i, rc, why))
       continue
     lock = runlock.lock_path(rundir.path_of(rc))
     if not distributed.agreed(runlock.acquire(lock)):
-      if i not in counter.setdefault("told_held", set()):
-        counter["told_held"].add(i)
+      if ("held", i) not in counter.told:
+        counter.told.add(("held", i))
         print(f"{head}: skipped, {runlock.describe(lock)} is training it (it holds {lock})",
               flush=True)
       held.append((i, rc))
@@ -108,14 +117,14 @@ def _one_pass(points, counter, t0, overwrite, verbose) -> list:
   return deferred, held
 
 
-def _train_point(rc, head, counter, t0, overwrite, verbose, lock) -> None:
-  done, elapsed = counter["done"], time.time() - t0
-  eta = (f", about {elapsed / done * (counter['total'] - done) / 60:.1f} min left"
+def _train_point(rc, head, counter: _Progress, t0, overwrite, verbose, lock) -> None:
+  done, elapsed = counter.done, time.time() - t0
+  eta = (f", about {elapsed / done * (counter.total - done) / 60:.1f} min left"
          if done else "")
   print(f"{head}: training ({done} trained in {elapsed / 60:.1f} min{eta})", flush=True)
   with runlock.heartbeat(lock):
     trainlib.train(rc, overwrite=overwrite, verbose=verbose)
-  counter["done"] += 1
+  counter.done += 1
 
 
 def _finished(rc) -> bool:
