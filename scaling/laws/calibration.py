@@ -3,7 +3,7 @@ one budget ahead.
 
 A bootstrap over the runs gives the uncertainty of the law's constants, not its misfit beyond
 them; at a budget it never saw, a law is also wrong by how much its form bends away from the
-data (Besiroglu et al. 2024, arXiv 2404.10102, §4 discuss the intervals of Approach 3). Here the
+data, which no resampling of the same points shows. Here the
 misfit is measured the way the prediction is used: the points are grouped into levels of the
 law's budget (C, binned; for a one-variable law, that variable), and for every level past the
 first `min_levels` the law fitted on the lower levels predicts it. The log errors of those
@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 from scaling.errors import UserError
+from scaling.laws.approaches import bin_budgets
 from scaling.laws.registry import Law, fit_law, predict
 
 MIN_ERRORS = 8        # fewer one-ahead errors than this: no calibrated interval
@@ -44,7 +45,6 @@ def levels(values: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
   """Each point's level: its value, binned within ±tolerance (approaches.bin_budgets); where
   that leaves more than MAX_LEVELS levels (budgets that are all different), equal widths in
   log value, each level at its points' geometric mean."""
-  from scaling.laws.approaches import bin_budgets
   values = np.asarray(values, float)
   binned = bin_budgets(values, tolerance)
   if len(np.unique(binned)) <= MAX_LEVELS:
