@@ -37,6 +37,8 @@ def make_design(cfg, folder: Path, minutes: float, force: bool = False,
   if not minutes > 0:
     raise UserError(f"--minutes must be a positive number, got {minutes}")
   folder = Path(folder)
+  if folder.exists() and not folder.is_dir():
+    raise UserError(f"--out {folder} is a file, not a folder; give a new folder or a design's")
   store = encode.build_store(validate(cfg).data, out=str(folder / "store"), verbose=verbose)
   cfg.data.store, cfg.run_dir = str(store.folder), str(folder)
   settings = design.Settings()

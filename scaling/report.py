@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from scaling import files, report_alloc, report_text, rundir, shapes
+from scaling.errors import UserError
 from scaling.laws import forms, sweepfit
 
 
@@ -220,6 +221,10 @@ def make_report(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0)
   """Renders report.md and the figures of a sweep directory from its fits.json (fitted first,
   with these settings, when it is missing or older than the runs)."""
   out = Path(sweep)
+  if not out.is_dir():
+    raise UserError(f"{out} is not a folder of runs: `scaling report` renders a sweep (for a CSV "
+                    "of runs, `scaling fit FILE.csv`)" if out.exists() else
+                    f"{out} does not exist; give a sweep folder")
   if not sweepfit.is_current(out):
     sweepfit.fit_sweep(str(out), n_boot, holdout, seed)
   doc = sweepfit.read_fits(out)

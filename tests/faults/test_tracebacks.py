@@ -98,3 +98,14 @@ def test_a_finished_run_and_its_store_are_read_on_a_read_only_filesystem(read_on
   capsys.readouterr()
   assert cli_main(_train(read_only / "run", read_only / "cache")) == 0
   assert "is finished" in capsys.readouterr().out
+
+
+def test_report_of_a_csv_or_a_missing_folder(tmp_path, capsys):
+  csv = tmp_path / "runs.csv"
+  csv.write_text("N,loss\n1e5,3.0\n1e6,2.8\n1e7,2.6\n")
+  _one_line_error(capsys, ["report", str(csv)], "is not a folder of runs")
+  _one_line_error(capsys, ["report", str(tmp_path / "nothing")], "does not exist")
+  (tmp_path / "design").write_text("not a folder")
+  _one_line_error(capsys, ["design", "--out", str(tmp_path / "design"), "--minutes", "1"],
+                  "is a file, not a folder")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["design", "runs.csv"]
