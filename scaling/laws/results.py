@@ -53,7 +53,7 @@ def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
   samples = bootstrap_law(law, columns, y, n_boot, seed, derived, start=params) if n_boot else []
   result = {"law": law.name, "form": law.description, "params": params, "converged": converged,
             "message": message, "n_points": int(len(y)), "intervals": intervals(samples),
-            "n_boot": len(samples), "published": law.published,
+            "n_boot": len(samples), "n_boot_requested": n_boot, "published": law.published,
             "bootstrap_samples": samples[:1000]}
   if derived:
     result["derived"] = derived(params)
@@ -84,6 +84,11 @@ def format_fit(result: dict) -> str:
            f"{result['n_boot']} bootstrap resamples)"]
   if not result["converged"]:
     lines.append(f"  WARNING: the fit did not converge: {result['message']}")
+  requested = result.get("n_boot_requested") or 0
+  if result["n_boot"] < requested:
+    lines.append(f"  WARNING: {requested - result['n_boot']} of {requested} bootstrap resamples "
+                 f"gave no fit and were dropped; the intervals come from the other "
+                 f"{result['n_boot']}")
   lines.append(f"  {'param':<10} {'fitted':>11} {'95% interval':>25} {'published':>11}  transfers?")
   for k, v in result["params"].items():
     lo, hi = result["intervals"].get(k, (None, None))

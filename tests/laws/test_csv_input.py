@@ -76,3 +76,15 @@ def test_csv_header_problems_are_named(case, tmp_path, capsys):
   err = capsys.readouterr().err.strip()
   assert len(err.splitlines()) == 1 and words in err and "Traceback" not in err, err
   assert [p.name for p in tmp_path.iterdir()] == ["runs.csv"]
+
+
+def test_dropped_resamples_are_counted(tmp_path, capsys):
+  """Five points and a four-constant law: resamples with too few distinct points give no fit;
+  the output says how many of those requested were dropped, and the fit file keeps both."""
+  path = tmp_path / "runs.csv"
+  path.write_bytes(READ_RIGHT["plain"][0])
+  assert cli_main(["fit", str(path), "--law", "N+E", "--bootstrap", "50"]) == 0
+  out = capsys.readouterr().out
+  fit = json.loads(path.with_suffix(".fit.json").read_text())["fits"][0]
+  assert fit["n_boot_requested"] == 50 and 0 < fit["n_boot"] < 50
+  assert f"{50 - fit['n_boot']} of 50 bootstrap resamples gave no fit" in out
