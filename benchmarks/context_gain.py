@@ -5,7 +5,7 @@ loss by how many tokens the prediction could see (position 1 sees one token: the
 situation). A model that has learned mostly adjacent-token statistics gains little from the later
 positions; one that uses longer context gains much. Printed beside the store's bigram reference
 loss (scaling/ngram.py). Used to explain why an isoFLOP law fitted on runs above the bigram loss
-under-predicts the loss of a larger budget (README, "How big, how long").
+under-predicts the loss of a larger budget (docs/results/2026-12-06-isoflop-allocation.md).
 
   python benchmarks/context_gain.py RUN_DIR [RUN_DIR ...] [--windows 1024]
 

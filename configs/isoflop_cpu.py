@@ -13,7 +13,7 @@ parabolas' vertices then moved with the noise (a = 0.34 [−0.89, 1.03]).
 The warm-up: with 20 steps, some seeds of the wider sizes stalled at the unigram loss (≈ 5.1
 nats) for tens of steps and ended far behind (L2-D48 at 4e11, three seeds: 3.37, 3.42, 4.11);
 with 60 steps, 3.33, 3.33, 3.34. Those stalls made the sizes right of each optimum the noisiest
-points of every profile, and so the intervals of a wide (README, "How big, how long").
+points of every profile, and so the intervals of a wide (docs/results/2026-12-06-isoflop-allocation.md).
 
 The Kaplan–Chinchilla switches (Porian et al. 2024, arXiv 2406.19146) as an argument,
 `isoflop_cpu.py:SWITCH,SWITCH,...`:
@@ -25,9 +25,9 @@ The Kaplan–Chinchilla switches (Porian et al. 2024, arXiv 2406.19146) as an ar
   lr=tuned                      each point at ½, 1, 2 × Kaplan's LR(N), the best kept
   design=precise                every point trained with 3 seeds, the fits on their means (the
                                 run-to-run noise averaged down: the acceptance design of the
-                                README's "How big, how long"; ~3× the quickstart's sweep)
+                                docs/results/2026-12-06-isoflop-allocation.md; ~3× the quickstart's sweep)
   design=3x                     the budgets 3× higher (1.5e11–1.2e12) and sizes d = 16–64: half the
-                                runs end below the corpus's bigram loss (README, "How big"; ~7 min,
+                                runs end below the corpus's bigram loss (docs/results/2026-12-06-isoflop-allocation.md; ~7 min,
                                 and 6 more for `scaling heldout --factor 3`)
   kaplan                        shorthand: conv=kaplan,warmup=fixed,horizon=longest
 e.g. `scaling sweep --config configs/isoflop_cpu.py:kaplan --config.run_dir=runs/iso-kaplan`.

@@ -118,7 +118,7 @@ def test_a_store_written_before_shards_is_read(tmp_path):
   """The older layout (train.bin, eval.bin; no shard index) opens as one shard per split."""
   from scaling.encode import build_store
   from scaling.spec import data_spec
-  store = build_store(data_spec(source=str(REPO / "README.md"), vocab_size=300,
+  store = build_store(data_spec(source=str(REPO / "docs" / "guide.md"), vocab_size=300,
                                 cache_dir=str(tmp_path / "c")), out=str(tmp_path / "s"),
                       verbose=False)
   meta = json.loads((tmp_path / "s" / "meta.json").read_text())

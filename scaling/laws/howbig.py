@@ -146,7 +146,7 @@ def regime_warning(losses, predicted: dict, bigram: float | None) -> str | None:
   """A warning when most fitted runs end above the bigram model's loss and a prediction falls
   below it: the law then describes models that use little more than the previous token, and is
   extrapolated into the phase where they learn longer context, where loss can fall faster than
-  any law fitted before it (README, "How big, how long")."""
+  any law fitted before it (docs/results/2026-12-06-isoflop-allocation.md)."""
   if bigram is None or np.median(losses) <= bigram or predicted["loss"] >= bigram:
     return None
   above = int(np.sum(np.asarray(losses) > bigram))
