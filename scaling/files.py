@@ -4,6 +4,7 @@ file byte-identical. A failure is one line naming the file and the reason."""
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import tempfile
@@ -78,3 +79,24 @@ def cache_root(cache_dir: str = "") -> Path:
     raise UserError(f"cannot make the cache folder {root} ({where}): {e.strerror or e}; point "
                     "SCALING_CACHE or data.cache_dir at a writable folder") from None
   return root
+
+
+_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+         (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
+def other_encoding(path: Path, head: bytes) -> UserError | None:
+  """A text file (a corpus, a CSV) in another Unicode encoding, named as such from its start: a UTF-16/32 byte-order mark, or UTF-16
+  without one (a NUL in every other byte of its start)."""
+  for bom, name in _BOMS:
+    if head.startswith(bom):
+      return UserError(f"{path} is {name} text (byte-order mark), not UTF-8; convert it, e.g. "
+                       f"with iconv -f {name} -t UTF-8")
+  sample = head[:4096]
+  if len(sample) >= 64:
+    odd, even = sample[1::2].count(0), sample[0::2].count(0)
+    if max(odd, even) > 0.4 * len(sample) / 2 and min(odd, even) < 0.05 * len(sample) / 2:
+      return UserError(f"{path} looks like UTF-16 text without a byte-order mark (a NUL in "
+                       "every other byte), not UTF-8; convert it, e.g. with iconv -f UTF-16LE "
+                       "-t UTF-8")
+  return None

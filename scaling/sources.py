@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
+from scaling import files
 from scaling.errors import UserError
 
 SYNTHETIC = "synthetic"
@@ -46,32 +47,11 @@ def _not_utf8(path: Path, at: int | None = None) -> UserError:
   return UserError(f"{path} is not UTF-8 text{where}; convert it, e.g. with iconv -t UTF-8")
 
 
-_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-         (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
-
-
-def _encoding_error(path: Path, head: bytes) -> UserError | None:
-  """A file in another Unicode encoding, named as such: a UTF-16/32 byte-order mark, or UTF-16
-  without one (a NUL in every other byte of its start)."""
-  for bom, name in _BOMS:
-    if head.startswith(bom):
-      return UserError(f"{path} is {name} text (byte-order mark), not UTF-8; convert it, e.g. "
-                       f"with iconv -f {name} -t UTF-8")
-  sample = head[:4096]
-  if len(sample) >= 64:
-    odd, even = sample[1::2].count(0), sample[0::2].count(0)
-    if max(odd, even) > 0.4 * len(sample) / 2 and min(odd, even) < 0.05 * len(sample) / 2:
-      return UserError(f"{path} looks like UTF-16 text without a byte-order mark (a NUL in "
-                       "every other byte), not UTF-8; convert it, e.g. with iconv -f UTF-16LE "
-                       "-t UTF-8")
-  return None
-
-
 def _check_block(path: Path, raw: bytes, offset: int) -> None:
   """Every block of a text file, not just its start: another encoding is named, a NUL byte
   anywhere (binary data) is refused with its position."""
   if offset == 0:
-    bad = _encoding_error(path, raw)
+    bad = files.other_encoding(path, raw)
     if bad:
       raise bad
   nul = raw.find(b"\x00")
@@ -128,7 +108,7 @@ def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
     with opener(path, "rb") as f:
       for i, raw in enumerate(f, 1):
         if i == 1:
-          bad = _encoding_error(path, raw)
+          bad = files.other_encoding(path, raw)
           if bad:
             raise bad
           raw = raw.removeprefix(codecs.BOM_UTF8)

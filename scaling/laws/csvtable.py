@@ -8,7 +8,6 @@ commas, duplicate or ambiguous columns and ragged rows are each named in a one-l
 
 from __future__ import annotations
 
-import codecs
 import csv
 import io
 import re
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from scaling import files
 from scaling.errors import UserError
 
 # Names accepted for each quantity, after normalising (lower case, units in brackets dropped,
@@ -81,11 +81,9 @@ def unit_scale(path: Path, header: str) -> float:
 
 
 def _decode(path: Path, raw: bytes) -> str:
-  for bom, name in ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
-                    (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16")):
-    if raw.startswith(bom):
-      raise UserError(f"{path} is {name} text (byte-order mark), not UTF-8; save it as UTF-8 "
-                      f"(e.g. iconv -f {name} -t UTF-8)")
+  bad = files.other_encoding(path, raw)
+  if bad:
+    raise bad
   nul = raw.find(b"\x00")
   if nul >= 0:
     raise UserError(f"{path} holds a NUL byte at byte {nul:,}: not a text CSV "
