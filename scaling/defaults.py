@@ -70,6 +70,8 @@ def base_config() -> ml_collections.ConfigDict:
                                    # stable, cooldown over the last decay_frac (scaling/optim.py)
   cfg.train.decay_frac = 0.2       # wsd: the cooldown's share of the run
   cfg.train.cooldown_shape = "1-sqrt"  # wsd cooldown: 1-sqrt | linear
+  cfg.train.stable_ref_steps = 0   # wsd: > 0, the stable rate falls as √(ref/t) after this step
+                                   # (longer runs at lower rates, branches still shared)
   cfg.train.init_from = ""         # "RUN_DIR@STEP": a branch starting from that run's checkpoint
                                    # (its state, its metrics up to STEP), then this config's schedule
   cfg.train.init_mode = "continue"  # continue: the source's steps, batches and metrics up to STEP |

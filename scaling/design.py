@@ -4,7 +4,8 @@ the sweep is trained, and read back, validated, by `scaling sweep --design`. Thi
 design.json.
 
 Every choice comes from a measurement, and design.json keeps the measurement beside it:
-  learning rate  the multiple of Kaplan's LR(N) the pilot's LR probe found best on this corpus;
+  learning rate  the multiple of Kaplan's LR(N) the pilot's LR probe found best on this corpus,
+                 at the probe's length; past it the stable rate falls as 1/√t (scaling/optim.py);
   phase          the smallest pilot budget whose best run ends below the corpus's bigram loss: a
                  law fitted on runs that predict mostly from the previous token does not
                  extrapolate past the change of phase, so the fitted budgets start there;
@@ -312,7 +313,9 @@ def plan(pilot: Pilot, family: list, minutes: float, batch_tokens: int,
       "lr_scale": {"value": pilot.lr_scale, "ref_n": pilot.lr_ref_n,
                    "n_exponent": pilot.lr_n_exponent,
                    "rule": "per probed size the multiple of Kaplan's LR(N) at the minimum of a "
-                           "parabola in log multiple; log-linear in log N through the sizes",
+                           "parabola in log multiple; log-linear in log N through the sizes; "
+                           "the peak of a WSD run whose stable phase falls as √(probe steps/t) "
+                           "past the probe's length",
                    "measured": pilot.lr_probe},
       "phase": {"C": c_phase, "extrapolated": extrapolated, "bigram_loss": pilot.bigram_loss,
                 "rule": f"the smallest pilot budget whose best run ends {PHASE_MARGIN} nats "

@@ -3,10 +3,12 @@ corpus and machine, in <sweep>/pilot/ (resumable like any sweep; the fits never 
 
   LR probe   two sizes × PROBE_MULTIPLIERS × Kaplan's LR(N) (arXiv 2001.08361 eq. D.1), short
              warm-up–stable–decay runs; the multiple with the lowest mean log loss is kept.
-  grid       PILOT_SIZES sizes spread over the family, each one WSD run with a cooldown branch
+  grid       PILOT_WIDTHS sizes spread over the family, each one WSD run with a cooldown branch
              at every pilot budget (Hägele et al. 2024, arXiv 2405.18392): losses at 9 budgets
              a factor √2 apart, about PILOT_SHARE of the minutes; where the best run crosses the
-             bigram loss, and where each budget's vertex lies.
+             bigram loss, and where each budget's vertex lies. A size is not trained at budgets
+             where it would read over MAX_TOKENS_PER_PARAM tokens per parameter (10× and more
+             past the vertices measured here, ~10–30).
   noise      the middle size at the largest pilot budget again with the next seed: σ = |Δ|/√2.
   speed      every pilot run's seconds per token (its training loop) and its fixed cost (the rest
              of its wall time: compilation, evaluation, checkpoints).
@@ -32,11 +34,13 @@ from scaling.spec import validate
 PILOT = rundir.PILOT
 WIDTHS = (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256)
 PROBE_WIDTHS = (16, 48)
-PROBE_MULTIPLIERS = (2.0, 4.0, 8.0, 16.0)
+PROBE_MULTIPLIERS = (4.0, 8.0, 16.0, 32.0)
 PROBE_STEPS = 240
 PILOT_WIDTHS = (12, 20, 32, 48, 80)
 PILOT_BUDGETS = 9                 # a factor √2 apart: a span of 16
 PILOT_SHARE = 0.2
+MAX_TOKENS_PER_PARAM = 200.0      # pilot sizes past this D/N at a budget are not trained there
+GRID_MIN_SIZES = 3
 
 
 def family(cfg, n_vocab: int, convention: str = "palm") -> list[design.Member]:
@@ -82,24 +86,30 @@ def _probe_run(cfg, member: design.Member, multiplier: float, warmup: int):
 def lr_probe(cfg, fam: list, warmup: int, verbose: bool) -> tuple[tuple, list, list]:
   """((multiple at the reference N, reference N, exponent in N) of the learning rate
   (design.lr_rule), the probe's rows, its summaries). A size whose best multiple is at an end
-  of the probed ones is probed past that end (twice at most)."""
+  of its probed ones is probed past that end (twice at most)."""
   members = [next(m for m in fam if m.shape[1] == w) for w in PROBE_WIDTHS]
-  rows, summaries, mults = [], [], list(PROBE_MULTIPLIERS)
+  rows, summaries = [], []
+  mults = {m.n: list(PROBE_MULTIPLIERS) for m in members}
   for _ in range(3):
     for member in members:
-      for mult in mults:
+      for mult in mults[member.n]:
         if any(r["N"] == member.n and r["multiplier"] == mult for r in rows):
           continue
         s = _timed(_probe_run(cfg, member, mult, warmup), verbose)
         summaries.append(s)
         rows.append({"N": member.n, "multiplier": mult, "loss": s["final_eval_loss"]})
-    best = [min((r for r in rows if r["N"] == m.n), key=lambda r: r["loss"])["multiplier"]
-            for m in members]
-    if max(best) == max(mults):
-      mults.append(2 * max(mults))
-    elif min(best) == min(mults):
-      mults.insert(0, min(mults) / 2)
-    else:
+    grew = False
+    for member in members:
+      mine = mults[member.n]
+      best = min((r for r in rows if r["N"] == member.n), key=lambda r: r["loss"])["multiplier"]
+      if best == max(mine):
+        mine.append(2 * max(mine))
+      elif best == min(mine):
+        mine.insert(0, min(mine) / 2)
+      else:
+        continue
+      grew = True
+    if not grew:
       break
   return design.lr_rule(rows), rows, summaries
 
@@ -123,12 +133,21 @@ def _speed(summaries: list) -> tuple[list, float]:
 
 
 def _pilot_cfg(cfg, fam: list, c_max: float, lr: tuple, warmup: int):
-  pc = isoflop_cfg(cfg, [list(m.shape) for m in fam if m.shape[1] in PILOT_WIDTHS],
-                   [c_max / math.sqrt(2) ** k for k in reversed(range(PILOT_BUDGETS))],
-                   lr, warmup)
+  members = [m for m in fam if m.shape[1] in PILOT_WIDTHS]
+  budgets = [c_max / math.sqrt(2) ** k for k in reversed(range(PILOT_BUDGETS))]
+  pc = isoflop_cfg(cfg, [list(m.shape) for m in members], budgets, lr, warmup,
+                   [grid_sizes(members, c) for c in budgets])
   pc.run_dir = rundir.child_of(cfg, f"{PILOT}/grid")
   pc.sweep.min_steps = max(warmup + 20, 40)
   return pc
+
+
+def grid_sizes(members: list, c: float) -> list[int]:
+  """Indices of the pilot sizes trained at budget c: those that read at most
+  MAX_TOKENS_PER_PARAM tokens per parameter there (far smaller than any vertex: their long runs
+  cost the most and say nothing of it), and at least the GRID_MIN_SIZES largest."""
+  fit = [j for j, m in enumerate(members) if c / m.flop_per_token / m.n <= MAX_TOKENS_PER_PARAM]
+  return sorted(set(fit) | set(range(max(0, len(members) - GRID_MIN_SIZES), len(members))))
 
 
 def isoflop_cfg(cfg, models: list, budgets: list, lr: tuple, warmup: int,

@@ -42,6 +42,9 @@ def make_design(cfg, folder: Path, minutes: float, force: bool = False,
   store = encode.build_store(validate(cfg).data, out=str(folder / "store"), verbose=verbose)
   cfg.data.store, cfg.run_dir = str(store.folder), str(folder)
   settings = design.Settings()
+  # The rate the probe finds best is the best for its own length; longer runs want a lower one:
+  # every designed run's stable phase falls as √(PROBE_STEPS/t) past the probe's length.
+  cfg.train.stable_ref_steps = design_pilot.PROBE_STEPS
   t0 = time.time()
   pilot = design_pilot.measure(cfg, store, minutes, settings.warmup_steps, verbose)
   left = minutes - (time.time() - t0) / 60     # the pilot's own minutes are spent

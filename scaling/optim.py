@@ -13,6 +13,10 @@ f = min_lr_ratio·peak:
           f + (peak − f)·(1 − √x) ("1-sqrt") or f + (peak − f)·(1 − x) ("linear"),
           x = (t − (T − K))/K (Hägele et al. 2024, arXiv 2405.18392, §3). Up to its cooldown a
           WSD run is the same for every T, so one long run's checkpoints branch into many.
+          With stable_ref_steps = r > 0 the stable phase is not flat but peak·√(r/max(t, r)), the
+          reciprocal square root (Zhai et al. 2022, arXiv 2106.04560, §3.5: rsqrt with a cooldown),
+          and the cooldown falls from the stable rate where it starts to min_lr_ratio of that
+          rate: a longer run trains at a lower rate, still one run for every T.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Schedule:
   min_lr_ratio: float
   decay_steps: int = 0          # wsd: length of the cooldown
   cooldown_shape: str = "1-sqrt"
+  stable_ref_steps: int = 0     # wsd: > 0, the stable phase falls as √(ref/t) after this step
 
   def __post_init__(self):
     if self.kind not in SCHEDULES:
@@ -56,10 +61,18 @@ class Schedule:
       return max(self.warmup_steps, self.total_steps - self.decay_steps)
     return self.warmup_steps
 
+  def stable_lr(self, step: int) -> float:
+    """The rate of the stable phase at `step` (wsd): the peak, or its rsqrt decay."""
+    ref = self.stable_ref_steps
+    return self.peak_lr * math.sqrt(ref / step) if ref > 0 and step > ref else self.peak_lr
+
   def lr(self, step: int) -> float:
-    peak, floor = self.peak_lr, self.peak_lr * self.min_lr_ratio
     if step < self.warmup_steps:
-      return peak * step / self.warmup_steps
+      return self.peak_lr * step / self.warmup_steps
+    peak = self.stable_lr(self.decay_start) if self.kind == "wsd" else self.peak_lr
+    floor = peak * self.min_lr_ratio
+    if self.kind == "wsd" and step < self.decay_start:
+      return self.stable_lr(step)
     span = max(self.total_steps - self.decay_start, 1)
     x = min(max((step - self.decay_start) / span, 0.0), 1.0)
     if self.kind == "cosine":
@@ -81,7 +94,7 @@ def schedule(train: TrainSpec, peak_lr: float, total_steps: int) -> Schedule:
   horizon = train.schedule_steps or total_steps
   decay = int(round(train.decay_frac * horizon)) if train.schedule == "wsd" else 0
   return Schedule(train.schedule, peak_lr, horizon, warmup_steps(train, horizon),
-                  train.min_lr_ratio, decay, train.cooldown_shape)
+                  train.min_lr_ratio, decay, train.cooldown_shape, train.stable_ref_steps)
 
 
 def make_optimizer(train: TrainSpec):

@@ -75,6 +75,7 @@ class TrainSpec:
   init_mode: str = "continue"   # continue: its steps, batches and metrics | fork: a new run
   schedule_steps: int = 0       # the schedule's horizon when not the run's length (0)
   lr_scale: float = 1.0         # peak_lr = 0: this multiple of Kaplan's LR(N)
+  stable_ref_steps: int = 0     # wsd: > 0, the stable rate falls as √(ref/t) after this step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,6 +169,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.patience": (_nonneg, "a non-negative integer (0: off)"),
     "train.stop_loss": (_finite_nonneg, "a finite non-negative number (0: off)"),
     "train.stop_window_tokens": (_nonneg, "a non-negative integer"),
+    "train.stable_ref_steps": (_nonneg, "a non-negative integer (0: a flat stable phase)"),
     "train.schedule_steps": (_nonneg, "a non-negative integer (0: the run's own steps)"),
     "train.lr_scale": (lambda v: math.isfinite(v) and v > 0, "a positive finite number"),
     "train.schedule": (lambda v: v in ("cosine", "wsd"), "cosine or wsd"),

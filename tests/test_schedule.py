@@ -24,6 +24,26 @@ def test_wsd_learning_rates_by_hand():
   assert lin.lr(90) == pytest.approx(0.5e-3)           # halfway down a linear cooldown to 0
 
 
+def test_wsd_with_an_rsqrt_stable_phase_by_hand():
+  # peak 1e-3 until step 40, then 1e-3·√(40/t); cooldown over the last 40 of 200 steps from the
+  # stable rate at its start, √(40/160) = 0.5 → 5e-4, to 0.1 of that.
+  s = optim.Schedule("wsd", 1e-3, 200, 10, 0.1, 40, "1-sqrt", stable_ref_steps=40)
+  assert s.lr(5) == pytest.approx(0.5e-3)
+  assert s.lr(10) == s.lr(40) == pytest.approx(1e-3)
+  assert s.lr(90) == pytest.approx(1e-3 * 2 / 3)        # √(40/90) = 2/3
+  assert s.lr(160) == pytest.approx(0.5e-3)
+  assert s.lr(170) == pytest.approx(0.5e-4 + 0.45e-3 * (1 - 0.5))   # x = 10/40, 1 − √x = 0.5
+  assert s.lr(200) == pytest.approx(0.5e-4)
+  assert all(s.lr(t + 1) <= s.lr(t) for t in range(10, 200))
+  # Still one run for every horizon until its cooldown (branches share the stable phase).
+  short = optim.Schedule("wsd", 1e-3, 100, 10, 0.1, 20, "1-sqrt", stable_ref_steps=40)
+  assert all(s.lr(t) == short.lr(t) for t in range(short.decay_start + 1))
+  # A run that ends before ref is the flat WSD run.
+  flat = optim.Schedule("wsd", 1e-3, 50, 10, 0.1, 10)
+  assert all(flat.lr(t) == optim.Schedule("wsd", 1e-3, 50, 10, 0.1, 10, "1-sqrt", 50).lr(t)
+             for t in range(51))
+
+
 def test_cosine_matches_optax():
   ours = optim.Schedule("cosine", 3e-3, 200, 15, 0.1)
   ref = optax.warmup_cosine_decay_schedule(0.0, 3e-3, 15, 200, 3e-4)
