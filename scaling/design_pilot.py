@@ -255,10 +255,10 @@ def _noise(grid_cfg, grid: list, n_vocab: int) -> float | None:
   from scaling.expand import expand
   from scaling.sweep import run_points
   c_max = max(r["C"] for r in grid)
-  ns = sorted({r["N"] for r in grid if r["C"] == c_max})
-  if not ns:
+  ns = sorted({r["N"] for r in grid})       # the middle of the pilot's sizes (a size trained
+  n_mid = ns[len(ns) // 2]                  # long past its phase there: grid_sizes keeps it)
+  if not any(r["N"] == n_mid and r["C"] == c_max for r in grid):
     return None
-  n_mid = ns[len(ns) // 2]
   twin = copy.deepcopy(grid_cfg)
   twin.seed = grid_cfg.seed + 1
   twin.run_dir = str(Path(grid_cfg.run_dir).parent / "seed1")

@@ -198,6 +198,8 @@ def test_make_design_writes_a_design_its_sweep_reads(tmp_path, monkeypatch):
   assert back == made and sweep_cfg.model.n_ctx == 64 and sweep_cfg.data.store == made.store
   assert list(sweep_cfg.sweep.budgets_flop) == made.budgets_flop
   assert sweep_cfg.sweep.lr_ref_n == made.lr_ref_n and sweep_cfg.sweep.seeds == made.seeds
+  # Past the probe's length the designed runs' stable rate falls as 1/√t.
+  assert sweep_cfg.train.stable_ref_steps == design_pilot.PROBE_STEPS
   runs = expand(sweep_cfg)
   assert {r.budget_flop for r in runs} <= set(made.budgets_flop) and runs
   assert design_run.heldout_factor(made) == pytest.approx(3.0)
@@ -216,3 +218,32 @@ def test_the_cost_model_is_scaled_by_what_it_missed_on_the_pilot_grid():
   base = design.plan(pilot(), FAMILY, minutes=1e6, batch_tokens=BATCH_TOKENS)
   assert design.plan(slow, FAMILY, minutes=1e6, batch_tokens=BATCH_TOKENS)["expected_minutes"] \
       == pytest.approx(2 * base["expected_minutes"])
+
+
+def test_the_pilot_grid_leaves_out_sizes_far_past_their_vertex():
+  """A size is trained at a pilot budget only while it reads ≤ MAX_TOKENS_PER_PARAM tokens per
+  parameter there (D/N = C/(F·N), a hand count), and the three largest sizes always."""
+  from scaling import design_pilot
+  fam = [design.Member((2, w, 1), 100.0 * w * w, 600.0 * w * w) for w in (4, 8, 16, 32, 64)]
+  ratio = lambda m, c: c / m.flop_per_token / m.n
+  assert ratio(fam[0], 3.84e9) == pytest.approx(250.0) and ratio(fam[1], 3.84e9) < 200
+  assert design_pilot.grid_sizes(fam, 1.0e9) == [0, 1, 2, 3, 4]     # width 4: D/N = 65
+  assert design_pilot.grid_sizes(fam, 3.84e9) == [1, 2, 3, 4]       # width 4: D/N = 250
+  assert design_pilot.grid_sizes(fam, 1e15) == [2, 3, 4]            # all past it: the 3 largest
+
+
+def test_the_lr_probe_goes_past_an_edge_only_for_the_size_that_needs_it(monkeypatch):
+  """Losses quadratic in log multiple around a known best per size (50 and 8): the small size is
+  probed past 32 (64, then 128, where its best 64 is inner), the large one only at the first
+  four; the rule's multiples come back near the known ones."""
+  from scaling import design_pilot
+  best = {6144.0: 50.0, 55296.0: 8.0}
+  fam = [design.Member((2, w, 1), 24.0 * w * w, 6.0 * 24.0 * w * w) for w in (16, 48)]
+  monkeypatch.setattr(design_pilot, "_probe_run", lambda cfg, m, mult, w: (m.n, mult))
+  monkeypatch.setattr(design_pilot, "_timed", lambda rc, v: {
+      "final_eval_loss": 2.0 + 0.1 * math.log(rc[1] / best[rc[0]]) ** 2, "run": None})
+  (scale, ref, exponent), rows, _ = design_pilot.lr_probe(None, fam, 60, False)
+  probed = {n: sorted(r["multiplier"] for r in rows if r["N"] == n) for n in best}
+  assert probed == {6144.0: [4.0, 8.0, 16.0, 32.0, 64.0, 128.0], 55296.0: [4.0, 8.0, 16.0, 32.0]}
+  assert scale * (55296.0 / ref) ** exponent == pytest.approx(8.0, rel=1e-6)
+  assert scale * (6144.0 / ref) ** exponent == pytest.approx(50.0, rel=1e-6)
