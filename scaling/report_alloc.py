@@ -113,7 +113,10 @@ def _heldout_rows(held: dict) -> list[str]:
   pred = held["predicted"]
   rows = [f"Predicted from the fitted budgets only: at C = {held['budget']:.3g} FLOP, "
           f"N_opt = {pred['N_opt']:.3g} {howbig._iv(pred['N_opt_interval'])}, loss "
-          f"{pred['loss']:.3f} {howbig._iv(pred['loss_interval'], '.3f')}.", "",
+          f"{pred['loss']:.3f} {howbig._iv(pred['loss_interval'], '.3f')}"
+          + (f" (the loss frontier of the upper budgets; approach 3 alone: "
+             f"{pred['loss_approach3']:.3f})" if pred.get("loss_from") == "frontier" else "")
+          + ".", "",
           "| run | N | D (tokens) | epochs | seeds | measured loss (mean) | σ over seeds |",
           "|---|---|---|---|---|---|---|"]
   rows += [f"| {r['name']} | {r['N']:.3g} | {r['D']:.3g} | {r.get('epochs', math.nan):.2f} | "

@@ -136,7 +136,7 @@ def fit_isoflop(compute, n, loss, n_boot: int = 200, seed: int = 0,
 
   central, n_opts, inside = once(np.arange(len(loss)))
   if resample == "residuals":
-    samples = _residual_bootstrap(compute, np.log(n), loss, budgets, n_boot, seed,
+    samples = residual_bootstrap(compute, np.log(n), loss, budgets, n_boot, seed,
                                   lambda y: once(np.arange(len(y)), y)[0])
   else:
     samples = bootstrap(lambda idx: once(idx)[0], len(loss), n_boot, seed, groups=compute)
@@ -186,7 +186,7 @@ def _unusable_budgets(compute, n, loss) -> list[dict]:
   return out
 
 
-def _residual_bootstrap(compute, log_n, loss, budgets, n_boot: int, seed: int, fit_y) -> list:
+def residual_bootstrap(compute, log_n, loss, budgets, n_boot: int, seed: int, fit_y) -> list:
   """Residual bootstrap of the parabolas: each budget's fitted profile plus residuals drawn with
   replacement from those of every budget, pooled (rescaled by √(n/(n − 3·budgets)) for the
   three constants fitted per budget), refitted by fit_y. Pooled, not per budget: with five sizes

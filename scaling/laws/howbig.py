@@ -16,22 +16,28 @@ import numpy as np
 from scaling import rundir
 from scaling.errors import UserError
 from scaling.conventions import CONVENTIONS, HELDOUT, N_KEY
-from scaling.laws import allocate
+from scaling.laws import allocate, frontier
 from scaling.laws.forms import kaplan_learning_rate
 from scaling.laws.uncertainty import percentile_interval
 
 
-def at_budget(a3: dict, c: float, f_of, n_range) -> dict:
-  """N_opt, D_opt and L at budget c from approach 3, each with the 95 % interval of its bootstrap
-  samples (parameter uncertainty)."""
+def at_budget(a3: dict, c: float, f_of, n_range, fr: dict | None = None) -> dict:
+  """N_opt and D_opt at budget c from approach 3, and the loss there from the loss frontier
+  (laws/frontier.py) when it was fitted, else approach 3's; each with the 95 % interval of its
+  bootstrap samples (parameter uncertainty). Approach 3's own loss is kept beside."""
   n_opt, d_opt, loss = allocate.optimum(a3["params"], c, f_of, n_range)
   boot = (np.array([allocate.optimum(q, c, f_of, n_range) for q in a3["samples"]])
           if a3["samples"] else np.full((1, 3), math.nan))
-  return {"C": c, "N_opt": n_opt, "D_opt": d_opt, "loss": loss,
-          "N_opt_interval": percentile_interval(boot[:, 0]),
-          "D_opt_interval": percentile_interval(boot[:, 1]),
-          "loss_interval": percentile_interval(boot[:, 2]),
-          "tokens_per_param": d_opt / n_opt}
+  out = {"C": c, "N_opt": n_opt, "D_opt": d_opt, "loss": loss,
+         "N_opt_interval": percentile_interval(boot[:, 0]),
+         "D_opt_interval": percentile_interval(boot[:, 1]),
+         "loss_interval": percentile_interval(boot[:, 2]),
+         "tokens_per_param": d_opt / n_opt, "loss_from": "approach3"}
+  if fr:
+    out["loss_approach3"], out["loss_approach3_interval"] = loss, out["loss_interval"]
+    out["loss"], out["loss_interval"] = frontier.at(fr, c)
+    out["loss_from"] = "frontier"
+  return out
 
 
 def _try(what: str, fn, warnings: list):
@@ -115,21 +121,23 @@ def reference_losses(runs: list[Path]) -> dict:
 
 
 def floor_check(alloc: dict, held: list[Path]) -> dict:
-  """The irreducible loss E of approach 3 with its interval, the lowest loss measured (fitted and
-  held-out runs), and the corpus's true floor where it is known (a generated corpus): E should lie
-  above it, and no run below it beyond its noise."""
-  a3 = alloc["approach3"]
+  """The irreducible loss E of the law the losses are predicted by (the loss frontier, else
+  approach 3) with its interval, the lowest loss measured (fitted and held-out runs), and the
+  corpus's true floor where it is known (a generated corpus): E should lie above it, and no run
+  below it beyond its noise."""
+  fr = alloc.get("frontier")
+  law, name = (fr, "the loss frontier") if fr else (alloc["approach3"], "approach 3")
   losses = list(alloc["points"]["loss"]) + [rundir.read_summary(r).get("final_eval_loss")
                                              for r in held]
   best = min(x for x in losses if x is not None)
-  return {"E": a3["params"]["E"], "E_interval": a3["intervals"].get("E"), "best_loss": best,
-          "entropy_rate": alloc["reference_losses"].get("entropy_rate")}
+  return {"E": law["params"]["E"], "E_interval": law["intervals"].get("E"), "E_from": name,
+          "best_loss": best, "entropy_rate": alloc["reference_losses"].get("entropy_rate")}
 
 
 def floor_line(floor: dict) -> str:
-  """The floor check in words: E [interval] (approach 3), the best loss, and H where known."""
+  """The floor check in words: E [interval] (its law), the best loss, and H where known."""
   line = (f"irreducible loss: fitted E = {floor['E']:.3f} {_iv(floor['E_interval'], '.3f')} "
-          f"(approach 3); best measured loss {floor['best_loss']:.3f}")
+          f"({floor.get('E_from', 'approach 3')}); best measured loss {floor['best_loss']:.3f}")
   h = floor.get("entropy_rate")
   if h is None:
     return line + " (the corpus's true floor is unknown: real text)"
@@ -186,6 +194,8 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
                           warnings)
   if out["approach2"]:
     warnings += out["approach2"]["warnings"]
+  fr = _try("the loss frontier", lambda: frontier.fit_frontier(
+      pts["budget"], pts["N"], pts["loss"], n_boot, seed), warnings)
   law_of = {N_KEY[convention]: allocate.fit_law(pts, n_boot, seed)}
   a3 = allocate.approach3(law_of[N_KEY[convention]], f_of, budgets)
   out["kaplan_contrast"] = _try("Kaplan's envelope", lambda: allocate.kaplan_contrast(
@@ -195,8 +205,9 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
   # Held-out runs already trained fix the check budget (whatever factor they were trained at).
   held_budgets = {rundir.read_summary(r).get("budget_flop") for r in held}
   check_flop = held_budgets.pop() if len(held_budgets) == 1 else check_factor * largest
-  out["check_prediction"] = at_budget(a3, check_flop, f_of, n_range)
-  out["target"] = at_budget(a3, target_flop or 10 * largest, f_of, n_range)
+  out["check_prediction"] = at_budget(a3, check_flop, f_of, n_range, fr)
+  out["target"] = at_budget(a3, target_flop or 10 * largest, f_of, n_range, fr)
+  out["frontier"] = {k: v for k, v in fr.items() if k != "samples"} if fr else None
   out["approach3"] = {k: v for k, v in a3.items() if k != "samples"}
   out["seed_noise"] = allocate.seed_noise(pts)
   out["heldout"] = heldout_check(held, out["check_prediction"], convention, out["seed_noise"])
@@ -210,6 +221,9 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
       "N": N_KEY[convention], "C": f"{convention} FLOPs per token x tokens",
       "approach3_fit": "Huber (delta 1e-3) on log residuals, variable projection + polish "
                        "(scaling/laws/fit.py fit_chinchilla)",
+      "predicted_loss": "the loss frontier E + k·C^-gamma fitted to the parabola minima of the "
+                        "upper budgets (scaling/laws/frontier.py); approach 3's where it has "
+                        "fewer than 4 budgets with a minimum",
       "bootstrap": f"{n_boot} resamples: runs (approach 3), parabola residuals pooled over budgets "
                    "(approach 2), sizes (approach 1 and the contrast); 95% percentile intervals",
       "schedules": sorted(set(pts["schedule"])), "check_factor": check_flop / largest}
