@@ -1,8 +1,8 @@
 """The loss frontier of an isoFLOP sweep: the lowest loss reached at each budget, as a law in C,
 and what it predicts for the compute-optimal model at a budget past the sweep.
 
-    L*(C) = E + k·(C/C_ref)^−γ      (Henighan et al. 2020, arXiv 2010.14701, eq. 1.1: an
-                                     irreducible loss plus a power law in compute)
+    L*(C) = E + k·(C/C_ref)^−γ      (Henighan et al. 2020, arXiv 2010.14701, §1: a power
+                                     law in compute plus a constant, the irreducible loss)
 
 L*(C) at a budget is the minimum of approach 2's parabola in log N there (Hoffmann 2022 §3.2);
 C_ref is the geometric mean of the fitted budgets (it only conditions the fit). For the
