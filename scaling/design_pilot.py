@@ -6,9 +6,9 @@ corpus and machine, in <sweep>/pilot/ (resumable like any sweep; the fits never 
   grid       PILOT_WIDTHS sizes spread over the family, each one WSD run with a cooldown branch
              at every pilot budget (Hägele et al. 2024, arXiv 2405.18392): losses at 9 budgets
              a factor √2 apart, about PILOT_SHARE of the minutes; where the best run crosses the
-             bigram loss, and where each budget's vertex lies. A size is not trained at budgets
-             where it would read over MAX_TOKENS_PER_PARAM tokens per parameter (10× and more
-             past the vertices measured here, ~10–30).
+             bigram loss, and where each budget's vertex lies. Sizes are trained from the
+             largest down, each only at the budgets whose profile still falls toward it
+             (`needed`): a small size's long runs far past every vertex are left out.
   noise      the middle size at the largest pilot budget again with the next seed: σ = |Δ|/√2.
   speed      every pilot run's seconds per token (its training loop) and its fixed cost (the rest
              of its wall time: compilation, evaluation, checkpoints).
@@ -39,8 +39,6 @@ PROBE_STEPS = 240
 PILOT_WIDTHS = (12, 20, 32, 48, 80)
 PILOT_BUDGETS = 9                 # a factor √2 apart: a span of 16
 PILOT_SHARE = 0.2
-MAX_TOKENS_PER_PARAM = 200.0      # pilot sizes past this D/N at a budget are not trained there
-GRID_MIN_SIZES = 3
 
 
 def family(cfg, n_vocab: int, convention: str = "palm") -> list[design.Member]:
@@ -133,21 +131,36 @@ def _speed(summaries: list) -> tuple[list, float]:
 
 
 def _pilot_cfg(cfg, fam: list, c_max: float, lr: tuple, warmup: int):
-  members = [m for m in fam if m.shape[1] in PILOT_WIDTHS]
-  budgets = [c_max / math.sqrt(2) ** k for k in reversed(range(PILOT_BUDGETS))]
-  pc = isoflop_cfg(cfg, [list(m.shape) for m in members], budgets, lr, warmup,
-                   [grid_sizes(members, c) for c in budgets])
+  pc = isoflop_cfg(cfg, [list(m.shape) for m in fam if m.shape[1] in PILOT_WIDTHS],
+                   [c_max / math.sqrt(2) ** k for k in reversed(range(PILOT_BUDGETS))],
+                   lr, warmup)
   pc.run_dir = rundir.child_of(cfg, f"{PILOT}/grid")
   pc.sweep.min_steps = max(warmup + 20, 40)
   return pc
 
 
-def grid_sizes(members: list, c: float) -> list[int]:
-  """Indices of the pilot sizes trained at budget c: those that read at most
-  MAX_TOKENS_PER_PARAM tokens per parameter there (far smaller than any vertex: their long runs
-  cost the most and say nothing of it), and at least the GRID_MIN_SIZES largest."""
-  fit = [j for j, m in enumerate(members) if c / m.flop_per_token / m.n <= MAX_TOKENS_PER_PARAM]
-  return sorted(set(fit) | set(range(max(0, len(members) - GRID_MIN_SIZES), len(members))))
+def needed(members: list, j: int, c: float, losses: dict) -> bool:
+  """Whether pilot size j is trained at budget c, the larger sizes' losses there known
+  (losses: (N, C) → loss): while fewer than two of them are, or while the smallest of them is
+  still the best (the profile falls toward smaller N). Once a smaller size came out worse, the
+  vertex is bracketed and the sizes below it would only be long runs far past it."""
+  larger = [m for m in members[j + 1:] if (m.n, c) in losses]
+  if len(larger) < 2:
+    return True
+  nearest = min(larger, key=lambda m: m.n)
+  return losses[(nearest.n, c)] <= min(losses[(m.n, c)] for m in larger)
+
+
+def adaptive_grid(members: list, budgets: list, train) -> dict:
+  """The pilot grid from the largest size down: each size at the budgets where `needed` says
+  so; train(member, budgets) trains one size (one WSD run, a branch per shorter budget) and
+  returns its losses {(N, C): loss} (a budget too short or too long for it is left out)."""
+  losses: dict = {}
+  for j in reversed(range(len(members))):
+    wanted = [c for c in budgets if needed(members, j, c, losses)]
+    if wanted:
+      losses.update(train(members[j], wanted))
+  return losses
 
 
 def isoflop_cfg(cfg, models: list, budgets: list, lr: tuple, warmup: int,
@@ -175,8 +188,6 @@ def _copy(cfg):
 def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> design.Pilot:
   """Runs the probe, the grid and the noise check in <cfg.run_dir>/pilot/ and returns what they
   measured."""
-  from scaling.expand import expand     # (expand and sweep import the trainer's stack)
-  from scaling.sweep import run_points
   say = (lambda m: print(f"[design] {m}", flush=True)) if verbose else (lambda m: None)
   fam = family(cfg, store.n_vocab)
   say(f"LR probe: {len(PROBE_WIDTHS)} sizes x {len(PROBE_MULTIPLIERS)} multiples of Kaplan's "
@@ -198,7 +209,8 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> de
   grid_cfg = _pilot_cfg(cfg, fam, c_max, lr, warmup)
   fresh = not rundir.find_runs(Path(grid_cfg.run_dir))
   t0 = time.time()
-  run_points(expand(grid_cfg), verbose=False)
+  adaptive_grid(pilot_members, list(grid_cfg.sweep.budgets_flop),
+                lambda member, budgets: _train_size(grid_cfg, member, budgets))
   grid_s = time.time() - t0
   grid, summaries = [], []
   for run in rundir.find_runs(Path(grid_cfg.run_dir)):
@@ -215,6 +227,22 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> de
   return design.Pilot(float(store.bigram_loss()), int(store.meta["n_tokens_train"]), lr[0],
                       probe, grid, spt_rows, overhead, sigma, lr_ref_n=lr[1], lr_n_exponent=lr[2],
                       cost_factor=factor)
+
+
+def _train_size(grid_cfg, member: design.Member, budgets: list) -> dict:
+  """One pilot size at the given budgets (expand: its WSD run and branches), its losses."""
+  from scaling.expand import expand
+  from scaling.sweep import run_points
+  pc = copy.deepcopy(grid_cfg)
+  pc.sweep.models, pc.sweep.budgets_flop = [tuple(member.shape)], list(budgets)
+  run_points(expand(pc), verbose=False)
+  out = {}
+  for run in rundir.find_runs(Path(grid_cfg.run_dir)):
+    s = rundir.read_summary(run)
+    c = next((b for b in budgets if math.isclose(b, s["budget_flop"], rel_tol=1e-9)), None)
+    if c is not None and math.isclose(s["n_kaplan"], member.n, rel_tol=1e-9):
+      out[(member.n, c)] = float(s["final_eval_loss"])
+  return out
 
 
 def _cost_factor(path: Path, fresh: bool, grid_s: float, fam: list, grid: list,
@@ -255,10 +283,13 @@ def _noise(grid_cfg, grid: list, n_vocab: int) -> float | None:
   from scaling.expand import expand
   from scaling.sweep import run_points
   c_max = max(r["C"] for r in grid)
-  ns = sorted({r["N"] for r in grid})       # the middle of the pilot's sizes (a size trained
-  n_mid = ns[len(ns) // 2]                  # long past its phase there: grid_sizes keeps it)
-  if not any(r["N"] == n_mid and r["C"] == c_max for r in grid):
+  ns = sorted({r["N"] for r in grid})
+  at_top = [r["N"] for r in grid if r["C"] == c_max]
+  if not at_top:
     return None
+  # The middle of the pilot's sizes (long past its change of phase there), or the size trained
+  # at the top budget nearest it in log N.
+  n_mid = min(at_top, key=lambda n: abs(math.log(n / ns[len(ns) // 2])))
   twin = copy.deepcopy(grid_cfg)
   twin.seed = grid_cfg.seed + 1
   twin.run_dir = str(Path(grid_cfg.run_dir).parent / "seed1")

@@ -157,6 +157,15 @@ def markdown(out: Path, doc: dict, figures: dict) -> str:
             f"L(N, D) = {p['E']:.3g} + {p['A']:.3g}/N^{p['alpha']:.3f} + {p['B']:.3g}/D^"
             f"{p['beta']:.3f}; rms log residual {a3['rms_log_residual']:.4f}"
             + ("" if a3["converged"] else f" (fit: {a3['message']})") + "."]
+  fr = alloc.get("frontier")
+  if fr:
+    q = fr["params"]
+    lines += ["", "## The loss frontier (the predicted losses)", "",
+              f"L*(C) = {q['E']:.3f} + {q['k']:.3g}·(C/{q['C_ref']:.3g})^−{q['gamma']:.3f}, fitted "
+              f"to the parabola minima of the {len(fr['budgets'])} largest budgets "
+              f"({fr['budgets'][0]:.2g} … {fr['budgets'][-1]:.2g} FLOP; Henighan et al. 2020: a "
+              "power law plus the irreducible loss). Local slopes of the minima in log–log, "
+              "budget to budget: " + ", ".join(f"{x:.2f}" for x in fr["local_slopes"]) + "."]
   if alloc.get("heldout"):
     lines += ["", "## The held-out budget", ""] + _heldout_rows(alloc["heldout"])
   ref = alloc.get("reference_losses") or {}

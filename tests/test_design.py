@@ -220,16 +220,32 @@ def test_the_cost_model_is_scaled_by_what_it_missed_on_the_pilot_grid():
       == pytest.approx(2 * base["expected_minutes"])
 
 
-def test_the_pilot_grid_leaves_out_sizes_far_past_their_vertex():
-  """A size is trained at a pilot budget only while it reads ≤ MAX_TOKENS_PER_PARAM tokens per
-  parameter there (D/N = C/(F·N), a hand count), and the three largest sizes always."""
+def test_the_pilot_grid_trains_each_size_only_where_its_profile_still_falls():
+  """From the largest size down, on the known surface: every budget's vertex bracketed (its best
+  size has a trained size on each side, or is the smallest), the small sizes left out of the
+  budgets whose profile turned up above them, and the grid's vertices the same as the full
+  grid's."""
   from scaling import design_pilot
-  fam = [design.Member((2, w, 1), 100.0 * w * w, 600.0 * w * w) for w in (4, 8, 16, 32, 64)]
-  ratio = lambda m, c: c / m.flop_per_token / m.n
-  assert ratio(fam[0], 3.84e9) == pytest.approx(250.0) and ratio(fam[1], 3.84e9) < 200
-  assert design_pilot.grid_sizes(fam, 1.0e9) == [0, 1, 2, 3, 4]     # width 4: D/N = 65
-  assert design_pilot.grid_sizes(fam, 3.84e9) == [1, 2, 3, 4]       # width 4: D/N = 250
-  assert design_pilot.grid_sizes(fam, 1e15) == [2, 3, 4]            # all past it: the 3 largest
+  members = [FAMILY[j] for j in (1, 4, 7, 10, 13)]
+  budgets = [8e11 / 2 ** (k / 2) for k in reversed(range(9))]
+  trained = []
+
+  def train(member, cs):
+    trained.append((member.n, list(cs)))
+    return {(member.n, c): loss(member.n, c) for c in cs}
+
+  got = design_pilot.adaptive_grid(members, budgets, train)
+  assert [n for n, _ in trained] == [m.n for m in reversed(members)]     # largest first
+  for c in budgets:
+    ns = sorted(n for n, cc in got if cc == c)
+    best = min(ns, key=lambda n: got[(n, c)])
+    assert best == ns[0] == members[0].n or ns.index(best) > 0, c   # a smaller size is worse
+  smallest = dict(trained)[members[0].n]
+  assert 0 < len(smallest) < len(budgets)        # the smallest size only at the small budgets
+  full = [{"N": m.n, "C": c, "loss": loss(m.n, c)} for m in members for c in budgets]
+  kept = [{"N": n, "C": c, "loss": v} for (n, c), v in got.items()]
+  assert len(kept) < len(full)
+  assert design.vertex_law(kept, C_KINK)[:2] == pytest.approx(design.vertex_law(full, C_KINK)[:2])
 
 
 def test_the_lr_probe_goes_past_an_edge_only_for_the_size_that_needs_it(monkeypatch):

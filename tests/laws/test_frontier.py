@@ -94,3 +94,31 @@ def test_too_few_budgets_with_a_minimum_is_one_clear_error():
   with pytest.raises(UserError, match="needs 4 budgets whose profile has a minimum, this sweep "
                                       "has 3"):
     frontier.fit_frontier(cs[keep], ns[keep], ys[keep], n_boot=0)
+
+
+def test_a_sweeps_answer_and_report_take_the_loss_from_the_frontier(tmp_path, capsys):
+  """End to end on run folders of the known law (6 budgets, 6 sizes each, held-out runs at 3×):
+  the held-out prediction and the target come from the frontier (approach 3's loss kept beside),
+  the prediction is the law's minimum within 0.5 %, and the report shows the frontier."""
+  from conftest import fake_run
+  from scaling.cli import main as cli_main
+  sweep = tmp_path / "sweep"
+  held_c = 3 * BUDGETS[5]
+  for c in (*BUDGETS[:6], held_c):
+    _, n_opt = true_minimum(c)
+    for j in range(6 if c != held_c else 3):
+      n = n_opt * 1.5 ** (j - (2.5 if c != held_c else 1))
+      d = c / (6 * n)
+      fake_run(sweep / ("heldout" if c == held_c else "") / f"C{c:.2e}-N{n:.3e}", n,
+               loss(n, c), steps=max(int(round(d / 2048)), 1), budget_flop=c,
+               flop_convention="kaplan", epochs=0.5, schedule="wsd")
+  assert cli_main(["report", str(sweep), "--bootstrap", "20"]) == 0, capsys.readouterr().err
+  import json
+  alloc = json.loads((sweep / "fits.json").read_text())["fits"]["allocation"]
+  pred = alloc["check_prediction"]
+  assert pred["loss_from"] == "frontier" and "loss_approach3" in pred
+  assert pred["loss"] == pytest.approx(true_minimum(held_c)[0], rel=5e-3)
+  assert alloc["target"]["loss_from"] == "frontier"
+  assert alloc["frontier"]["budgets"] == pytest.approx(BUDGETS[2:6])
+  text = (sweep / "report.md").read_text()
+  assert "## The loss frontier" in text and "approach 3 alone" in text
