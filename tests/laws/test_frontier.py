@@ -110,7 +110,7 @@ def test_a_sweeps_answer_and_report_take_the_loss_from_the_frontier(tmp_path, ca
       n = n_opt * 1.5 ** (j - (2.5 if c != held_c else 1))
       d = c / (6 * n)
       fake_run(sweep / ("heldout" if c == held_c else "") / f"C{c:.2e}-N{n:.3e}", n,
-               loss(n, c), steps=max(int(round(d / 2048)), 1), budget_flop=c,
+               loss(n, c), steps=50, batch=int(round(d / 50)), budget_flop=c,
                flop_convention="kaplan", epochs=0.5, schedule="wsd")
   assert cli_main(["report", str(sweep), "--bootstrap", "20"]) == 0, capsys.readouterr().err
   import json
