@@ -73,6 +73,16 @@ def test_the_phase_is_found_and_the_vertex_law_fitted_past_it():
   assert a == pytest.approx(0.5, abs=0.08)
 
 
+def test_with_two_pilot_budgets_past_the_phase_the_vertex_law_uses_every_budget():
+  """Two vertices √2 apart set a slope badly: the law is fitted over every pilot budget then."""
+  grid = pilot(c_max=3e11).grid
+  c_phase, _ = design.phase_budget(grid, BIGRAM)
+  past = sorted({r["C"] for r in grid if r["C"] >= c_phase})
+  assert len(past) == 2
+  a, _, used = design.vertex_law(grid, c_phase)
+  assert len(used) > 2 and min(c for c, _ in used) < c_phase
+
+
 def test_a_pilot_below_the_phase_extrapolates_and_says_so():
   c_phase, extrapolated = design.phase_budget(pilot(c_max=1.2e11).grid, BIGRAM)
   assert extrapolated and c_phase > 1.2e11
