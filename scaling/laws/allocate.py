@@ -8,8 +8,9 @@
               of scaling/laws/fit.py), N_opt(C) = argmin_N L(N, C/F(N)).
   Contrast    Kaplan's frontier: the envelope of learning curves whose schedules were set for
               another horizon (Kaplan 2020, arXiv 2001.08361, §6.1) — labelled as such.
-Each gives N_opt ∝ C^a and D_opt ∝ C^b with 95 % bootstrap intervals (over runs; parabola residuals
-pooled over budgets for approach 2; over sizes for approach 1).
+Each gives N_opt ∝ C^a and D_opt ∝ C^b with 95 % bootstrap intervals (over runs within each
+budget for approach 3; parabola residuals pooled over budgets for approach 2; over sizes for
+approach 1).
 
 N and C follow the sweep's FLOP convention (scaling/isoflop.py): N non-embedding with the palm
 and kaplan counts, N_total with chinchilla; F(N) is the FLOPs per token of a model of N
@@ -170,11 +171,14 @@ def optimum(p: dict, c: float, f_of, n_range) -> tuple[float, float, float]:
 
 def fit_law(pts: dict, n_boot: int, seed: int) -> dict:
   """The Chinchilla form fitted to every end point (fit.fit_chinchilla, the robust default), and
-  its bootstrap over runs (each resample refitted from the central constants)."""
+  its bootstrap over runs, resampled within each budget (each resample refitted from the central
+  constants). Stratified because the design fixes how many sizes each budget has: an unstratified
+  resample can leave a budget with one size or none, a design the sweep never had, and the
+  interval then measures that design's spread as well as the losses' noise."""
   n, d, y = pts["N"], pts["D"], pts["loss"]
   p, ok, msg = fit.fit_chinchilla(n, d, y)
   samples = bootstrap(lambda idx: fit.fit_chinchilla(n[idx], d[idx], y[idx], start=p)[0],
-                      len(y), n_boot, seed, min_unique=6)
+                      len(y), n_boot, seed, groups=pts["budget"], min_unique=6)
   resid = np.log(y) - np.log(forms.loss_chinchilla(p, n, d))
   return {"params": p, "samples": samples, "converged": ok, "message": msg,
           "rms_log_residual": float(np.sqrt(np.mean(resid ** 2))),

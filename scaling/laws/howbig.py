@@ -224,7 +224,7 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
       "predicted_loss": "the loss frontier E + k·C^-gamma fitted to the parabola minima of the "
                         "upper budgets (scaling/laws/frontier.py); approach 3's where it has "
                         "fewer than 4 budgets with a minimum",
-      "bootstrap": f"{n_boot} resamples: runs (approach 3), parabola residuals pooled over budgets "
+      "bootstrap": f"{n_boot} resamples: runs within each budget (approach 3), parabola residuals pooled over budgets "
                    "(approach 2), sizes (approach 1 and the contrast); 95% percentile intervals",
       "schedules": sorted(set(pts["schedule"])), "check_factor": check_flop / largest}
   return out
