@@ -243,8 +243,8 @@ class Settings:
   # The first fitted budget lies this factor past the crossing of the bigram loss: the frontier
   # keeps steepening past the crossing (local slopes −0.17 → −0.28 over 4x on the generated
   # corpus), and there a sweep started 1.04x past the crossing predicted its held-out budget
-  # 2.9 % low, sweeps started 1.23–1.38x past it within 1.6 %. Half a budget step: the least
-  # of those, as each step past it costs the whole sweep that factor in time.
+  # 2.9 % low, sweeps started 1.23–1.38x past it within 1.6 %. Half a budget step (1.19x), near
+  # the least of those: every factor past the crossing multiplies the whole sweep's time.
   phase_clearance: float = 2.0 ** 0.25
 
 
