@@ -100,12 +100,10 @@ class Design:
 
 
 def phase_budget(grid: list, bigram: float) -> tuple[float, bool]:
-  """The compute at which the pilot's best loss crosses PHASE_MARGIN below the bigram loss,
-  interpolated in log C between the two pilot budgets around the crossing (the pilot's budgets
-  move with the measured throughput; the first one past the crossing lay 1.04–1.38x past it
-  over five pilots of the default corpus, the interpolated crossing within 2 %), and whether it
-  had to be extrapolated (a straight line in log C through the best losses of the three largest
-  pilot budgets) because no pilot budget reached it."""
+  """The compute where the pilot's best loss crosses PHASE_MARGIN below the bigram loss,
+  interpolated in log C between the pilot budgets around it (those budgets move with the
+  measured throughput), and whether it was extrapolated (a line in log C through the three
+  largest pilot budgets' best losses) because no pilot budget reached it."""
   best = _best_by_budget(grid)
   target = bigram - PHASE_MARGIN
   cs = sorted(best)
@@ -240,11 +238,8 @@ class Settings:
   warmup_steps: int = 60
   min_steps: int = 80
   decay_frac: float = 0.2           # WSD: a branch costs its cooldown
-  # The first fitted budget lies this factor past the crossing of the bigram loss: the frontier
-  # keeps steepening past the crossing (local slopes −0.17 → −0.28 over 4x on the generated
-  # corpus), and there a sweep started 1.04x past the crossing predicted its held-out budget
-  # 2.9 % low, sweeps started 1.23–1.38x past it within 1.6 %. Half a budget step (1.19x), near
-  # the least of those: every factor past the crossing multiplies the whole sweep's time.
+  # The first fitted budget this factor past the crossing, where the frontier still steepens
+  # (generated corpus: started 1.04x past it, held out off by 2.9 %; 1.23–1.38x, by ≤ 1.6 %).
   phase_clearance: float = 2.0 ** 0.25
 
 
