@@ -108,7 +108,7 @@ def _print_any_headline(h: dict) -> None:
 
 
 def _heldout(cfg, sweep: Path, n_boot: int, factor: float, target: float, overwrite: bool,
-             verbose: bool) -> dict:
+             verbose: bool, processes: int = 1) -> dict:
   """Fits the sweep, trains the predicted optimum and its neighbours at factor × the largest
   budget (in <sweep>/heldout/), and fits again with their check; returns fits.json."""
   from scaling import isoflop
@@ -124,7 +124,8 @@ def _heldout(cfg, sweep: Path, n_boot: int, factor: float, target: float, overwr
   pred = doc["headline"]["check_prediction"]
   print(f"held-out budget C = {pred['C']:.3g} FLOP: training the predicted optimum N = "
         f"{pred['N_opt']:.3g} and N/2, 2N (predicted loss {pred['loss']:.3f})", flush=True)
-  run_points(isoflop.heldout_runs(cfg, pred["C"], pred["N_opt"]), overwrite, verbose)
+  run_points(isoflop.heldout_runs(cfg, pred["C"], pred["N_opt"]), overwrite, verbose,
+             processes=processes)
   return sweepfit.fit_isoflop_sweep(str(sweep), n_boot, check_factor=factor, target_flop=target)
 
 
@@ -134,7 +135,7 @@ def _cmd_heldout(args, overrides: list[str]) -> int:
   cfg, made = _sweep_config(args, overrides)
   factor = design_run.heldout_factor(made) if made else args.factor
   doc = _heldout(cfg, rundir.path_of(cfg), args.bootstrap, factor, args.target or 0.0,
-                 args.overwrite, True)
+                 args.overwrite, True, _processes(args, cfg))
   _print_any_headline(doc["headline"])
   return 0
 
@@ -165,10 +166,11 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
   cfg = apply_overrides(design_run.base_config(args.data), overrides)
   design_run.make_design(cfg, out, args.minutes, args.force, verbose=True)
   cfg, made = design_run.sweep_config(out)
-  run_sweep(cfg, overwrite=args.overwrite, verbose=not args.quiet)
-  design_run.widen_lopsided(out, args.overwrite, not args.quiet)
+  procs = _processes(args, cfg)
+  run_sweep(cfg, overwrite=args.overwrite, verbose=not args.quiet, processes=procs)
+  design_run.widen_lopsided(out, args.overwrite, not args.quiet, procs)
   _heldout(cfg, out, args.bootstrap, design_run.heldout_factor(made), args.budget or 0.0,
-           args.overwrite, not args.quiet)
+           args.overwrite, not args.quiet, procs)
   result = make_report(str(out), n_boot=args.bootstrap)
   h = result["headline"]
   print(f"\nquickstart finished in {(time.time() - t0) / 60:.1f} min: {h['n_runs']} runs")
@@ -249,10 +251,23 @@ def _cmd_sweep(args, overrides) -> int:
   from scaling import rundir
   from scaling.sweep import run_sweep
   cfg, made = _sweep_config(args, overrides)
-  run_sweep(cfg, args.overwrite, worker=args.worker, num_workers=args.num_workers)
+  procs = _processes(args, cfg)
+  run_sweep(cfg, args.overwrite, worker=args.worker, num_workers=args.num_workers,
+            processes=procs)
   if made is not None and args.num_workers == 1:
-    design_run.widen_lopsided(rundir.path_of(cfg), args.overwrite)
+    design_run.widen_lopsided(rundir.path_of(cfg), args.overwrite, processes=procs)
   return 0
+
+
+def _processes(args, cfg) -> int:
+  from scaling import processes
+  return processes.resolve(args.processes, bool(cfg.distributed.enabled))
+
+
+def _add_processes(p) -> None:
+  p.add_argument("--processes", type=COUNT, default=0,
+                 help="training processes on this machine (default 0: 2 on a CPU with 2 or more "
+                      "cores, else 1); the same runs, the same numbers")
 
 
 def _cmd_design(args, overrides) -> int:
@@ -359,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--overwrite", action="store_true")
   p.add_argument("--bootstrap", type=COUNT, default=1000)
   p.add_argument("--quiet", action="store_true", help="only the sweep's progress lines")
+  _add_processes(p)
   p.set_defaults(func=_cmd_quickstart)
 
   p = sub.add_parser("design", help="measure the corpus and machine, write design.json",
@@ -396,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
                  help="this worker's index (0-based) when several share the sweep")
   p.add_argument("--num-workers", type=POSITIVE_INT, default=1,
                  help="workers sharing the sweep: point j belongs to worker j mod num-workers")
+  _add_processes(p)
   p.set_defaults(func=_cmd_sweep)
 
   p = _config_command(sub, "heldout", "check an isoFLOP sweep's prediction at a larger budget",
@@ -407,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--design", default="", help="a design.json (or its folder): its sweep and its "
                                               "held-out budget")
   p.add_argument("--target", type=POSITIVE, help="FLOP budget to answer for (default 10x largest)")
+  _add_processes(p)
 
   p = sub.add_parser("compare", help="allocation exponent a of isoFLOP sweeps run with "
                                       "different switches, side by side",

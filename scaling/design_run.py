@@ -116,7 +116,8 @@ def extra_config(path):
   return pc
 
 
-def widen_lopsided(folder, overwrite: bool = False, verbose: bool = True) -> int:
+def widen_lopsided(folder, overwrite: bool = False, verbose: bool = True,
+                   processes: int = 1) -> int:
   """After the sweep: one more size on the short side of every lopsided profile (its vertex in
   the outer quarter of its sizes or beyond), recorded in design.json and trained in
   <folder>/extra/; returns how many were added."""
@@ -140,7 +141,7 @@ def widen_lopsided(folder, overwrite: bool = False, verbose: bool = True) -> int
   if verbose:
     print("[design] lopsided profiles: one more size at " + ", ".join(
         f"C={d.budgets_flop[k]:.3g} (width {d.family[j][1]})" for k, j in new), flush=True)
-  run_points(expand(extra_config(folder)), overwrite, verbose)
+  run_points(expand(extra_config(folder)), overwrite, verbose, processes=processes)
   return len(new)
 
 

@@ -168,7 +168,9 @@ def isoflop_runs(cfg) -> list:
   for p in points:
     families.setdefault((p.shape, p.lr_multiplier, p.seed_index), []).append(p)
   runs = []
-  for family in families.values():
+  # The costliest families first: processes that share the list (scaling/processes.py) take the
+  # next free run, so the long ones start early and none is left running alone at the end.
+  for family in sorted(families.values(), key=lambda f: -max(p.budget_flop for p in f)):
     family.sort(key=lambda p: -p.steps)
     longest = family[0]
     runs += _family_runs(cfg, s, family, longest, batch_tokens)

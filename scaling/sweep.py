@@ -13,6 +13,7 @@ from pathlib import Path
 
 from scaling import data as datalib
 from scaling import distributed, remote, rundir, runlock
+from scaling import processes as processlib
 from scaling import train as trainlib
 from scaling.config import to_json
 from scaling.errors import UserError
@@ -25,16 +26,28 @@ def owned(index: int, worker: int, num_workers: int) -> bool:
 
 
 def run_points(configs: list, overwrite: bool = False, verbose: bool = True, worker: int = 0,
-               num_workers: int = 1) -> list[Path]:
+               num_workers: int = 1, processes: int = 1) -> list[Path]:
   """Trains every run config not yet finished (of this worker's share when num_workers > 1, so
-  that independent machines or a job array run one sweep into one results directory); returns
-  the run directories of all points."""
+  that independent machines or a job array run one sweep into one results directory), with
+  `processes` training processes on this machine (scaling/processes.py); returns the run
+  directories of all points."""
   if num_workers < 1 or not 0 <= worker < num_workers:
     raise UserError(f"--worker {worker} --num-workers {num_workers}: need 0 <= worker < "
                     "num-workers")
   t0 = time.time()
   counter = _Progress(total=len(configs))
   mine = [(i, rc) for i, rc in enumerate(configs, 1) if owned(i - 1, worker, num_workers)]
+  with processlib.helpers([rc for _, rc in mine], processes, overwrite):
+    _train_all(mine, counter, t0, overwrite, verbose)
+  if processes > 1:         # a point a helper could not finish is trained here, or fails here
+    left = [(i, rc) for i, rc in mine if not _finished(rc)]
+    if left:
+      _train_all(left, counter, t0, overwrite, verbose)
+  return [rundir.path_of(rc) for rc in configs]
+
+
+def _train_all(mine: list, counter: _Progress, t0: float, overwrite: bool,
+               verbose: bool) -> None:
   deferred, held = _one_pass(mine, counter, t0, overwrite, verbose)
   waited_since = time.time()
   while deferred:
@@ -48,7 +61,6 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
     time.sleep(_POLL_S)
     again = sorted([(i, rc) for i, rc, _ in deferred] + held, key=lambda p: p[0])
     deferred, held = _one_pass(again, counter, t0, overwrite, verbose)
-  return [rundir.path_of(rc) for rc in configs]
 
 
 _POLL_S = 2.0
@@ -135,6 +147,18 @@ def _finished(rc) -> bool:
 
 
 def run_sweep(cfg, overwrite: bool = False, verbose: bool = True, worker: int = 0,
-              num_workers: int = 1) -> list[Path]:
+              num_workers: int = 1, processes: int = 1) -> list[Path]:
   """Expands a sweep config and trains its points (run_points)."""
-  return run_points(expand(cfg), overwrite, verbose, worker, num_workers)
+  return run_points(expand(cfg), overwrite, verbose, worker, num_workers, processes)
+
+
+def _helper(argv: list[str]) -> int:
+  """A helper process (scaling/processes.py): trains the queue's points no other process holds."""
+  configs, overwrite = processlib.read_queue(argv[0])
+  run_points(configs, overwrite=overwrite, verbose=True)
+  return 0
+
+
+if __name__ == "__main__":
+  import sys
+  sys.exit(_helper(sys.argv[1:]))

@@ -9,13 +9,14 @@ C_ref is the geometric mean of the fitted budgets (it only conditions the fit). 
 Chinchilla form E + A/N^α + B/D^β with C ∝ N·D the frontier is exactly this law, with
 γ = αβ/(α + β).
 
-Only the upper budgets are fitted: the last max(FRONTIER_MIN_BUDGETS, ⌈n/2⌉) of the n budgets
-whose profile has a minimum. The law's slope in log-log, −γ(L* − E)/L*, can only flatten as C
-grows; a sweep whose lower budgets sit just past the change of phase (scaling/design.py) has a
-frontier that first steepens there, which no E fits: over every budget the fitted E goes to 0 and
-the law keeps the steepest slope it saw (measured on the generated corpus: predictions at 3× the
-largest budget 5–8 % below the measured loss; from the upper budgets within 2 %,
-docs/results/2026-12-06-designed-isoflop-default-corpus.md).
+Only the upper budgets are fitted: all but the two lowest of the n budgets whose profile has a
+minimum, and at least FRONTIER_MIN_BUDGETS. The law's slope in log-log, −γ(L* − E)/L*, can only
+flatten as C grows; a designed sweep's lowest budgets sit just past the change of phase
+(scaling/design.py), where the frontier still steepens, which no E fits: over every budget the
+fitted E goes to 0 and the law keeps the steepest slope it saw. On the generated corpus the
+slope steepens over the first two budgets' steps and flattens from the third on; fitted from the
+third, the held-out error at 3× the largest budget and the bootstrap interval were smaller than
+from the upper half (docs/results/2026-12-06-designed-isoflop-default-corpus.md).
 
 The interval comes from the same residual bootstrap as approach 2 (the parabolas' residuals,
 pooled, added back at the design's sizes), each resample's minima refitted.
@@ -35,6 +36,7 @@ from scaling.laws.approaches import residual_bootstrap
 from scaling.laws.uncertainty import percentile_interval
 
 FRONTIER_MIN_BUDGETS = 4
+LOWER_LEFT_OUT = 2                # the budgets nearest the change of phase
 
 
 def profile_minima(compute, log_n, loss, budgets) -> np.ndarray:
@@ -53,7 +55,7 @@ def profile_minima(compute, log_n, loss, budgets) -> np.ndarray:
 
 def upper(n_budgets: int) -> int:
   """How many of the largest budgets the frontier is fitted to."""
-  return max(FRONTIER_MIN_BUDGETS, math.ceil(n_budgets / 2))
+  return max(FRONTIER_MIN_BUDGETS, n_budgets - LOWER_LEFT_OUT)
 
 
 def fit_law(cs, minima, start: dict | None = None) -> dict:

@@ -1,0 +1,91 @@
+"""A list of runs trained by more than one process on one machine (CPU).
+
+The models a CPU sweep trains are small: a step is a few dozen small XLA operations, and one
+process keeps 2 cores about 150 % busy. A second process training other runs of the same list
+takes up the rest (measured on 2 cores: a 42-run designed sweep in 182 s against 235 s, the
+same losses to the last bit; docs/results/2026-12-07-sweep-processes.md). The processes share
+the list through the sweep runner's lock files (scaling/sweep.py, scaling/runlock.py): each
+trains the next point nobody holds, and a branch waits for its source.
+
+The helpers are `python -m scaling.sweep QUEUE` on a JSON list of run configs; their output
+goes to `<sweep>/helper-K.log`. When the calling process stops on an error or Ctrl-C, the helpers
+are stopped too (SIGTERM: each saves a checkpoint, as on preemption); when it finishes, it waits
+for them and then trains any point a helper left unfinished itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from scaling import files, rundir
+from scaling.config import to_json
+from scaling.errors import UserError
+
+MAX_AUTO = 2              # measured on 2 cores; more processes were not measured
+_STOP_S = 60.0            # how long a stopped helper may take to save its checkpoint
+
+
+def resolve(requested: int, distributed: bool = False) -> int:
+  """The number of training processes: `requested` when given (≥ 1), else (0) MAX_AUTO on a CPU
+  with as many cores, 1 on an accelerator (one process owns its memory) or in a multi-host run."""
+  if requested < 0:
+    raise UserError(f"--processes {requested}: give 1 or more, or 0 for the default")
+  if distributed:
+    if requested > 1:
+      raise UserError("--processes > 1 trains on one machine; a multi-host run has one process "
+                      "per host")
+    return 1
+  if requested:
+    return requested
+  import jax
+  if jax.default_backend() != "cpu":
+    return 1
+  return max(1, min(MAX_AUTO, os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def helpers(configs: list, n_processes: int, overwrite: bool = False):
+  """Starts n_processes − 1 helpers on `configs` for the duration of the block; yields their
+  Popen objects."""
+  if n_processes <= 1 or len(configs) <= 1:
+    yield []
+    return
+  folder = rundir.path_of(configs[0]).parent
+  folder.mkdir(parents=True, exist_ok=True)
+  queue = folder / f".queue-{os.getpid()}.json"
+  files.atomic_write_text(queue, json.dumps({"overwrite": overwrite,
+                                             "configs": [to_json(c) for c in configs]}))
+  procs = []
+  try:
+    for k in range(1, min(n_processes, len(configs))):
+      with open(folder / f"helper-{k}.log", "w") as log:
+        procs.append(subprocess.Popen([sys.executable, "-m", "scaling.sweep", str(queue)],
+                                      stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL))
+    yield procs
+  except BaseException:
+    for p in procs:
+      p.terminate()
+    for p in procs:
+      try:
+        p.wait(timeout=_STOP_S)
+      except subprocess.TimeoutExpired:
+        p.kill()
+    raise
+  else:
+    for p in procs:
+      p.wait()
+  finally:
+    queue.unlink(missing_ok=True)
+
+
+def read_queue(path) -> tuple[list, bool]:
+  """A helper's run configs and whether it may overwrite (the queue file this module wrote)."""
+  import ml_collections
+  doc = json.loads(Path(path).read_text())
+  return [ml_collections.ConfigDict(json.loads(c)) for c in doc["configs"]], doc["overwrite"]
