@@ -60,13 +60,13 @@ def helpers(configs: list, n_processes: int, overwrite: bool = False):
   queue = folder / f".queue-{os.getpid()}.json"
   files.atomic_write_text(queue, json.dumps({"overwrite": overwrite,
                                              "configs": [to_json(c) for c in configs]}))
-  procs = []
+  procs, env = [], _helper_env(configs[0])
   try:
     for k in range(1, min(n_processes, len(configs))):
       with open(folder / f"helper-{k}.log", "w") as log:
         procs.append(subprocess.Popen([sys.executable, "-m", "scaling.sweep", str(queue)],
                                       stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL))
+                                      stdin=subprocess.DEVNULL, env=env))
     yield procs
   except BaseException:
     for p in procs:
@@ -82,6 +82,16 @@ def helpers(configs: list, n_processes: int, overwrite: bool = False):
       p.wait()
   finally:
     queue.unlink(missing_ok=True)
+
+
+def _helper_env(rc) -> dict:
+  """The environment of a helper: this process's matmul peak (measured now, while it is alone),
+  so that the helpers' MFU has the same denominator."""
+  from scaling import hardware
+  dtype = hardware.resolve_dtype(rc.model.compute_dtype)
+  peak, source = hardware.training_peak(dtype)
+  return dict(os.environ, **{hardware.PEAK_ENV: json.dumps(
+      {"dtype": dtype, "flop_per_s": peak, "source": source})})
 
 
 def read_queue(path) -> tuple[list, bool]:
