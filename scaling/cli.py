@@ -164,9 +164,9 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
   t0 = time.time()
   out = Path(args.out)
   cfg = apply_overrides(design_run.base_config(args.data), overrides)
-  design_run.make_design(cfg, out, args.minutes, args.force, verbose=True)
-  cfg, made = design_run.sweep_config(out)
   procs = _processes(args, cfg)
+  design_run.make_design(cfg, out, args.minutes, args.force, verbose=True, processes=procs)
+  cfg, made = design_run.sweep_config(out)
   run_sweep(cfg, overwrite=args.overwrite, verbose=not args.quiet, processes=procs)
   design_run.widen_lopsided(out, args.overwrite, not args.quiet, procs)
   _heldout(cfg, out, args.bootstrap, design_run.heldout_factor(made), args.budget or 0.0,
@@ -273,7 +273,8 @@ def _add_processes(p) -> None:
 def _cmd_design(args, overrides) -> int:
   from scaling import design_run
   cfg = apply_overrides(design_run.base_config(args.data), overrides)
-  design_run.make_design(cfg, Path(args.out), args.minutes, args.force, verbose=True)
+  design_run.make_design(cfg, Path(args.out), args.minutes, args.force, verbose=True,
+                         processes=_processes(args, cfg))
   print(f"train it with: scaling sweep --design {args.out}, then scaling heldout --design "
         f"{args.out} and scaling report {args.out}")
   return 0
@@ -390,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "takes what its budgets need)")
   p.add_argument("--out", default="runs/design", help="the sweep folder")
   p.add_argument("--force", action="store_true")
+  _add_processes(p)
   p.set_defaults(func=_cmd_design)
 
   p = sub.add_parser("report", help="figures and a Markdown report of a sweep directory",

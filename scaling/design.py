@@ -13,11 +13,10 @@ Every choice comes from a measurement, and design.json keeps the measurement bes
                  phase (a span of ≥ 8), the held-out budget `heldout_factor` × the largest;
   sizes          per budget `per_budget` consecutive sizes of the model family centred (in log N)
                  on the vertex N*(C) = k·C^a fitted to the pilot's per-budget vertices;
-  seeds          enough that the run-to-run σ measured by the pilot, divided by √seeds, is at most
-                 SIGMA_OK;
+  seeds          enough that the run-to-run σ measured by the pilot, over √seeds, is ≤ SIGMA_OK;
   cost           every run's tokens × the seconds per token measured for its size, plus a fixed
-                 cost per run, against the minutes given; every run within `max_epochs` of the
-                 training split.
+                 cost per run, over the processes' gain, against the minutes given; every run
+                 within `max_epochs` of the training split.
 A design that cannot hold (too few minutes, too few tokens) is refused with what it would need,
 unless forced; a forced design carries the warning into design.json and the report.
 """
@@ -55,6 +54,7 @@ class Pilot:
   lr_ref_n: float = 0.0           # … N = lr_ref_n, times (N/lr_ref_n)^lr_n_exponent elsewhere
   lr_n_exponent: float = 0.0
   cost_factor: float = 1.0        # the pilot grid's measured wall time / the cost model's
+  process_gain: float = 1.0       # how much faster the training processes are than one process
 
 
 @dataclasses.dataclass(frozen=True)
@@ -243,8 +243,7 @@ class Settings:
   phase_clearance: float = 2.0 ** 0.25
 
 
-def grid_seconds(family: list, runs: list, spt, overhead_s: float,
-                 decay_frac: float) -> float:
+def grid_seconds(family: list, runs: list, spt, overhead_s: float, decay_frac: float) -> float:
   """What _cost predicts for a trained WSD grid, from its runs' (N, C)."""
   index = {m.n: j for j, m in enumerate(family)}
   budgets = sorted({c for _, c in runs})
@@ -299,7 +298,7 @@ def plan(pilot: Pilot, family: list, minutes: float, batch_tokens: int,
   seeds = seeds_for(pilot.sigma)
   one_seed_s, runs = _cost(family, budgets, sizes, heldout, seconds_per_token(pilot, family),
                            pilot.run_overhead_s, s.decay_frac)
-  expected_min = seeds * one_seed_s * pilot.cost_factor / 60
+  expected_min = seeds * one_seed_s * pilot.cost_factor / pilot.process_gain / 60
   most_tokens = max([c / family[j].flop_per_token for c, row in zip(budgets, sizes) for j in row]
                     + [c / m.flop_per_token for m, c in heldout])
   problems = []
@@ -340,10 +339,11 @@ def plan(pilot: Pilot, family: list, minutes: float, batch_tokens: int,
                 "rule": f"σ/√seeds ≤ {SIGMA_OK} nats, at most {MAX_SEEDS}"},
       "cost": {"seconds_per_token": pilot.seconds_per_token, "run_overhead_s":
                pilot.run_overhead_s, "runs": runs * seeds, "minutes": expected_min,
-               "factor": pilot.cost_factor,
+               "factor": pilot.cost_factor, "process_gain": pilot.process_gain,
                "rule": "per size, its longest run and a cooldown per shorter budget, at the "
                        "pilot's seconds per token, plus a fixed cost per run; times the factor "
-                       "by which the same model missed the pilot grid's own wall time"},
+                       "by which the same model missed the pilot grid's own wall time; over "
+                       "the processes' gain (scaling/processes.py)"},
   }
   return {"budgets_flop": budgets, "sizes": sizes, "heldout_flop": heldout_c, "seeds": seeds,
           "expected_minutes": expected_min, "warnings": warnings, "choices": choices,

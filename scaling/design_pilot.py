@@ -19,12 +19,14 @@ from __future__ import annotations
 import copy
 import json
 import math
+import resource
 import time
 from pathlib import Path
 
 import numpy as np
 
 from scaling import conventions, design, files, isoflop, rundir
+from scaling import processes as processlib
 from scaling import train as trainlib
 from scaling.laws.forms import kaplan_learning_rate
 from scaling.model import ModelConfig, flop_per_token, param_count
@@ -185,9 +187,10 @@ def _copy(cfg):
   return out
 
 
-def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> design.Pilot:
+def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True,
+            processes: int = 1) -> design.Pilot:
   """Runs the probe, the grid and the noise check in <cfg.run_dir>/pilot/ and returns what they
-  measured."""
+  measured; `processes` will train the sweep (their gain is judged from the grid's CPU use)."""
   say = (lambda m: print(f"[design] {m}", flush=True)) if verbose else (lambda m: None)
   fam = family(cfg, store.n_vocab)
   say(f"LR probe: {len(PROBE_WIDTHS)} sizes x {len(PROBE_MULTIPLIERS)} multiples of Kaplan's "
@@ -208,10 +211,10 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> de
   say(f"pilot grid: {len(pilot_members)} sizes, budgets {c_max / 16:.3g} to {c_max:.3g} FLOP")
   grid_cfg = _pilot_cfg(cfg, fam, c_max, lr, warmup)
   fresh = not rundir.find_runs(Path(grid_cfg.run_dir))
-  t0 = time.time()
+  t0, cpu0 = time.time(), _cpu_s()
   adaptive_grid(pilot_members, list(grid_cfg.sweep.budgets_flop),
                 lambda member, budgets: _train_size(grid_cfg, member, budgets))
-  grid_s = time.time() - t0
+  grid_s, busy = time.time() - t0, (_cpu_s() - cpu0) / max(time.time() - t0, 1e-9)
   grid, summaries = [], []
   for run in rundir.find_runs(Path(grid_cfg.run_dir)):
     s = rundir.read_summary(run)
@@ -220,13 +223,20 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True) -> de
                  "loss": float(s["final_eval_loss"])})
   sigma = _noise(grid_cfg, grid, store.n_vocab)
   spt_rows, _ = _speed(probe_summaries + summaries)
-  factor = _cost_factor(Path(cfg.run_dir) / PILOT / "cost.json", fresh, grid_s, fam, grid,
-                        design.Pilot(0.0, 0, lr[0], probe, [], spt_rows, overhead, None))
+  factor, busy = _cost_factor(Path(cfg.run_dir) / PILOT / "cost.json", fresh, grid_s, busy, fam,
+                              grid, design.Pilot(0.0, 0, lr[0], probe, [], spt_rows, overhead,
+                                                 None))
   say(f"pilot: best loss {min(r['loss'] for r in grid):.3f} (bigram {store.bigram_loss():.3f})"
       + (f", run-to-run σ {sigma:.4f}" if sigma is not None else ""))
   return design.Pilot(float(store.bigram_loss()), int(store.meta["n_tokens_train"]), lr[0],
                       probe, grid, spt_rows, overhead, sigma, lr_ref_n=lr[1], lr_n_exponent=lr[2],
-                      cost_factor=factor)
+                      cost_factor=factor, process_gain=processlib.gain(busy, processes))
+
+
+def _cpu_s() -> float:
+  """CPU seconds this process has used, all its threads (XLA's and the loader's) together."""
+  use = resource.getrusage(resource.RUSAGE_SELF)
+  return use.ru_utime + use.ru_stime
 
 
 def _train_size(grid_cfg, member: design.Member, budgets: list) -> dict:
@@ -245,23 +255,25 @@ def _train_size(grid_cfg, member: design.Member, budgets: list) -> dict:
   return out
 
 
-def _cost_factor(path: Path, fresh: bool, grid_s: float, fam: list, grid: list,
-                 pilot: design.Pilot) -> float:
+def _cost_factor(path: Path, fresh: bool, grid_s: float, busy: float, fam: list, grid: list,
+                 pilot: design.Pilot) -> tuple[float, float]:
   """The measured wall time of the pilot grid over what the cost model predicts for it (its
-  evaluations, checkpoints and per-run costs are what the per-step speed leaves out), kept in
-  pilot/cost.json; 1 when the grid was not trained whole now and nothing was kept."""
+  evaluations, checkpoints and per-run costs are what the per-step speed leaves out), and the
+  cores it kept busy; kept in pilot/cost.json; (1, 0: unknown) when the grid was not trained
+  whole now and nothing was kept."""
   if not fresh:
     try:
-      return float(json.loads(path.read_text())["factor"])
-    except (OSError, ValueError, KeyError):
-      return 1.0
+      kept = json.loads(path.read_text())
+      return float(kept["factor"]), float(kept.get("busy_cores", 0.0))
+    except (OSError, ValueError, KeyError, TypeError):
+      return 1.0, 0.0
   predicted = design.grid_seconds(fam, [(r["N"], r["C"]) for r in grid],
                                   design.seconds_per_token(pilot, fam), pilot.run_overhead_s,
                                   design.Settings().decay_frac)
   factor = min(max(grid_s / predicted, 0.5), 4.0) if predicted > 0 else 1.0
   files.atomic_write_text(path, json.dumps({"factor": factor, "grid_s": grid_s,
-                                            "predicted_s": predicted}))
-  return factor
+                                            "predicted_s": predicted, "busy_cores": busy}))
+  return factor, busy
 
 
 def _grid_budget(path: Path, compute) -> float:

@@ -29,7 +29,7 @@ def base_config(source: str = ""):
 
 
 def make_design(cfg, folder: Path, minutes: float, force: bool = False,
-                verbose: bool = True) -> design.Design:
+                verbose: bool = True, processes: int = 1) -> design.Design:
   """Tokenizes cfg's corpus into <folder>/store (reused when there), runs the pilot in
   <folder>/pilot, plans the sweep and the held-out runs into the minutes the pilot left, and
   writes <folder>/design.json; UserError (nothing trained beyond the pilot) when the minutes or
@@ -46,7 +46,7 @@ def make_design(cfg, folder: Path, minutes: float, force: bool = False,
   # every designed run's stable phase falls as √(PROBE_STEPS/t) past the probe's length.
   cfg.train.stable_ref_steps = design_pilot.PROBE_STEPS
   t0 = time.time()
-  pilot = design_pilot.measure(cfg, store, minutes, settings.warmup_steps, verbose)
+  pilot = design_pilot.measure(cfg, store, minutes, settings.warmup_steps, verbose, processes)
   left = minutes - (time.time() - t0) / 60     # the pilot's own minutes are spent
 
   fam = design_pilot.family(cfg, store.n_vocab)
@@ -71,7 +71,9 @@ def summary_lines(d: design.Design) -> list[str]:
            f"{d.budgets_flop[-1]:.3g} FLOP, held out at {d.heldout_flop:.3g}; "
            f"{d.seeds} seed(s); {d.lr_scale:.3g} x Kaplan's LR(N) at N = {d.lr_ref_n:.3g}, "
            f"x (N/{d.lr_ref_n:.3g})^{d.lr_n_exponent:.3f} elsewhere; about "
-           f"{d.expected_minutes:.1f} minutes",
+           f"{d.expected_minutes:.1f} minutes"
+           + (f" (its processes {ch['cost']['process_gain']:.2f}x as fast as one)"
+              if ch["cost"].get("process_gain", 1.0) > 1 else ""),
            f"  change of phase: C ≈ {ch['phase']['C']:.3g} (bigram loss "
            f"{ch['phase']['bigram_loss']:.3f}{', extrapolated' if ch['phase']['extrapolated'] else ''})",
            f"  vertex law from the pilot: N* ∝ C^{ch['sizes']['a']:.3f}"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from scaling import design
+from scaling import design, processes
 from scaling.errors import UserError
 
 # L(N, D) = E + A/N^α + B/D^β (Hoffmann 2022 eq. 2) plus a penalty J that fades past C_KINK: runs
@@ -244,6 +244,13 @@ def test_the_cost_model_is_scaled_by_what_it_missed_on_the_pilot_grid():
   base = design.plan(pilot(), FAMILY, minutes=1e6, batch_tokens=BATCH_TOKENS)
   assert design.plan(slow, FAMILY, minutes=1e6, batch_tokens=BATCH_TOKENS)["expected_minutes"] \
       == pytest.approx(2 * base["expected_minutes"])
+  # Two processes that each keep 1.5 of 2 cores busy fill the 2 cores: 4/3 as fast as one.
+  assert processes.gain(1.5, 2, cores=2) == pytest.approx(4 / 3)
+  assert processes.gain(2.0, 2, cores=2) == processes.gain(1.0, 1, cores=2) == 1.0
+  assert processes.gain(0.9, 4, cores=16) == 4.0
+  fast = dataclasses.replace(pilot(), process_gain=processes.gain(1.5, 2, cores=2))
+  assert design.plan(fast, FAMILY, minutes=1e6, batch_tokens=BATCH_TOKENS)["expected_minutes"] \
+      == pytest.approx(0.75 * base["expected_minutes"])
 
 
 def test_the_pilot_grid_trains_each_size_only_where_its_profile_still_falls():
