@@ -304,7 +304,7 @@ def plan(pilot: Pilot, family: list, minutes: float, batch_tokens: int,
   problems = []
   if expected_min > minutes:
     problems.append(f"it needs about {expected_min:.0f} minutes here ({runs * seeds} runs from "
-                    f"C={budgets[0]:.3g} to the held-out C={heldout_c:.3g}), {minutes:g} given")
+                    f"C={budgets[0]:.3g} to the held-out C={heldout_c:.3g}), {minutes:.1f} given")
   if most_tokens > s.max_epochs * pilot.n_train_tokens:
     problems.append(f"its longest run reads {most_tokens:.3g} tokens, {most_tokens / pilot.n_train_tokens:.1f} "
                     f"epochs of the {pilot.n_train_tokens:.3g}-token training split (at most "

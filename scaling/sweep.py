@@ -37,6 +37,8 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
   t0 = time.time()
   counter = _Progress(total=len(configs))
   mine = [(i, rc) for i, rc in enumerate(configs, 1) if owned(i - 1, worker, num_workers)]
+  if any(remote.is_remote(rc.run_dir) for _, rc in mine):
+    processes = 1                 # no lock files on a URL: one runner per remote sweep
   with processlib.helpers([rc for _, rc in mine], processes, overwrite):
     _train_all(mine, counter, t0, overwrite, verbose)
   if processes > 1:         # a point a helper could not finish is trained here, or fails here
