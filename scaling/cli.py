@@ -7,7 +7,6 @@ import json
 import math
 import os
 import sys
-import time
 from pathlib import Path
 
 from scaling import files, remote
@@ -107,35 +106,13 @@ def _print_any_headline(h: dict) -> None:
     _print_headline(h)
 
 
-def _heldout(cfg, sweep: Path, n_boot: int, factor: float, target: float, overwrite: bool,
-             verbose: bool, processes: int = 1) -> dict:
-  """Fits the sweep, trains the predicted optimum and its neighbours at factor × the largest
-  budget (in <sweep>/heldout/), and fits again with their check; returns fits.json."""
-  from scaling import isoflop
-  from scaling.laws import sweepfit
-  from scaling.sweep import run_points
-  if not factor > 1:
-    raise UserError(f"--factor must be above 1 (a budget beyond the fitted ones), got {factor}")
-  if target < 0:
-    raise UserError(f"the budget to answer for must be a positive number of FLOP, got {target}")
-  # The prediction needs the central fit only; the intervals come with the second fit.
-  doc = sweepfit.fit_isoflop_sweep(str(sweep), min(n_boot, 20), check_factor=factor,
-                                   target_flop=target)
-  pred = doc["headline"]["check_prediction"]
-  print(f"held-out budget C = {pred['C']:.3g} FLOP: training the predicted optimum N = "
-        f"{pred['N_opt']:.3g} and N/2, 2N (predicted loss {pred['loss']:.3f})", flush=True)
-  run_points(isoflop.heldout_runs(cfg, pred["C"], pred["N_opt"]), overwrite, verbose,
-             processes=processes)
-  return sweepfit.fit_isoflop_sweep(str(sweep), n_boot, check_factor=factor, target_flop=target)
-
-
 def _cmd_heldout(args, overrides: list[str]) -> int:
-  from scaling import design_run
+  from scaling import design_run, pipeline
   from scaling import rundir
   cfg, made = _sweep_config(args, overrides)
   factor = design_run.heldout_factor(made) if made else args.factor
-  doc = _heldout(cfg, rundir.path_of(cfg), args.bootstrap, factor, args.target or 0.0,
-                 args.overwrite, True, _processes(args, cfg))
+  doc = pipeline.heldout_check(cfg, rundir.path_of(cfg), args.bootstrap, factor,
+                               args.target or 0.0, args.overwrite, True, _processes(args, cfg))
   _print_any_headline(doc["headline"])
   return 0
 
@@ -156,24 +133,13 @@ def _cmd_compare(args, overrides: list[str]) -> int:
 
 
 def _cmd_quickstart(args, overrides: list[str]) -> int:
-  """The stages in order: tokenize and design (design.json) → isoFLOP sweep → fit → held-out
-  budget → fit → report, each handing the next its files."""
-  from scaling import design_run
-  from scaling.report import make_report
-  from scaling.sweep import run_sweep
-  t0 = time.time()
-  out = Path(args.out)
-  cfg = apply_overrides(design_run.base_config(args.data), overrides)
-  procs = _processes(args, cfg)
-  design_run.make_design(cfg, out, args.minutes, args.force, verbose=True, processes=procs)
-  cfg, made = design_run.sweep_config(out)
-  run_sweep(cfg, overwrite=args.overwrite, verbose=not args.quiet, processes=procs)
-  design_run.widen_lopsided(out, args.overwrite, not args.quiet, procs)
-  _heldout(cfg, out, args.bootstrap, design_run.heldout_factor(made), args.budget or 0.0,
-           args.overwrite, not args.quiet, procs)
-  result = make_report(str(out), n_boot=args.bootstrap)
+  """The stages in order (scaling/pipeline.py), then the answer."""
+  from scaling import pipeline
+  result = pipeline.quickstart(args.out, args.data, args.minutes, args.force, args.budget or 0.0,
+                               args.overwrite, args.bootstrap, not args.quiet, args.processes,
+                               overrides)
   h = result["headline"]
-  print(f"\nquickstart finished in {(time.time() - t0) / 60:.1f} min: {h['n_runs']} runs")
+  print(f"\nquickstart finished in {result['minutes']:.1f} min: {h['n_runs']} runs")
   _print_any_headline(h)
   print(f"  fits: {result['fits']}\n  report: {result['report']}")
   return 0
