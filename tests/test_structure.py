@@ -72,3 +72,39 @@ def test_bench_builds_on_the_step_not_the_trainer():
   graph = import_graph()
   assert "scaling.train" not in graph["scaling.bench"]
   assert "scaling.bench" not in graph["scaling.train"]
+
+
+MAX_MODULE_LINES = 450
+MAX_FUNCTION_LINES = 90
+# A parser's option table and the config defaults are tables, long by nature.
+TABLES = {("scaling/cli_args.py", "build_parser"), ("scaling/defaults.py", "base_config")}
+
+
+def long_parts(root: Path = PACKAGE) -> list[str]:
+  """Modules over MAX_MODULE_LINES lines and functions over MAX_FUNCTION_LINES, by name."""
+  found = []
+  for path in sorted(root.rglob("*.py")):
+    text = path.read_text()
+    name = str(path.relative_to(root.parent))
+    if text.count("\n") > MAX_MODULE_LINES:
+      found.append(f"{name}: {text.count(chr(10))} lines")
+    for node in ast.walk(ast.parse(text)):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        length = node.end_lineno - node.lineno + 1
+        if length > MAX_FUNCTION_LINES and (name, node.name) not in TABLES:
+          found.append(f"{name}: {node.name} is {length} lines")
+  return found
+
+
+def test_the_length_check_finds_a_long_module_and_a_long_function(tmp_path):
+  pkg = tmp_path / "scaling"
+  pkg.mkdir()
+  (pkg / "short.py").write_text("def f():\n  return 1\n")
+  (pkg / "long.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+  (pkg / "fn.py").write_text("def g():\n" + "  y = 1\n" * MAX_FUNCTION_LINES)
+  assert long_parts(pkg) == [f"scaling/fn.py: g is {MAX_FUNCTION_LINES + 1} lines",
+                             f"scaling/long.py: {MAX_MODULE_LINES + 1} lines"]
+
+
+def test_no_module_or_function_too_long_to_read():
+  assert long_parts() == []
