@@ -35,10 +35,12 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
     raise UserError(f"--worker {worker} --num-workers {num_workers}: need 0 <= worker < "
                     "num-workers")
   t0 = time.time()
-  counter = _Progress(total=len(configs))
   mine = [(i, rc) for i, rc in enumerate(configs, 1) if owned(i - 1, worker, num_workers)]
   if any(remote.is_remote(rc.run_dir) for _, rc in mine):
     processes = 1                 # no lock files on a URL: one runner per remote sweep
+  counter = _Progress(total=len(configs), mine=len(mine),
+                      configs=[rc for _, rc in mine] if processes > 1 else [])
+  counter.at_start = counter.finished()
   with processlib.helpers([rc for _, rc in mine], processes, overwrite):
     _train_all(mine, counter, t0, overwrite, verbose)
   if processes > 1:         # a point a helper could not finish is trained here, or fails here
@@ -70,10 +72,21 @@ _POLL_S = 2.0
 
 @dataclasses.dataclass
 class _Progress:
-  """A runner's count of points trained, and the points whose wait it has already said."""
-  total: int
+  """A runner's count of points trained and skipped, and the points whose wait it has said.
+  With helper processes (`configs` given) the points finished by any of them are counted on
+  disk, so that the time left is that of the whole list."""
+  total: int                      # points of the sweep
+  mine: int = 0                   # of them this runner's share
   done: int = 0
+  skipped: int = 0
+  at_start: int = 0
+  configs: list = dataclasses.field(default_factory=list)
   told: set = dataclasses.field(default_factory=set)
+
+  def finished(self) -> int:
+    if self.configs:
+      return sum(_finished(rc) for rc in self.configs)
+    return self.done + self.skipped
 
 
 def _head(i: int, rc, counter: _Progress) -> str:
@@ -102,6 +115,7 @@ def _one_pass(points, counter: _Progress, t0, overwrite, verbose) -> tuple[list,
     head = _head(i, rc, counter)
     if distributed.agreed(_finished(rc)):
       print(f"{head}: finished, skipped", flush=True)
+      counter.skipped += 1
       continue
     if remote.is_remote(rc.run_dir):   # no lock file on a URL: one runner per remote sweep
       print(f"{head}: training", flush=True)
@@ -132,10 +146,12 @@ def _one_pass(points, counter: _Progress, t0, overwrite, verbose) -> tuple[list,
 
 
 def _train_point(rc, head, counter: _Progress, t0, overwrite, verbose, lock) -> None:
-  done, elapsed = counter.done, time.time() - t0
-  eta = (f", about {elapsed / done * (counter.total - done) / 60:.1f} min left"
-         if done else "")
-  print(f"{head}: training ({done} trained in {elapsed / 60:.1f} min{eta})", flush=True)
+  finished, elapsed = counter.finished(), time.time() - t0
+  trained = finished - counter.at_start - (0 if counter.configs else counter.skipped)
+  eta = (f", about {elapsed / trained * (counter.mine - finished) / 60:.1f} min left"
+         if trained > 0 else "")
+  print(f"{head}: training ({finished} of {counter.mine} finished, {elapsed / 60:.1f} min{eta})",
+        flush=True)
   with runlock.heartbeat(lock):
     trainlib.train(rc, overwrite=overwrite, verbose=verbose)
   counter.done += 1
