@@ -155,6 +155,28 @@ def acquire(lock: Path) -> bool:
 
 
 def _remove_stale(lock: Path, seen: bytes) -> None:
+  """Deletes the lock judged stale, holding the lock's takeover guard (an flock on a side
+  file) and only if it still holds what was judged: a process that read the same stale lock
+  and comes second finds the new holder's lock instead and leaves it. (Without the guard, the
+  second could move the first's new lock aside while a third created its own: two holders.)"""
+  try:
+    import fcntl
+  except ImportError:                # no flock (Windows): move aside, put back what was not seen
+    _move_stale_aside(lock, seen)
+    return
+  guard = lock.with_name(f".{lock.name}.takeover")
+  with open(guard, "a") as g:
+    fcntl.flock(g, fcntl.LOCK_EX)
+    try:
+      if lock.read_bytes() == seen:
+        lock.unlink()
+    except FileNotFoundError:
+      pass
+    finally:
+      fcntl.flock(g, fcntl.LOCK_UN)
+
+
+def _move_stale_aside(lock: Path, seen: bytes) -> None:
   """Moves the stale lock aside and deletes it, unless what was moved is not what was judged
   stale (another process took the lock over in between): that one is put back."""
   aside = lock.with_name(f".{lock.name}.stale.{uuid.uuid4().hex}")
