@@ -19,7 +19,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from scaling import gns, optim
+from scaling import gns, matmul_forms, optim
 from scaling import step as steplib
 from scaling.errors import UserError
 from scaling.model import ModelConfig, Transformer, flop_per_token, param_count
@@ -91,11 +91,11 @@ def compile_step(cfg, topology: str) -> CompileReport:
   mcfg = ModelConfig.from_config(dict(spec.model, n_vocab=spec.data.vocab_size,
                                       compute_dtype="bfloat16" if dtype == "auto" else dtype))
   # What "auto" resolves to on a TPU (this process's own backend is the CPU): XLA's attention,
-  # the cross-entropy in one chunk (scaling/model.py), XLA's own weight gradients (dense.py).
+  # the cross-entropy in one chunk (scaling/model.py), XLA's own weight gradients
+  # (scaling/matmul_forms.py: "auto" is the plain form off the CPU).
   mcfg = dataclasses.replace(mcfg, attention="xla" if mcfg.attention == "auto" else mcfg.attention,
-                             loss_chunk=mcfg.loss_chunk or 2**31 - 1,
-                             weight_grad="plain" if mcfg.weight_grad == "auto"
-                             else mcfg.weight_grad)
+                             loss_chunk=mcfg.loss_chunk or 2**31 - 1)
+  mcfg = matmul_forms.resolve(mcfg, spec.model.get("weight_grad", "auto"), 0, "tpu")
   geom = steplib.BatchGeometry(spec.train.batch_size, mcfg.n_ctx, len(devices),
                                steplib.micro_batches(spec.gns, len(devices))).check()
   graphdef, tx, state, sharding = _abstract_state(mcfg, spec.train, mesh)

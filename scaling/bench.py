@@ -44,7 +44,8 @@ def trainer_step(n_layer: int, d_model: int, n_heads: int, n_ctx: int, n_vocab: 
   spec = validate(cfg)
   mcfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx,
                      n_vocab=n_vocab, compute_dtype=resolve_dtype(compute_dtype)).validate()
-  return steplib.build(mcfg, spec.train, spec.gns, mesh, 1e-3, total_steps), mcfg
+  return steplib.build(mcfg, spec.train, spec.gns, mesh, 1e-3, total_steps,
+                       weight_grad=cfg.model.weight_grad), mcfg
 
 
 def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n_ctx: int = 256,

@@ -22,7 +22,7 @@ def base_config() -> ml_collections.ConfigDict:
   cfg.model.attention = "auto"     # auto: explicit softmax(QKᵀ)V on CPU, dot_product_attention
                                    # (cuDNN's fused kernel where it applies) on GPU/TPU
   cfg.model.weight_grad = "auto"   # auto: on CPU, each large layer's weight gradient in the matmul
-                                   # form measured faster (scaling/dense.py); plain | transposed
+                                   # form measured faster (scaling/matmul_forms.py); plain | transposed
 
   cfg.data = ml_collections.ConfigDict()
   cfg.data.store = ""              # a folder written by `scaling tokenize` (then source, vocab_size,

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scaling import dense
+from scaling import kernels
 from scaling.errors import UserError
 
 
@@ -36,7 +36,9 @@ class ModelConfig:
   compute_dtype: str = "float32"
   attention: str = "auto"  # auto | explicit | xla | cudnn (see resolve_attention)
   loss_chunk: int = 0       # tokens per chunk of the fused cross-entropy (0: by platform)
-  weight_grad: str = "auto"  # auto | plain | transposed: the weight gradients' matmul form (dense.py)
+  # The (in, out) features of the linear layers whose weight gradient is formed from a copy of xᵀ
+  # (scaling/kernels.py); empty: plain layers. The trainer fills it for model.weight_grad.
+  copy_xt: tuple[tuple[int, int], ...] = ()
 
   @property
   def head_dim(self) -> int:
@@ -49,6 +51,11 @@ class ModelConfig:
   @property
   def ff_dim(self) -> int:
     return self.d_ff or 4 * self.d_model
+
+  def biased_linears(self) -> tuple[tuple[int, int], ...]:
+    """(in, out) features of each block's linear layers: qkv, attention output, MLP in and out."""
+    d, a, f = self.d_model, self.d_attn, self.ff_dim
+    return ((d, 3 * a), (a, d), (d, f), (f, d))
 
   def validate(self) -> "ModelConfig":
     for name in ("n_layer", "d_model", "n_heads", "n_ctx", "n_vocab"):
@@ -64,9 +71,9 @@ class ModelConfig:
                       f"{self.n_heads}; change one or set model.d_head explicitly")
     if self.attention not in ("auto", "explicit", "xla", "cudnn"):
       raise UserError(f"model.attention must be auto, explicit, xla or cudnn, got {self.attention!r}")
-    if self.weight_grad not in dense.MODES:
-      raise UserError(f"model.weight_grad must be one of {', '.join(dense.MODES)}, "
-                      f"got {self.weight_grad!r}")
+    if not set(self.copy_xt) <= set(self.biased_linears()):
+      raise UserError(f"model.copy_xt {self.copy_xt!r} names layers the model does not have "
+                      f"(its (in, out) shapes: {self.biased_linears()})")
     if self.compute_dtype not in ("float32", "bfloat16", "float16"):
       raise UserError(f"model.compute_dtype must be float32, bfloat16 or float16, "
                       f"got {self.compute_dtype!r}")
@@ -188,7 +195,7 @@ class Block(nnx.Module):
     init_out = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layer))
     self.n_heads, self.d_head = cfg.n_heads, cfg.head_dim
     self.impl = resolve_attention(cfg.attention)
-    self.weight_grad = cfg.weight_grad
+    self.copy_xt = cfg.copy_xt
     self.ln_attn = nnx.LayerNorm(d, epsilon=1e-5, dtype=dtype, rngs=rngs)
     self.qkv = nnx.Linear(d, 3 * a, kernel_init=init, dtype=dtype, rngs=rngs)
     self.attn_out = nnx.Linear(a, d, kernel_init=init_out, dtype=dtype, rngs=rngs)
@@ -200,7 +207,7 @@ class Block(nnx.Module):
     """x_TD: the residual stream of n_seq sequences of n_pos positions, flattened to
     T = n_seq·n_pos rows (2-D matmuls are the fast path of XLA's CPU backend; the result is the
     same)."""
-    linear = lambda layer, x: dense.apply(layer, x, self.weight_grad)
+    linear = lambda layer, x: kernels.linear(layer, x, self.copy_xt)
     qkv_T3A = linear(self.qkv, self.ln_attn(x_TD))
     qkv_BL3HK = qkv_T3A.reshape(n_seq, n_pos, 3, self.n_heads, self.d_head)
     o_BLHK = attention(qkv_BL3HK[:, :, 0], qkv_BL3HK[:, :, 1], qkv_BL3HK[:, :, 2], self.impl)

@@ -23,7 +23,7 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from scaling import gns
+from scaling import gns, matmul_forms
 from scaling.errors import UserError
 from scaling.model import ModelConfig, Transformer
 from scaling import optim
@@ -347,13 +347,16 @@ class Trainer:
 
 
 def build(mcfg: ModelConfig, train: TrainSpec, gns_spec: GnsSpec, mesh, peak_lr: float,
-          total_steps: int, seed: int = 0) -> Trainer:
+          total_steps: int, seed: int = 0, weight_grad: str = "plain") -> Trainer:
   """The one builder of model, optimizer, train state and steps (trainer, bench, benchmarks and
-  tests all call it)."""
+  tests all call it). weight_grad (plain | transposed | auto) picks the layers whose weight
+  gradient takes the copied form (scaling/matmul_forms.py), before anything is traced."""
   n_devices = mesh.devices.size
   geom = BatchGeometry(train.batch_size, mcfg.n_ctx, n_devices,
                        micro_batches(gns_spec, n_devices, train.batch_size // n_devices,
                                      mcfg.n_ctx)).check()
+  mcfg = matmul_forms.resolve(mcfg, weight_grad, geom.b_small_tokens,
+                              mesh.devices.flat[0].platform)
   graphdef, params = nnx.split(Transformer(mcfg, rngs=nnx.Rngs(seed)), nnx.Param)
   tx, schedule = optim.make_optimizer(train), optim.schedule(train, peak_lr, total_steps)
   state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))

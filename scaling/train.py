@@ -205,7 +205,7 @@ def _finished(run_dir: Path, cfg_json: str, overwrite: bool) -> bool:
 def _train(cfg, setup: Setup, run_dir: Path, is_main: bool, say, sync) -> dict:
   spec, mcfg = setup.spec, setup.mcfg
   trainer = steplib.build(mcfg, spec.train, spec.gns, setup.mesh, setup.peak_lr,
-                          setup.total_steps, spec.seed)
+                          setup.total_steps, spec.seed, spec.model.get("weight_grad", "auto"))
   loop = _Loop(cfg, setup, trainer, run_dir, is_main, say, sync)
   geom = trainer.geom
   say(f"model: n_layer={mcfg.n_layer} d_model={mcfg.d_model} heads={mcfg.n_heads}x{mcfg.head_dim} "
