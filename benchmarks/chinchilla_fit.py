@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from scaling.cli import main as cli_main  # noqa: E402
-from scaling.laws import allocation, fit, forms, synthetic  # noqa: E402
+from scaling.laws import fit, forms, optimum, synthetic  # noqa: E402
 
 
 def points(noise: float, seed: int = 0):
@@ -59,7 +59,7 @@ def main():
       (("published grid of starts (Huber)", fit.fit_chinchilla_huber),) if args.grid else ()):
     t0 = time.perf_counter()
     params, ok, _ = fitter(n, d, loss)
-    a = allocation.chinchilla_allocation(params, 5.76e23)
+    a = optimum.chinchilla_allocation(params, 5.76e23)
     print(f"{name}: {time.perf_counter() - t0:.1f} s, α = {params['alpha']:.4f}, "
           f"β = {params['beta']:.4f}, {a['tokens_per_param']:.1f} tokens/param at 5.76e23")
 

@@ -4,7 +4,7 @@ Scores each run's early-stopping parameters on held-out windows of its own store
 loss by how many tokens the prediction could see (position 1 sees one token: the bigram
 situation). A model that has learned mostly adjacent-token statistics gains little from the later
 positions; one that uses longer context gains much. Printed beside the store's bigram reference
-loss (scaling/ngram.py). Used to explain why an isoFLOP law fitted on runs above the bigram loss
+loss (scaling/data/ngram.py). Used to explain why an isoFLOP law fitted on runs above the bigram loss
 under-predicts the loss of a larger budget (docs/results/2026-12-06-isoflop-allocation.md).
 
   python benchmarks/context_gain.py RUN_DIR [RUN_DIR ...] [--windows 1024]
@@ -32,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scaling import checkpoint, rundir
-from scaling import model as modellib
-from scaling import store as storelib
+from scaling.train import checkpoint, rundir
+from scaling.model import transformer as modellib
+from scaling.data import store as storelib
 
 
 def load_model(run: Path) -> tuple[nnx.Module, dict, int]:

@@ -41,9 +41,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import files, rundir
-from scaling import train as trainlib
-from scaling.config import apply_overrides, load_config_file, to_json
+from scaling import files
+from scaling.train import rundir
+from scaling.train import loop as trainlib
+from scaling.config.load import apply_overrides, load_config_file, to_json
 
 
 def _cfg(out: Path, name: str, args, fields: dict):

@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from scaling.bench import trainer_step  # noqa: E402
+from scaling.train.throughput import trainer_step  # noqa: E402
 
 
 def main():

@@ -14,10 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
-from scaling import files, rundir
-from scaling import train as trainlib
-from scaling.config import apply_overrides, load_config_file, to_json
-from scaling.model import kaplan_learning_rate
+from scaling import files
+from scaling.train import rundir
+from scaling.train import loop as trainlib
+from scaling.config.load import apply_overrides, load_config_file, to_json
+from scaling.model.transformer import kaplan_learning_rate
 
 
 def main():

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import sources
+from scaling.data import sources
 
 
 def make_corpus(path: Path, n_bytes: int, seed: int = 0) -> int:

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import files, optim, rundir
-from scaling import train as trainlib
-from scaling.config import apply_overrides, load_config_file, to_json
-from scaling.model import kaplan_learning_rate
-from scaling.spec import validate
+from scaling import files
+from scaling.train import optim, rundir
+from scaling.train import loop as trainlib
+from scaling.config.load import apply_overrides, load_config_file, to_json
+from scaling.model.transformer import kaplan_learning_rate
+from scaling.config.spec import validate
 
 
 def _cfg(out: Path, name: str, seed: int, steps: int, args, **fields):

@@ -8,7 +8,7 @@ Run: scaling bsweep --config configs/batch_sweep.py   (about 20–30 minutes on 
 
 import ml_collections
 
-from scaling.defaults import base_config
+from scaling.config.defaults import base_config
 
 
 def get_config():

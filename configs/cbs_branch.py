@@ -1,4 +1,4 @@
-"""Critical batch size by branched training (scaling/cbs.py) on the default corpus: per size one
+"""Critical batch size by branched training (scaling/experiments/cbs.py) on the default corpus: per size one
 source run at 16 sequences, forks at 7 batch sizes × 2 seeds from 4 points along it (the first
 three inside the batch sweep's target losses 5.0–4.0 on the TinyStories sample, so the two measurements overlap), each fork
 as long as the training before its point.
@@ -10,7 +10,7 @@ the B_crit(L) vs B_crit(D) comparison across sizes, 2×32 and 2×128.
 
 import ml_collections
 
-from scaling.defaults import base_config
+from scaling.config.defaults import base_config
 
 
 def get_config():

@@ -5,7 +5,7 @@ then fits Kaplan's L(N, D) = [(N_c/N)^(α_N/α_D) + D_c/D]^α_D and draws it."""
 
 import ml_collections
 
-from scaling.defaults import base_config
+from scaling.config.defaults import base_config
 
 
 def get_config():

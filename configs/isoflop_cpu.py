@@ -33,8 +33,8 @@ The Kaplan–Chinchilla switches (Porian et al. 2024, arXiv 2406.19146) as an ar
 e.g. `scaling sweep --config configs/isoflop_cpu.py:kaplan --config.run_dir=runs/iso-kaplan`.
 """
 
-from scaling.defaults import base_config
-from scaling.isoflop import defaults
+from scaling.config.defaults import base_config
+from scaling.experiments.isoflop import defaults
 
 _SWITCHES = {"conv": ("flop_convention", ("palm", "kaplan", "chinchilla")),
              "warmup": ("warmup", ("fixed", "per_param")),

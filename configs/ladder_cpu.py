@@ -14,7 +14,7 @@ here: (2, 64, 1) for 1.25M tokens ended at 2.22 nats at 1×, 1.74 at 2×, 1.55 a
 
 import ml_collections
 
-from scaling.defaults import base_config
+from scaling.config.defaults import base_config
 
 
 def get_config():

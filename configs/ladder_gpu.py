@@ -4,7 +4,7 @@ The same structure as ladder_cpu.py; run with `scaling sweep --config configs/la
 
 import ml_collections
 
-from scaling.defaults import base_config
+from scaling.config.defaults import base_config
 
 
 def get_config():

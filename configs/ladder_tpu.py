@@ -4,7 +4,7 @@ N ≈ 1.3e7 … 1.2e9 non-embedding parameters at context 1024, bfloat16, global
 
 import ml_collections
 
-from scaling.defaults import base_config
+from scaling.config.defaults import base_config
 
 
 def get_config():

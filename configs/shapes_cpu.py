@@ -13,8 +13,8 @@ tokens with Kaplan's LR(N) rule, as in the ladders.
 
 import ml_collections
 
-from scaling import shapes
-from scaling.defaults import base_config
+from scaling.experiments import shapes
+from scaling.config.defaults import base_config
 
 
 def get_config(n_targets: str = "2e5"):

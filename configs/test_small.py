@@ -1,6 +1,6 @@
 """The smallest useful run, for tests: a 1-layer, 32-wide model, 16-token windows."""
 
-from scaling.defaults import base_config
+from scaling.config.defaults import base_config
 
 
 def get_config():

@@ -1,6 +1,6 @@
 """A tiny model on the default (generated) corpus: a few minutes on 2 CPU cores."""
 
-from scaling.defaults import base_config
+from scaling.config.defaults import base_config
 
 
 def get_config():

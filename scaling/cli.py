@@ -8,9 +8,10 @@ import os
 import sys
 from pathlib import Path
 
-from scaling import files, remote
+from scaling import files
+from scaling.train import remote
 from scaling.cli_args import build_parser
-from scaling.config import apply_overrides, load_config_file
+from scaling.config.load import apply_overrides, load_config_file
 from scaling.errors import Preempted, StorageError, UserError
 
 # The commands import their stages when they run: `scaling fit` and `scaling predict` on a CSV
@@ -22,19 +23,19 @@ def _load(path: str, overrides: list[str]):
 
 
 def _cmd_train(args, overrides: list[str]) -> int:
-  from scaling import train as trainlib
+  from scaling.train import loop as trainlib
   trainlib.train(_load(args.config, overrides), overwrite=args.overwrite)
   return 0
 
 
 def _cmd_tokenize(args, overrides: list[str]) -> int:
-  from scaling import data as datalib
-  from scaling import encode
-  from scaling.spec import validate
+  from scaling.data import loader as datalib
+  from scaling.data import tokenize
+  from scaling.config.spec import validate
   data = validate(_load(args.config, overrides)).data
   folder, mirror = remote.store_folder(args.out, datalib.cache_root(data.cache_dir),
                                        writing=True) if args.out else ("", None)
-  store = encode.build_store(data, out=str(folder), verbose=True)
+  store = tokenize.build_store(data, out=str(folder), verbose=True)
   if mirror is not None:
     mirror.push()
   where = args.out or store.folder
@@ -77,10 +78,11 @@ def _print_any_headline(h: dict) -> None:
 
 
 def _cmd_heldout(args, overrides: list[str]) -> int:
-  from scaling import design_run, pipeline
-  from scaling import rundir
+  from scaling.design import experiment
+  from scaling import pipeline
+  from scaling.train import rundir
   cfg, made = _sweep_config(args, overrides)
-  factor = design_run.heldout_factor(made) if made else args.factor
+  factor = experiment.heldout_factor(made) if made else args.factor
   doc = pipeline.heldout_check(cfg, rundir.path_of(cfg), args.bootstrap, factor,
                                args.target or 0.0, args.overwrite, True, _processes(args, cfg))
   _print_any_headline(doc["headline"])
@@ -116,8 +118,8 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
 
 
 def _cmd_compile(args, overrides) -> int:
-  from scaling import aot   # libtpu is an optional extra
-  from scaling.expand import expand
+  from scaling.train import aot   # libtpu is an optional extra
+  from scaling.experiments.expand import expand
   cfg = _load(args.config, overrides)
   topology = args.topology or cfg.get("topology", "") or "v5e:4x4"
   if "sweep" in cfg:   # a ladder or grid: one of its points (default the largest)
@@ -132,11 +134,11 @@ def _cmd_compile(args, overrides) -> int:
 
 
 def _cmd_bench(args, overrides) -> int:
-  from scaling import bench
-  from scaling import hardware
+  from scaling.train import throughput
+  from scaling.train import hardware
   if not args.no_compile_cache:
     hardware.enable_compilation_cache()
-  result = bench.run_bench(bench.parse_shapes(args.shapes), n_vocab=args.vocab, n_ctx=args.ctx,
+  result = throughput.run_bench(throughput.parse_shapes(args.shapes), n_vocab=args.vocab, n_ctx=args.ctx,
                            batch=args.batch, steps=args.steps, compute_dtype=args.dtype,
                            gns_on=not args.no_gns, num_devices=args.devices,
                            loader=not args.no_loader, overhead=not args.no_overhead,
@@ -144,11 +146,11 @@ def _cmd_bench(args, overrides) -> int:
   print("\nMFU(pair): against XLA's matmul timed beside each step (median over steps); MFU(fast):\n"
         "the same against the faster of XLA's and numpy's BLAS matmul (CPU, float32); MFU(run):\n"
         "median step against the fastest XLA matmul of the whole run (a lower bound).")
-  print(bench.HEADER)
+  print(throughput.HEADER)
   for row in result["rows"]:
-    print(bench.format_row(row))
+    print(throughput.format_row(row))
     if "off_tokens_per_s" in row:
-      print(bench.format_off(row))
+      print(throughput.format_off(row))
   if args.json:
     files.atomic_write_text(Path(args.json), json.dumps(result, indent=1))
     print(f"wrote {args.json}")
@@ -156,8 +158,8 @@ def _cmd_bench(args, overrides) -> int:
 
 
 def _cmd_report(args, overrides) -> int:
-  from scaling import data as datalib
-  from scaling.report import make_report
+  from scaling.data import loader as datalib
+  from scaling.report.render import make_report
   with remote.local_copy(args.path, datalib.cache_root()) as local:
     result = make_report(str(local), n_boot=args.bootstrap)
     print(f"wrote {result['report']} and {', '.join(result['figures'].values())} "
@@ -173,9 +175,9 @@ def _say_pushed(path: str) -> None:
 
 def _sweep_config(args, overrides):
   """The sweep of a design.json (--design), or of --config (with overrides)."""
-  from scaling import design_run
+  from scaling.design import experiment
   if getattr(args, "design", ""):
-    cfg, made = design_run.sweep_config(args.design)
+    cfg, made = experiment.sweep_config(args.design)
     return apply_overrides(cfg, overrides), made
   if not args.config:
     raise UserError("give --config (a sweep config) or --design (a design.json or its folder)")
@@ -183,27 +185,27 @@ def _sweep_config(args, overrides):
 
 
 def _cmd_sweep(args, overrides) -> int:
-  from scaling import design_run
-  from scaling import rundir
-  from scaling.sweep import run_sweep
+  from scaling.design import experiment
+  from scaling.train import rundir
+  from scaling.experiments.sweep import run_sweep
   cfg, made = _sweep_config(args, overrides)
   procs = _processes(args, cfg)
   run_sweep(cfg, args.overwrite, worker=args.worker, num_workers=args.num_workers,
             processes=procs)
   if made is not None and args.num_workers == 1:
-    design_run.widen_lopsided(rundir.path_of(cfg), args.overwrite, processes=procs)
+    experiment.widen_lopsided(rundir.path_of(cfg), args.overwrite, processes=procs)
   return 0
 
 
 def _processes(args, cfg) -> int:
-  from scaling import processes
+  from scaling.experiments import processes
   return processes.resolve(args.processes, bool(cfg.distributed.enabled))
 
 
 def _cmd_design(args, overrides) -> int:
-  from scaling import design_run
-  cfg = apply_overrides(design_run.base_config(args.data), overrides)
-  design_run.make_design(cfg, Path(args.out), args.minutes, args.force, verbose=True,
+  from scaling.design import experiment
+  cfg = apply_overrides(experiment.base_config(args.data), overrides)
+  experiment.make_design(cfg, Path(args.out), args.minutes, args.force, verbose=True,
                          processes=_processes(args, cfg))
   print(f"train it with: scaling sweep --design {args.out}, then scaling heldout --design "
         f"{args.out} and scaling report {args.out}")
@@ -211,20 +213,20 @@ def _cmd_design(args, overrides) -> int:
 
 
 def _cmd_bsweep(args, overrides) -> int:
-  from scaling.batchsweep import run_batch_sweep
+  from scaling.experiments.batchsweep import run_batch_sweep
   run_batch_sweep(_load(args.config, overrides), args.overwrite, args.bootstrap)
   return 0
 
 
 def _cmd_cbs(args, overrides) -> int:
-  from scaling.cbs import run_cbs
+  from scaling.experiments.cbs import run_cbs
   run_cbs(_load(args.config, overrides), args.overwrite, args.bootstrap, args.sweep,
           train=not args.analyze_only)
   return 0
 
 
 def _cmd_fit(args, overrides) -> int:
-  from scaling import rundir
+  from scaling.train import rundir
   from scaling.laws.commands import fit_command
   with remote.local_copy(args.path, files.cache_root()) as path:
     if path.is_dir() and not args.law and not rundir.is_run(path):

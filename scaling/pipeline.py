@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from scaling.config import apply_overrides
+from scaling.config.load import apply_overrides
 from scaling.errors import UserError
 
 
@@ -22,9 +22,9 @@ def heldout_check(cfg, sweep: Path, n_boot: int = 1000, factor: float = 3.0,
                   processes: int = 1) -> dict:
   """Fits the sweep, trains the predicted optimum and its neighbours at factor × the largest
   budget (in <sweep>/heldout/), and fits again with their check; returns fits.json."""
-  from scaling import isoflop
+  from scaling.experiments import isoflop
   from scaling.laws import sweepfit
-  from scaling.sweep import run_points
+  from scaling.experiments.sweep import run_points
   if not factor > 1:
     raise UserError(f"--factor must be above 1 (a budget beyond the fitted ones), got {factor}")
   if target_flop < 0:
@@ -48,19 +48,20 @@ def quickstart(out, data: str = "", minutes: float = 15.0, force: bool = False,
   """How big, how long, what loss, on `data` (default: the generated corpus) within `minutes`:
   every stage into the folder `out`; returns the report's result (its headline, fits.json and
   report.md paths) with the wall time in minutes. `processes` 0 is the machine's default
-  (scaling/processes.py)."""
-  from scaling import design_run, processes as processlib
-  from scaling.report import make_report
-  from scaling.sweep import run_sweep
+  (scaling/experiments/processes.py)."""
+  from scaling.design import experiment
+  from scaling.experiments import processes as processlib
+  from scaling.report.render import make_report
+  from scaling.experiments.sweep import run_sweep
   t0 = time.time()
   out = Path(out)
-  cfg = apply_overrides(design_run.base_config(data), list(overrides))
+  cfg = apply_overrides(experiment.base_config(data), list(overrides))
   procs = processlib.resolve(processes, bool(cfg.distributed.enabled))
-  design_run.make_design(cfg, out, minutes, force, verbose=True, processes=procs)
-  cfg, made = design_run.sweep_config(out)
+  experiment.make_design(cfg, out, minutes, force, verbose=True, processes=procs)
+  cfg, made = experiment.sweep_config(out)
   run_sweep(cfg, overwrite=overwrite, verbose=verbose, processes=procs)
-  design_run.widen_lopsided(out, overwrite, verbose, procs)
-  heldout_check(cfg, out, n_boot, design_run.heldout_factor(made), budget_flop, overwrite,
+  experiment.widen_lopsided(out, overwrite, verbose, procs)
+  heldout_check(cfg, out, n_boot, experiment.heldout_factor(made), budget_flop, overwrite,
                 verbose, procs)
   result = make_report(str(out), n_boot=n_boot)
   return dict(result, minutes=(time.time() - t0) / 60)

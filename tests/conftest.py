@@ -47,7 +47,7 @@ def words_corpus(folder: Path, n_docs: int = 40, seed: int = 0) -> str:
 def small_cfg(tmp_path):
   """The test_small config writing into a temporary run directory."""
   def make(**overrides):
-    from scaling.config import apply_overrides, load_config_file
+    from scaling.config.load import apply_overrides, load_config_file
     cfg = load_config_file(str(REPO / "configs" / "test_small.py"))
     cfg.run_dir = str(tmp_path / "run")
     apply_overrides(cfg, [f"{k}={v}" for k, v in overrides.items()])
@@ -56,7 +56,7 @@ def small_cfg(tmp_path):
 
 
 def read_metrics(run_dir):
-  """Every line of a run's metrics.jsonl, parsed here (not through scaling.rundir)."""
+  """Every line of a run's metrics.jsonl, parsed here (not through scaling.train.rundir)."""
   return [json.loads(line) for line in Path(run_dir, "metrics.jsonl").read_text().splitlines()]
 
 
@@ -86,7 +86,7 @@ def tree_sizes(cfg) -> dict:
   import math
   import jax
   from flax import nnx
-  from scaling.model import Transformer, is_embedding_path
+  from scaling.model.transformer import Transformer, is_embedding_path
   model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
   params = nnx.state(model, nnx.Param)
   sizes = {"total": 0, "embedding": 0, "block_kernels": 0}

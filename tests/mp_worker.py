@@ -1,4 +1,4 @@
-"""One process of the multi-process test (tests/test_multiprocess.py): trains configs/test_small
+"""One process of the multi-process test (tests/train/test_multiprocess.py): trains configs/test_small
 with the given overrides and records which rows of each global batch this process read."""
 
 import json
@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main():
   out, overrides = sys.argv[1], sys.argv[2:]
-  from scaling import data as datalib
-  from scaling import train as trainlib
-  from scaling.config import apply_overrides, load_config_file
+  from scaling.data import loader as datalib
+  from scaling.train import loop as trainlib
+  from scaling.config.load import apply_overrides, load_config_file
   import jax
 
   reads = []

@@ -12,7 +12,7 @@ Each gives N_opt ∝ C^a and D_opt ∝ C^b with 95 % bootstrap intervals (over r
 budget for approach 3; parabola residuals pooled over budgets for approach 2; over sizes for
 approach 1).
 
-N and C follow the sweep's FLOP convention (scaling/isoflop.py): N non-embedding with the palm
+N and C follow the sweep's FLOP convention (scaling/experiments/isoflop.py): N non-embedding with the palm
 and kaplan counts, N_total with chinchilla; F(N) is the FLOPs per token of a model of N
 parameters, interpolated in log-log through the sweep's own shapes.
 Legend: N parameters, D tokens, C FLOP, L final held-out loss (nats/token).
@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from scipy import optimize
 
-from scaling import rundir
+from scaling.train import rundir
 from scaling.errors import UserError
-from scaling.conventions import N_KEY, convention_key
+from scaling.laws.conventions import N_KEY, convention_key
 from scaling.laws import approaches, fit, forms
 from scaling.laws.uncertainty import bootstrap, intervals
 

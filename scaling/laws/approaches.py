@@ -11,7 +11,7 @@ import numpy as np
 
 from scaling.errors import UserError
 from scaling.laws import fit
-from scaling.laws.allocation import isoflop_vertex
+from scaling.laws.optimum import isoflop_vertex
 from scaling.laws.uncertainty import bootstrap, intervals
 
 

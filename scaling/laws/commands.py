@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from scaling import files
 from scaling.errors import UserError
-from scaling.laws import allocation, approaches, batchlaw, calibration, forms, io, planning
+from scaling.laws import approaches, batchlaw, calibration, forms, io, optimum, planning
 from scaling.laws.results import fmt, auto_laws, fit_one, format_fit
 from scaling.laws.uncertainty import percentile_interval
 
@@ -251,8 +251,8 @@ def predict_command(preset: str, n: float | None, d: float | None, c: float | No
     out["loss"] = loss
   if c is not None:
     if chinchilla:
-      a = allocation.chinchilla_allocation(p, c)
-      alloc = lambda key: _interval(lambda q: allocation.chinchilla_allocation(q, c)[key], samples)
+      a = optimum.chinchilla_allocation(p, c)
+      alloc = lambda key: _interval(lambda q: optimum.chinchilla_allocation(q, c)[key], samples)
       print(f"C = {c:.3g} FLOP: N_opt = {a['N_opt']:.3g}{alloc('N_opt')}, D_opt = "
             f"{a['D_opt']:.3g} tokens{alloc('D_opt')} ({a['tokens_per_param']:.1f} tokens/param), "
             f"L = {a['loss']:.3f}{alloc('loss')}; a = {a['a']:.3f}, b = {a['b']:.3f}")
@@ -264,7 +264,7 @@ def predict_command(preset: str, n: float | None, d: float | None, c: float | No
             f"{a['D_opt']:.3g} tokens{alloc('D_opt', 'D_coef', 'b')} (approach 2: a = "
             f"{a['a']:.3f}, b = {a['b']:.3f}; no loss: the parabolas give no loss law)")
     elif kind == "kaplan2020":
-      a = allocation.kaplan_allocation(p, c)
+      a = optimum.kaplan_allocation(p, c)
       print(f"C = {c:.3g} FLOP spent at B = B_crit, so C_min = C/2 = {a['C_min_flop']:.3g} FLOP "
             f"({a['C_min_pf_days']:.3g} PF-days; Kaplan 2020 eq. 5.5): N_opt = {a['N_opt']:.3g} "
             f"(eq. 1.7), L(C_min) = {a['loss']:.3f} nats/token (eq. 1.3), B = B_crit(L) = "
@@ -276,11 +276,11 @@ def predict_command(preset: str, n: float | None, d: float | None, c: float | No
     out["allocation"] = a
   if target is not None:
     if chinchilla:
-      r = allocation.chinchilla_compute_for_loss(p, target)
+      r = optimum.chinchilla_compute_for_loss(p, target)
       print(f"L = {target}: least compute {r['C']:.3g} FLOP with N = {r['N_opt']:.3g}, "
             f"D = {r['D_opt']:.3g}")
     elif kind == "kaplan2020":
-      r = allocation.kaplan_compute_for_loss(p, target)
+      r = optimum.kaplan_compute_for_loss(p, target)
       print(f"L = {target}: C_min = {r['C_min_pf_days']:.3g} PF-days (eq. 1.3); trained at B_crit "
             f"that is C = 2·C_min = {r['C_flop']:.3g} FLOP, with N = {r['N_opt']:.3g}")
     else:

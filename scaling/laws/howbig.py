@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import rundir
+from scaling.train import rundir
 from scaling.errors import UserError
-from scaling.conventions import CONVENTIONS, HELDOUT, N_KEY
+from scaling.laws.conventions import CONVENTIONS, HELDOUT, N_KEY
 from scaling.laws import allocate, frontier
 from scaling.laws.forms import kaplan_learning_rate
 from scaling.laws.uncertainty import percentile_interval
@@ -113,7 +113,7 @@ def reference_losses(runs: list[Path]) -> dict:
          "entropy_rate": summary.get("entropy_rate")}
   if out["bigram"] is None and summary.get("store"):
     try:
-      from scaling import store as storelib   # the token store (grain, tokenizers): only here
+      from scaling.data import store as storelib   # the token store (grain, tokenizers): only here
       out["bigram"] = storelib.open_store(summary["store"]).bigram_loss()
     except (OSError, UserError, ValueError):
       pass

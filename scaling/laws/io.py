@@ -1,4 +1,4 @@
-"""Fit inputs from run directories (through scaling/rundir.py) or a CSV of runs (result files are
+"""Fit inputs from run directories (through scaling/train/rundir.py) or a CSV of runs (result files are
 written by scaling/files.py)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import rundir
+from scaling.train import rundir
 from scaling.errors import UserError
 from scaling.laws import csvtable
 

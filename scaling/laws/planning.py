@@ -11,7 +11,7 @@ import math
 from scipy import optimize
 
 from scaling.errors import UserError
-from scaling.laws import allocation, forms
+from scaling.laws import forms, optimum
 
 
 def least_d_for_penalty(p_nd: dict, n: float, penalty: float) -> float:
@@ -88,12 +88,12 @@ def compare_models(models: list[tuple[str, float, float]], law: str, params: dic
     c = 6.0 * n * d
     if law == "chinchilla":
       loss = float(forms.loss_chinchilla(params, n, d))
-      opt = allocation.chinchilla_allocation(params, c)
+      opt = optimum.chinchilla_allocation(params, c)
       rows.append({"name": name, "N": n, "D": d, "C": c, "loss": loss, "N_opt": opt["N_opt"],
                    "D_opt": opt["D_opt"], "loss_opt": opt["loss"]})
     else:
       loss = kaplan_loss_of_run(params, n, d)
-      opt = allocation.kaplan_allocation(params, c)
+      opt = optimum.kaplan_allocation(params, c)
       rows.append({"name": name, "N": n, "D": d, "C": c, "loss": loss,
                    "loss_converged": float(forms.loss_nd(params["ND"], n, d)), "N_opt": opt["N_opt"],
                    "D_opt": opt["D_tokens"], "loss_opt": opt["loss"],

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from scaling.errors import UserError
-from scaling.laws import allocation, calibration, forms
+from scaling.laws import calibration, forms, optimum
 from scaling.laws import fit as fit_mod
 from scaling.laws.registry import fit_law, get_law
 from scaling.laws.uncertainty import bootstrap_law, extrapolation_check, intervals
@@ -48,7 +48,7 @@ def fit_one(name: str, columns: dict, n_boot: int, holdout: int, seed: int,
   params, converged, message = fit_law(law, columns, y)
   derived = None
   if law.name.startswith("chinchilla"):
-    derived = lambda p: {k: v for k, v in allocation.chinchilla_allocation(
+    derived = lambda p: {k: v for k, v in optimum.chinchilla_allocation(
         p, budget or 5.76e23).items() if k in ("a", "b", "N_opt", "D_opt", "tokens_per_param")}
   samples = bootstrap_law(law, columns, y, n_boot, seed, derived, start=params) if n_boot else []
   result = {"law": law.name, "form": law.description, "params": params, "converged": converged,

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling import design, files, rundir, shapes
+from scaling.design import planner
+from scaling import files
+from scaling.train import rundir
+from scaling.experiments import shapes
 from scaling.errors import UserError
 from scaling.laws import approaches, forms, howbig, io
 from scaling.laws import fit as fitlib
@@ -149,7 +152,7 @@ def _fit_ln(ln: dict, n_boot: int, holdout: int, seed: int) -> dict:
 
 def fit_excess(ln: dict, entropy_rate: float, n_boot: int, holdout: int, seed: int) -> dict:
   """L(N) − H = (N_c/N)^α_N where H, the corpus's entropy rate, is known exactly (the generated
-  corpus, scaling/generated.py): Kaplan's power law (arXiv 2001.08361 eq. 1.1) for the reducible
+  corpus, scaling/data/generated.py): Kaplan's power law (arXiv 2001.08361 eq. 1.1) for the reducible
   loss alone. The extrapolation check is restated for the loss itself (H added back)."""
   excess = np.asarray(ln["loss"], float) - entropy_rate
   if np.any(excess <= 0):
@@ -198,7 +201,7 @@ def excess_headline(result: dict) -> dict:
 
 
 def is_isoflop(sweep: Path) -> bool:
-  """True when the sweep's runs spend isoFLOP budgets (scaling/isoflop.py)."""
+  """True when the sweep's runs spend isoFLOP budgets (scaling/experiments/isoflop.py)."""
   return any(rundir.read_summary(r).get("budget_flop") for r in rundir.find_runs(Path(sweep)))
 
 
@@ -223,9 +226,9 @@ def batch_at(law: dict | None, loss: float) -> dict | None:
 
 def _design_warnings(sweep: Path) -> list[str]:
   """The warnings of the sweep's design.json (a forced design says what it lacked)."""
-  if not (sweep / design.DESIGN_FILE).is_file():
+  if not (sweep / planner.DESIGN_FILE).is_file():
     return []
-  return [f"design: {w}" for w in design.read(sweep).warnings]
+  return [f"design: {w}" for w in planner.read(sweep).warnings]
 
 
 def fit_isoflop_sweep(sweep: str, n_boot: int = 1000, seed: int = 0, check_factor: float = 3.0,

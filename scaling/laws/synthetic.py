@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scaling.laws import allocation, forms
+from scaling.laws import forms, optimum
 
 
 def isoflop_points(p: dict, noise: float, seed: int = 0, outliers: int = 5,
@@ -17,7 +17,7 @@ def isoflop_points(p: dict, noise: float, seed: int = 0, outliers: int = 5,
   rng = np.random.default_rng(seed)
   n, d = [], []
   for c in np.logspace(np.log10(budgets[0]), np.log10(budgets[1]), n_budgets):
-    n_opt = allocation.chinchilla_allocation(p, c)["N_opt"]
+    n_opt = optimum.chinchilla_allocation(p, c)["N_opt"]
     for x in n_opt * np.logspace(-0.6, 0.6, per_budget):
       n.append(x)
       d.append(c / (6 * x))

@@ -147,8 +147,8 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, refe
 
 def test_nan_stops_at_its_step_keeps_the_last_good_checkpoint_and_can_skip_the_batch(
     small_cfg, monkeypatch):
-  from scaling import data as datalib
-  from scaling import train as trainlib
+  from scaling.data import loader as datalib
+  from scaling.train import loop as trainlib
   from scaling.errors import UserError
   original = datalib.WindowBatches.__getitem__
 
@@ -206,7 +206,7 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path, 
   _assert_same_curve(run, reference)
 
 
-@pytest.mark.slow   # tests/test_sweep.py splits a sweep between two workers
+@pytest.mark.slow   # tests/experiments/test_sweep.py splits a sweep between two workers
 def test_two_sweep_runners_on_one_directory_run_each_point_once(tmp_path):
   out = tmp_path / "sw"
   cmd = [sys.executable, "-m", "scaling.cli", "sweep", "--config",

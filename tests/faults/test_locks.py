@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from scaling import runlock
+from scaling.train import runlock
 from scaling.cli import main as cli_main
 
 pytestmark = pytest.mark.faults
@@ -151,9 +151,9 @@ def test_a_store_held_by_a_live_writer_is_waited_for_then_given_up(tmp_path, sle
 
 
 def _wsd_sweep(tmp_path):
-  from scaling import isoflop
-  from scaling.config import load_config_file
-  from scaling.expand import expand
+  from scaling.experiments import isoflop
+  from scaling.config.load import load_config_file
+  from scaling.experiments.expand import expand
   cfg = load_config_file(str(REPO / "configs" / "test_small.py"))
   cfg.run_dir = str(tmp_path / "sweep")
   cfg.data.cache_dir = str(tmp_path / "cache")
@@ -170,7 +170,8 @@ def _wsd_sweep(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_a_branch_whose_source_another_runner_trains_is_skipped_with_the_reason(
     tmp_path, sleeper, capsys, monkeypatch):
-  from scaling import rundir, sweep
+  from scaling.train import rundir
+  from scaling.experiments import sweep
   monkeypatch.setenv("SCALING_LOCK_WAIT_S", "1")
   monkeypatch.setattr(sweep, "_POLL_S", 0.2)
   configs = _wsd_sweep(tmp_path)
@@ -188,7 +189,8 @@ def test_a_branch_whose_source_another_runner_trains_is_skipped_with_the_reason(
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_a_branch_waits_for_its_source_and_takes_over_when_that_runner_dies(
     tmp_path, sleeper, capsys, monkeypatch):
-  from scaling import rundir, sweep
+  from scaling.train import rundir
+  from scaling.experiments import sweep
   monkeypatch.setattr(sweep, "_POLL_S", 0.2)
   configs = _wsd_sweep(tmp_path)
   rundir.path_of(configs[0]).parent.mkdir(parents=True)
@@ -210,7 +212,7 @@ def test_a_branch_waits_for_its_source_and_takes_over_when_that_runner_dies(
 _TAKE = """
 import sys, time
 from pathlib import Path
-from scaling import runlock
+from scaling.train import runlock
 lock, start = sys.argv[1], float(sys.argv[2])
 while time.time() < start:
   pass

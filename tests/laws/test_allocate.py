@@ -7,7 +7,7 @@ import pytest
 
 from scaling.errors import UserError
 from scaling.laws import allocate, forms
-from scaling.laws.allocation import chinchilla_allocation
+from scaling.laws.optimum import chinchilla_allocation
 
 # A Chinchilla-form law, a = β/(α+β) = 0.6 under C = 6ND (Hoffmann 2022 eq. 4).
 TRUE = {"E": 1.7, "A": 400.0, "B": 1.1e4, "alpha": 0.3, "beta": 0.45}

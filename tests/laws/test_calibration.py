@@ -66,7 +66,7 @@ def test_holdout_of_the_largest_budgets():
 def _isoflop_csv(path, seed=0):
   """Points of a known Chinchilla law on 7 budgets × 7 sizes, with the budget as a column."""
   truth = {"E": 1.7, "A": 400.0, "B": 1.1e4, "alpha": 0.3, "beta": 0.45}
-  from scaling.laws.allocation import chinchilla_allocation
+  from scaling.laws.optimum import chinchilla_allocation
   rng = np.random.default_rng(seed)
   rows = []
   for c in np.logspace(17, 20, 7):
@@ -81,7 +81,7 @@ def _isoflop_csv(path, seed=0):
 
 def test_fit_holds_out_budgets_and_predict_answers_from_an_isoflop_fit(tmp_path, capsys):
   from scaling.cli import main as cli_main
-  from scaling.laws.allocation import chinchilla_allocation
+  from scaling.laws.optimum import chinchilla_allocation
   path = tmp_path / "runs.csv"
   truth = _isoflop_csv(path)
   assert cli_main(["fit", str(path), "--law", "chinchilla", "--bootstrap", "20",

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import fake_run
 from scaling.errors import UserError
-from scaling.laws import allocation, approaches, fit, forms, synthetic
+from scaling.laws import approaches, fit, forms, optimum, synthetic
 from scaling.laws.commands import fit_command, predict_command
 from scaling.laws.registry import fit_law, get_law
 from scaling.laws.uncertainty import bootstrap_law, extrapolation_check, intervals
@@ -130,7 +130,7 @@ def test_isoflop_and_envelope_recover_chinchilla_allocation():
   a_true = p["beta"] / (p["alpha"] + p["beta"])
   comp, n_all, loss = [], [], []
   for c in np.logspace(19, 22, 5):
-    n_opt = allocation.chinchilla_allocation(p, c)["N_opt"]
+    n_opt = optimum.chinchilla_allocation(p, c)["N_opt"]
     for n in n_opt * np.logspace(-0.6, 0.6, 7):
       comp.append(c), n_all.append(n), loss.append(forms.loss_chinchilla(p, n, c / (6 * n)))
   iso = approaches.fit_isoflop(comp, n_all, loss, n_boot=50)
@@ -156,7 +156,7 @@ def test_published_calculator_values(capsys):
 
 
 def test_chinchilla_allocation_from_preset():
-  a = allocation.chinchilla_allocation(forms.CHINCHILLA2022, 5.76e23)
+  a = optimum.chinchilla_allocation(forms.CHINCHILLA2022, 5.76e23)
   assert a["a"] == pytest.approx(0.28 / 0.62) and round(a["a"], 3) == 0.452
   assert round(a["b"], 3) == 0.548
   # Independent: minimize L along C = 6ND numerically over a fine grid of N.
@@ -165,7 +165,7 @@ def test_chinchilla_allocation_from_preset():
   assert a["N_opt"] == pytest.approx(n_star, rel=1e-3)
   assert a["N_opt"] == pytest.approx(3.2e10, rel=0.02)
   assert a["D_opt"] == pytest.approx(3.0e12, rel=0.02)
-  back = allocation.chinchilla_compute_for_loss(forms.CHINCHILLA2022, a["loss"])
+  back = optimum.chinchilla_compute_for_loss(forms.CHINCHILLA2022, a["loss"])
   assert back["C"] == pytest.approx(5.76e23, rel=1e-6)
 
 
@@ -322,7 +322,7 @@ def test_isoflop_on_unequal_budgets_and_envelope_from_a_csv_of_curves(tmp_path, 
   rng = np.random.default_rng(0)
   rows = []
   for c in np.logspace(19, 22, 5):
-    n_opt = allocation.chinchilla_allocation(p, c)["N_opt"]
+    n_opt = optimum.chinchilla_allocation(p, c)["N_opt"]
     for n in n_opt * np.logspace(-0.6, 0.6, 9):
       d = c / (6 * n) * np.exp(rng.uniform(-0.1, 0.1))     # C within ±10 % of the budget
       rows.append((n, d, float(forms.loss_chinchilla(p, n, d))))
@@ -354,7 +354,7 @@ def test_epoch_preset_is_unrounded_and_gives_their_allocation():
   # Hoffmann eq. 4 by hand: G = (αA/(βB))^(1/(α+β)), N_opt = G·(C/6)^(β/(α+β)).
   g = (0.34781 * 482.006 / (0.36585 * 2085.434)) ** (1 / (0.34781 + 0.36585))
   n_opt = g * (5.76e23 / 6) ** (0.36585 / (0.34781 + 0.36585))
-  a = allocation.chinchilla_allocation(p, 5.76e23)
+  a = optimum.chinchilla_allocation(p, 5.76e23)
   assert a["N_opt"] == pytest.approx(n_opt, rel=1e-12)
   assert (round(a["N_opt"], -9), round(a["D_opt"], -11), round(a["tokens_per_param"])) == \
       (7.2e10, 1.3e12, 18)

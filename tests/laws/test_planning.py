@@ -3,7 +3,7 @@
 import pytest
 
 from scaling.errors import UserError
-from scaling.laws import allocation, forms, planning
+from scaling.laws import forms, optimum, planning
 from scaling.laws.commands import plan_command, predict_command
 
 A_N, A_D, N_C, D_C = 0.076, 0.095, 8.8e13, 5.4e13      # Kaplan 2020 eq. 1.5 constants
@@ -78,7 +78,7 @@ def test_kaplan_allocation_counts_the_cost_of_training_at_b_crit(capsys):
   loss = (3.1e8 / c_min_pf) ** 0.05             # eq. 1.3
   b = 2e8 / loss ** (1 / 0.21)                  # eq. 1.4
   d = 1e21 / (6 * n)
-  a = allocation.kaplan_allocation(forms.KAPLAN2020, 1e21)
+  a = optimum.kaplan_allocation(forms.KAPLAN2020, 1e21)
   assert (a["N_opt"], a["loss"], a["B_crit_tokens"], a["D_tokens"], a["S_steps"]) == \
       pytest.approx((n, loss, b, d, d / b), rel=1e-9)
   # The numbers, rounded: N 4.68e9, L 2.435, B 2.89e6, D 3.56e10, S 1.23e4.
@@ -86,7 +86,7 @@ def test_kaplan_allocation_counts_the_cost_of_training_at_b_crit(capsys):
       (4.68e9, 2.435, 2.89e6, 3.56e10, 1.23e4)
   assert a["S_min_steps"] == pytest.approx(a["S_steps"] / 2)
   # At another batch: C_min·(1 + B/B_crit(L(C_min))) gives back C.
-  at = allocation.kaplan_allocation(forms.KAPLAN2020, 1e21, batch_tokens=1e6)
+  at = optimum.kaplan_allocation(forms.KAPLAN2020, 1e21, batch_tokens=1e6)
   l_at = (3.1e8 / (at["C_min_flop"] / PF_DAY)) ** 0.05
   assert at["C_min_flop"] * (1 + 1e6 / (2e8 / l_at ** (1 / 0.21))) == pytest.approx(1e21)
   predict_command("kaplan2020", None, None, 1e21, None)

@@ -1,0 +1,1 @@
+"""The configuration: config files and overrides (load), the defaults, the typed spec."""

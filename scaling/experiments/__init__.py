@@ -1,0 +1,1 @@
+"""Sweeps of runs: ladders, isoFLOP families, batch sweeps, branched critical batches."""

@@ -1,0 +1,1 @@
+"""The decoder-only transformer: a pure function of its ModelConfig, with exact N and FLOP counts."""
