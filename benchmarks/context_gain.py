@@ -35,6 +35,7 @@ from flax import nnx
 from scaling.train import checkpoint, rundir
 from scaling.model import transformer as modellib
 from scaling.data import store as storelib
+from scaling.train import summary as summarylib
 
 
 def load_model(run: Path) -> tuple[nnx.Module, dict, int]:
@@ -67,7 +68,7 @@ def main() -> None:
   print(f"{'run':24s} {'step':>5s}  loss at 1   2     3-4   5-16  17+   gain  (bigram)")
   for run in args.runs:
     model, cfg, step = load_model(run)
-    store = storelib.open_store(rundir.read_summary(run)["store"])
+    store = storelib.open_store(summarylib.read(run).store)
     n_ctx = cfg["model"]["n_ctx"]
     held_T = np.asarray(store.eval_T[: min(store.eval_T.size, 1 << 22)])
     starts = np.random.default_rng(0).integers(0, held_T.size - n_ctx - 1, args.windows)

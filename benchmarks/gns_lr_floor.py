@@ -45,6 +45,7 @@ from scaling import files
 from scaling.train import rundir
 from scaling.train import loop as trainlib
 from scaling.config.load import apply_overrides, load_config_file, to_json
+from scaling.train import summary as summarylib
 
 
 def _cfg(out: Path, name: str, args, fields: dict):
@@ -71,11 +72,11 @@ def _window(run: Path, skip: int) -> dict:
   g2, tr = col("gns_g2"), col("gns_trace")
   g2p, trp = col("gns_g2_p"), col("gns_trace_p")
   ok, okp = np.isfinite(g2) & np.isfinite(tr), np.isfinite(g2p) & np.isfinite(trp)
-  summary = rundir.read_summary(run)
+  summary = summarylib.read(run)
   return {"b_simple_tokens": float(tr[ok].sum() / g2[ok].sum()),
           "b_precond_tokens": float(trp[okp].sum() / g2p[okp].sum()) if okp.any() else None,
           "mean_g2": float(g2[ok].mean()), "mean_trace": float(tr[ok].mean()),
-          "final_eval_loss": summary["final_eval_loss"], "batch_tokens": summary["batch_tokens"]}
+          "final_eval_loss": summary.final_eval_loss, "batch_tokens": summary.batch_tokens}
 
 
 def main():
@@ -96,7 +97,7 @@ def main():
                                       "checkpoint.keep_steps": str(args.point)})
   src = _run(source)
   print(f"source: {args.point} steps, held-out loss "
-        f"{rundir.read_summary(src)['final_eval_loss']:.4f}", flush=True)
+        f"{summarylib.read(src).final_eval_loss:.4f}", flush=True)
   rows = []
   for b in (int(x) for x in args.batches.split(",")):
     for mult in (float(x) for x in args.lr_mults.split(",")):

@@ -23,6 +23,7 @@ from scaling.train import loop as trainlib
 from scaling.config.load import apply_overrides, load_config_file, to_json
 from scaling.model.transformer import kaplan_learning_rate
 from scaling.config.spec import validate
+from scaling.train import summary as summarylib
 
 
 def _cfg(out: Path, name: str, seed: int, steps: int, args, **fields):
@@ -66,7 +67,7 @@ def main():
     for kind, cfg in (("cosine", cos), ("wsd_long", stable), ("branch", branch)):
       if not rundir.is_finished(Path(cfg.run_dir), to_json(cfg)):
         trainlib.train(cfg, verbose=False)
-      losses[kind] = rundir.read_summary(Path(cfg.run_dir))["final_eval_loss"]
+      losses[kind] = summarylib.read(Path(cfg.run_dir)).final_eval_loss
     rows.append({"seed": seed, **losses, "branch_minus_cosine": losses["branch"] - losses["cosine"]})
     print(json.dumps(rows[-1]), flush=True)
   cos = np.array([r["cosine"] for r in rows])

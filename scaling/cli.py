@@ -12,7 +12,9 @@ from scaling import files
 from scaling.train import remote
 from scaling.cli_args import build_parser
 from scaling.config.load import apply_overrides, load_config_file
+from scaling.config.spec import validate
 from scaling.errors import Preempted, StorageError, UserError
+from scaling.experiments import points as pointlib
 
 # The commands import their stages when they run: `scaling fit` and `scaling predict` on a CSV
 # never import jax (the training stack), so they start in well under a second.
@@ -31,7 +33,6 @@ def _cmd_train(args, overrides: list[str]) -> int:
 def _cmd_tokenize(args, overrides: list[str]) -> int:
   from scaling.data import loader as datalib
   from scaling.data import tokenize
-  from scaling.config.spec import validate
   data = validate(_load(args.config, overrides)).data
   folder, mirror = remote.store_folder(args.out, datalib.cache_root(data.cache_dir),
                                        writing=True) if args.out else ("", None)
@@ -80,10 +81,9 @@ def _print_any_headline(h: dict) -> None:
 def _cmd_heldout(args, overrides: list[str]) -> int:
   from scaling.design import experiment
   from scaling import pipeline
-  from scaling.train import rundir
   cfg, made = _sweep_config(args, overrides)
   factor = experiment.heldout_factor(made) if made else args.factor
-  doc = pipeline.heldout_check(cfg, rundir.path_of(cfg), args.bootstrap, factor,
+  doc = pipeline.heldout_check(cfg, pointlib.run_path(cfg), args.bootstrap, factor,
                                args.target or 0.0, args.overwrite, True, _processes(args, cfg))
   _print_any_headline(doc["headline"])
   return 0
@@ -128,7 +128,7 @@ def _cmd_compile(args, overrides) -> int:
       raise UserError(f"--point {args.point}: the sweep has points 0..{len(points) - 1}")
     cfg = points[args.point]
     print(f"sweep point {args.point % len(points)} of {len(points)}: {cfg.name}")
-  for line in aot.report_lines(aot.compile_step(cfg, topology)):
+  for line in aot.report_lines(aot.compile_step(validate(cfg), topology)):
     print(line)
   return 0
 
@@ -186,14 +186,13 @@ def _sweep_config(args, overrides):
 
 def _cmd_sweep(args, overrides) -> int:
   from scaling.design import experiment
-  from scaling.train import rundir
   from scaling.experiments.sweep import run_sweep
   cfg, made = _sweep_config(args, overrides)
   procs = _processes(args, cfg)
   run_sweep(cfg, args.overwrite, worker=args.worker, num_workers=args.num_workers,
             processes=procs)
   if made is not None and args.num_workers == 1:
-    experiment.widen_lopsided(rundir.path_of(cfg), args.overwrite, processes=procs)
+    experiment.widen_lopsided(pointlib.run_path(cfg), args.overwrite, processes=procs)
   return 0
 
 

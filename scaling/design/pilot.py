@@ -22,6 +22,7 @@ import math
 import resource
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,6 +37,8 @@ from scaling.laws.forms import kaplan_learning_rate
 from scaling.model.transformer import ModelConfig, flop_per_token, param_count
 from scaling.experiments.points import run_of_shape, shape_name
 from scaling.config.spec import validate
+from scaling.experiments import points as pointlib
+from scaling.train import summary as summarylib
 
 PILOT = rundir.PILOT
 WIDTHS = (8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 256)
@@ -55,7 +58,8 @@ def family(cfg, n_vocab: int, convention: str = "palm") -> list[planner.Member]:
     shape = (2, d, 1)     # one head at every width: a head count changing inside the family
                           # made the profiles zig-zag at the change (2 heads from width 80)
     m = _model(cfg, shape, n_vocab)
-    out.append(planner.Member(shape, float(param_count(m)[conventions.N_KEY[convention]]),
+    n = getattr(param_count(m), conventions.N_KEY[convention])
+    out.append(planner.Member(shape, float(n),
                              float(flop_per_token(m)[key])))
   return out
 
@@ -65,22 +69,29 @@ def _model(cfg, shape, n_vocab) -> ModelConfig:
                                       n_heads=shape[2], n_vocab=n_vocab, compute_dtype="float32"))
 
 
-def _timed(rc, verbose: bool) -> dict:
-  """Trains one pilot run (or reads it when finished) and returns its summary, its folder and
-  the wall time of the whole call (None when it was already on disk)."""
-  run = rundir.path_of(rc)
-  if (run / rundir.SUMMARY).is_file():
-    return dict(rundir.read_summary(run), run=run, call_s=None)
+class Timed(NamedTuple):
+  """A pilot run: its summary, its folder, and the wall time of the call that trained it (None
+  when it was already on disk)."""
+  summary: summarylib.RunSummary
+  run: Path
+  call_s: float | None
+
+
+def _timed(rc, verbose: bool) -> Timed:
+  """Trains one pilot run (or reads it when finished)."""
+  run = pointlib.run_path(rc)
+  if summarylib.exists(run):
+    return Timed(summarylib.read(run), run, None)
   t0 = time.time()
   summary = trainlib.train(rc, verbose=verbose)
-  return dict(summary, run=run, call_s=time.time() - t0)
+  return Timed(summary, run, time.time() - t0)
 
 
 def _probe_run(cfg, member: planner.Member, multiplier: float, warmup: int):
   shape = (*member.shape, 0, "")
   name = f"{shape_name(shape)}-x{multiplier:g}"
   rc = run_of_shape(cfg, shape, f"lr-{name}")
-  rc.run_dir = rundir.child_of(cfg, f"{PILOT}/lr/{name}")
+  rc.run_dir = pointlib.child_dir(cfg, f"{PILOT}/lr/{name}")
   t = rc.train
   t.steps, t.tokens, t.schedule, t.warmup_steps = PROBE_STEPS, 0, "wsd", warmup
   t.peak_lr = multiplier * kaplan_learning_rate(member.n)
@@ -99,9 +110,9 @@ def lr_probe(cfg, fam: list, warmup: int, verbose: bool) -> tuple[tuple, list, l
       for mult in mults[member.n]:
         if any(r["N"] == member.n and r["multiplier"] == mult for r in rows):
           continue
-        s = _timed(_probe_run(cfg, member, mult, warmup), verbose)
-        summaries.append(s)
-        rows.append({"N": member.n, "multiplier": mult, "loss": s["final_eval_loss"]})
+        timed = _timed(_probe_run(cfg, member, mult, warmup), verbose)
+        summaries.append(timed)
+        rows.append({"N": member.n, "multiplier": mult, "loss": timed.summary.final_eval_loss})
     grew = False
     for member in members:
       mine = mults[member.n]
@@ -118,20 +129,20 @@ def lr_probe(cfg, fam: list, warmup: int, verbose: bool) -> tuple[tuple, list, l
   return planner.lr_rule(rows), rows, summaries
 
 
-def _speed(summaries: list) -> tuple[list, float]:
+def _speed(summaries: list[Timed]) -> tuple[list, float]:
   """Seconds per token of each measured size (the median step of its runs, from their metrics:
   compilation and evaluation left out) and the median fixed cost of a run (the wall time of a
   timed call less its steps)."""
   by_n: dict = {}
   overheads = []
-  for s in summaries:
-    rates = [r["tokens_per_s"] for r in rundir.read_metrics(s["run"])[2:] if r.get("tokens_per_s")]
+  for t in summaries:
+    rates = [r["tokens_per_s"] for r in rundir.read_metrics(t.run)[2:] if r.get("tokens_per_s")]
     if not rates:
       continue
     spt = 1.0 / float(np.median(rates))
-    by_n.setdefault(s["n_kaplan"], []).append(spt)
-    if s.get("call_s") is not None:
-      overheads.append(max(0.0, s["call_s"] - s["tokens"] * spt))
+    by_n.setdefault(t.summary.n_kaplan, []).append(spt)
+    if t.call_s is not None:
+      overheads.append(max(0.0, t.call_s - t.summary.tokens * spt))
   rows = [{"N": float(n), "s_per_token": float(np.median(v))} for n, v in sorted(by_n.items())]
   return rows, float(np.median(overheads)) if overheads else 3.0
 
@@ -140,7 +151,7 @@ def _pilot_cfg(cfg, fam: list, c_max: float, lr: tuple, warmup: int):
   pc = isoflop_cfg(cfg, [list(m.shape) for m in fam if m.shape[1] in PILOT_WIDTHS],
                    [c_max / math.sqrt(2) ** k for k in reversed(range(PILOT_BUDGETS))],
                    lr, warmup)
-  pc.run_dir = rundir.child_of(cfg, f"{PILOT}/grid")
+  pc.run_dir = pointlib.child_dir(cfg, f"{PILOT}/grid")
   pc.sweep.min_steps = max(warmup + 20, 40)
   return pc
 
@@ -221,10 +232,10 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True,
   grid_s, busy = time.time() - t0, (_cpu_s() - cpu0) / max(time.time() - t0, 1e-9)
   grid, summaries = [], []
   for run in rundir.find_runs(Path(grid_cfg.run_dir)):
-    s = rundir.read_summary(run)
+    s = summarylib.read(run)
     summaries.append(dict(s, run=run))
-    grid.append({"N": float(s["n_kaplan"]), "C": float(s["budget_flop"]),
-                 "loss": float(s["final_eval_loss"])})
+    grid.append({"N": float(s.n_kaplan), "C": float(s.budget_flop),
+                 "loss": float(s.final_eval_loss)})
   sigma = _noise(grid_cfg, grid, store.n_vocab)
   spt_rows, _ = _speed(probe_summaries + summaries)
   factor, busy = _cost_factor(Path(cfg.run_dir) / PILOT / "cost.json", fresh, grid_s, busy, fam,
@@ -252,10 +263,10 @@ def _train_size(grid_cfg, member: planner.Member, budgets: list) -> dict:
   run_points(expand(pc), verbose=False)
   out = {}
   for run in rundir.find_runs(Path(grid_cfg.run_dir)):
-    s = rundir.read_summary(run)
-    c = next((b for b in budgets if math.isclose(b, s["budget_flop"], rel_tol=1e-9)), None)
-    if c is not None and math.isclose(s["n_kaplan"], member.n, rel_tol=1e-9):
-      out[(member.n, c)] = float(s["final_eval_loss"])
+    s = summarylib.read(run)
+    c = next((b for b in budgets if math.isclose(b, s.budget_flop, rel_tol=1e-9)), None)
+    if c is not None and math.isclose(s.n_kaplan, member.n, rel_tol=1e-9):
+      out[(member.n, c)] = float(s.final_eval_loss)
   return out
 
 
@@ -311,8 +322,8 @@ def _noise(grid_cfg, grid: list, n_vocab: int) -> float | None:
   twin.run_dir = str(Path(grid_cfg.run_dir).parent / "seed1")
   twin.sweep.budgets_flop, twin.sweep.budget_models = [c_max], []
   twin.sweep.models = [m for m in grid_cfg.sweep.models
-                       if param_count(_model(grid_cfg, tuple(m), n_vocab))["n_kaplan"] == n_mid]
+                       if param_count(_model(grid_cfg, tuple(m), n_vocab)).n_kaplan == n_mid]
   run_points(expand(twin), verbose=False)
   first = next(r["loss"] for r in grid if r["C"] == c_max and r["N"] == n_mid)
-  again = rundir.read_summary(rundir.find_runs(Path(twin.run_dir))[0])["final_eval_loss"]
+  again = summarylib.read(rundir.find_runs(Path(twin.run_dir))[0]).final_eval_loss
   return abs(first - again) / math.sqrt(2)

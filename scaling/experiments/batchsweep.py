@@ -26,6 +26,8 @@ from scaling.experiments.expand import batch_sweep_runs, lr_grid, parse_bsweep_n
 from scaling.laws import approaches, fit, forms, io
 from scaling.files import atomic_write_text
 from scaling.experiments.sweep import run_points
+from scaling.experiments import points as pointlib
+from scaling.train import summary as summarylib
 
 
 ONLINE = {"window": "b_simple_window_tokens", "precond": "b_precond_window_tokens",
@@ -66,9 +68,9 @@ def read_runs(sweep_dir: Path, targets, window_tokens: float) -> list[dict]:
     parsed = parse_bsweep_name(run.name)
     if parsed is None:
       continue
-    summary = rundir.read_summary(run)
-    out.append({"name": run.name, "batch_seqs": summary["batch_seqs"],
-                "batch_tokens": summary["batch_tokens"], "peak_lr": summary["peak_lr"],
+    summary = summarylib.read(run)
+    out.append({"name": run.name, "batch_seqs": summary.batch_seqs,
+                "batch_tokens": summary.batch_tokens, "peak_lr": summary.peak_lr,
                 "lr_multiplier": parsed[1],
                 "crossings": crossings(rundir.loss_curve(run, window_tokens), targets,
                                        window_tokens)})
@@ -280,7 +282,7 @@ def run_batch_sweep(cfg, overwrite: bool = False, n_boot: int = 1000) -> dict:
   """Trains every (batch, LR) not yet finished, widening a batch's LR grid by one multiplier
   while its best LR sits at an edge (up to sweep.lr_extend rounds), then analyses and writes
   table, JSON, figure. A rerun reaches the same grid from the runs on disk."""
-  out = rundir.path_of(cfg)
+  out = pointlib.run_path(cfg)
   s = cfg.sweep
   run_points(batch_sweep_runs(cfg, lr_grid(s)), overwrite)
   for round_ in range(int(s.get("lr_extend", 0))):

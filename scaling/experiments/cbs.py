@@ -33,6 +33,8 @@ from scaling.laws import batchlaw, fit, io
 from scaling.files import atomic_write_text
 from scaling.experiments.points import parse_shape, run_of_shape, shape_name, sweep_lr
 from scaling.experiments.sweep import run_points
+from scaling.experiments import points as pointlib
+from scaling.train import summary as summarylib
 
 SOURCE = "source"
 
@@ -42,7 +44,7 @@ def source_run(cfg, shape: tuple):
   kept at every branch point, evaluated at each of them."""
   s = cfg.sweep
   rc = run_of_shape(cfg, shape, f"{shape_name(shape)}-{SOURCE}")
-  rc.run_dir = str(rundir.path_of(cfg) / shape_name(shape) / SOURCE)
+  rc.run_dir = str(pointlib.run_path(cfg) / shape_name(shape) / SOURCE)
   batch_tokens = s.source_batch * cfg.model.n_ctx
   rc.train.batch_size = int(s.source_batch)
   rc.train.peak_lr = sweep_lr(s, s.source_batch)
@@ -74,7 +76,7 @@ def branch_runs(cfg, shape: tuple, source) -> list:
       for seed in s.seeds:
         where = f"p{int(point):06d}/bs{int(b):05d}-s{int(seed)}"
         rc = run_of_shape(cfg, shape, f"{shape_name(shape)}-{where.replace('/', '-')}")
-        rc.run_dir = str(rundir.path_of(cfg) / shape_name(shape) / where)
+        rc.run_dir = str(pointlib.run_path(cfg) / shape_name(shape) / where)
         rc.seed = int(seed)
         rc.train.batch_size = int(b)
         rc.train.peak_lr = sweep_lr(s, b)
@@ -214,9 +216,9 @@ def analyze_size(size_dir: Path, tolerance: float, smooth_tokens: float, n_boot:
   for point_dir in sorted(size_dir.glob("p[0-9]*")):
     curves, fork_tokens = {}, 0.0
     for run in rundir.find_runs(point_dir):
-      summary = rundir.read_summary(run)
-      curves.setdefault(summary["batch_tokens"], []).append(eval_curve(run))
-      fork_tokens = max(fork_tokens, summary["tokens"])
+      summary = summarylib.read(run)
+      curves.setdefault(summary.batch_tokens, []).append(eval_curve(run))
+      fork_tokens = max(fork_tokens, summary.tokens)
     if len(curves) < 3:
       continue
     row = _source_at(source, curve, int(point_dir.name[1:]), fork_tokens)
@@ -335,7 +337,7 @@ def run_cbs(cfg, overwrite: bool = False, n_boot: int = 200, bsweep_dir: str = "
             train: bool = True) -> dict:
   """Trains every source and fork not yet finished (unless train is False: the analysis of what
   is on disk), then writes cbs.md, cbs.json and cbs.png."""
-  out = rundir.path_of(cfg)
+  out = pointlib.run_path(cfg)
   if train:
     run_points(cbs_runs(cfg), overwrite)
   bsweep = None

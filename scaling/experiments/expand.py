@@ -15,9 +15,9 @@ import itertools
 import math
 
 from scaling.experiments import isoflop
-from scaling.train import rundir
 from scaling.errors import UserError
 from scaling.experiments.points import parse_shape, run_of_shape, shape_name, sub_run, sweep_lr
+from scaling.experiments import points as pointlib
 
 
 def expand(cfg) -> list:
@@ -92,7 +92,7 @@ def batch_sweep_runs(cfg, grid: dict | None = None) -> list:
     for m in mults:
       name = bsweep_run_name(b, m)
       rc = sub_run(cfg, name)
-      rc.run_dir = rundir.child_of(cfg, name)
+      rc.run_dir = pointlib.child_dir(cfg, name)
       rc.train.batch_size = int(b)
       rc.train.peak_lr = sweep_lr(s, b) * m
       rc.train.tokens = 0

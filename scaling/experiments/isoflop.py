@@ -37,7 +37,7 @@ import math
 import ml_collections
 import numpy as np
 
-from scaling.train import optim, rundir
+from scaling.train import optim
 from scaling.data import tokenize
 from scaling.laws.conventions import HELDOUT, N_KEY, convention_key
 from scaling.errors import UserError
@@ -45,6 +45,7 @@ from scaling.experiments.points import parse_shape, run_of_shape, shape_name
 from scaling.laws.forms import kaplan_learning_rate
 from scaling.model.transformer import ModelConfig, flop_per_token, param_count
 from scaling.config.spec import validate
+from scaling.experiments import points as pointlib
 
 def defaults() -> ml_collections.ConfigDict:
   """The isoFLOP fields of a sweep section, with their defaults."""
@@ -135,7 +136,7 @@ def design(cfg) -> tuple[list[Point], list[str]]:
       if why:
         skipped.append(f"{shape_name(shape)} at C={budget:.3g}: {why}")
         continue
-      n_kaplan = param_count(mcfg)["n_kaplan"]
+      n_kaplan = param_count(mcfg).n_kaplan
       points += [Point(shape, float(budget), steps, n_kaplan, fpt, epochs, float(mult), seed_index)
                  for mult in s.lr_multipliers for seed_index in range(s.seeds)]
   return points, skipped
@@ -218,7 +219,7 @@ def shape_for(cfg, n_target: float, n_vocab: int, convention: str) -> tuple:
   unembedding FLOPs per parameter depend on the shape, so a shape outside the family would not
   cost what F(N) (fitted on the family) says."""
   shapes = [parse_shape(m) for m in cfg.sweep.models]
-  sized = sorted((param_count(_model(cfg, sh, n_vocab))[N_KEY[convention]], sh[0])
+  sized = sorted((getattr(param_count(_model(cfg, sh, n_vocab)), N_KEY[convention]), sh[0])
                  for sh in shapes)
   heads = {sh[2] for sh in shapes}    # a family of one head count keeps it (a designed one)
   depth = int(round(float(np.interp(math.log(n_target), [math.log(n) for n, _ in sized],
@@ -229,7 +230,7 @@ def shape_for(cfg, n_target: float, n_vocab: int, convention: str) -> tuple:
     shape = (depth, d_model, n_heads, 0, "")
     if d_model % shape[2]:
       continue
-    cost = abs(math.log(param_count(_model(cfg, shape, n_vocab))[N_KEY[convention]] / n_target))
+    cost = abs(math.log(getattr(param_count(_model(cfg, shape, n_vocab)), N_KEY[convention]) / n_target))
     if cost < best_cost:
       best, best_cost = shape, cost
   return best
@@ -244,7 +245,7 @@ def heldout_runs(cfg, budget_flop: float, n_opt: float) -> list:
   store = tokenize.store_for(spec.data, verbose=False)
   batch_tokens = spec.train.batch_size * cfg.model.n_ctx
   held = copy.deepcopy(cfg)
-  held.run_dir = rundir.child_of(cfg, HELDOUT)
+  held.run_dir = pointlib.child_dir(cfg, HELDOUT)
   d_train = spec.data.max_train_tokens or store.meta["n_tokens_train"]
   runs = []
   for factor in (0.5, 1.0, 2.0):
@@ -256,7 +257,7 @@ def heldout_runs(cfg, budget_flop: float, n_opt: float) -> list:
     if epochs > s.max_epochs:
       print(f"[isoflop] note: the held-out run {shape_name(shape)} repeats the training split "
             f"{epochs:.1f} times (> sweep.max_epochs={s.max_epochs})", flush=True)
-    n_kaplan = param_count(mcfg)["n_kaplan"]
+    n_kaplan = param_count(mcfg).n_kaplan
     runs += [_point_run(held, s, Point(shape, float(budget_flop), steps, n_kaplan, fpt, epochs,
                                        1.0, seed_index), batch_tokens)
              for seed_index in range(s.seeds)]

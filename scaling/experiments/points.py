@@ -5,9 +5,20 @@ scaling/experiments/isoflop.py)."""
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 from scaling.train import rundir
 from scaling.errors import UserError
+
+
+def run_path(cfg) -> Path:
+  """The run directory of a run or sweep config (scaling/train/rundir.py's rule)."""
+  return rundir.path_of(cfg.get("run_dir", ""), cfg.name)
+
+
+def child_dir(cfg, child: str) -> str:
+  """The run directory of the point `child` of the sweep config cfg."""
+  return rundir.child_of(cfg.get("run_dir", ""), cfg.name, child)
 
 
 def sub_run(cfg, suffix: str):
@@ -42,7 +53,7 @@ def run_of_shape(cfg, shape: tuple, name: str):
   if group:
     with rc.unlocked():
       rc.group = group
-  rc.run_dir = rundir.child_of(cfg, name)
+  rc.run_dir = child_dir(cfg, name)
   rc.model.n_layer, rc.model.d_model, rc.model.n_heads = n_layer, d_model, n_heads
   if d_ff:
     rc.model.d_ff = d_ff

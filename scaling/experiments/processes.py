@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 
 from scaling import files
-from scaling.train import rundir
 from scaling.config.load import to_json
 from scaling.errors import UserError
+from scaling.experiments import points as pointlib
 
 MAX_AUTO = 2              # measured on 2 cores; more processes were not measured
 _STOP_S = 60.0            # how long a stopped helper may take to save its checkpoint
@@ -56,7 +56,7 @@ def helpers(configs: list, n_processes: int, overwrite: bool = False):
   if n_processes <= 1 or len(configs) <= 1:
     yield []
     return
-  folder = rundir.path_of(configs[0]).parent
+  folder = pointlib.run_path(configs[0]).parent
   folder.mkdir(parents=True, exist_ok=True)
   queue = folder / f".queue-{os.getpid()}.json"
   files.atomic_write_text(queue, json.dumps({"overwrite": overwrite,

@@ -38,7 +38,7 @@ def n_kaplan(n_layer: int, d_model: int, d_ff: int = 0) -> int:
   """Kaplan's non-embedding N of a shape with d_attn = d_model (model.param_count's count)."""
   cfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=1, n_ctx=1, n_vocab=1,
                     d_ff=d_ff or DEFAULT_FF_RATIO * d_model)
-  return param_count(cfg)["n_kaplan"]
+  return param_count(cfg).n_kaplan
 
 
 def width_for(n_target: float, n_layer: int, ff_ratio: float = DEFAULT_FF_RATIO) -> int:
@@ -101,7 +101,7 @@ def merge(*grids) -> list[tuple]:
 def _groups(row) -> list[tuple[str, set]]:
   """[(N label, {factors})] of a run; the ladder label "depth" has no N label."""
   out = []
-  for part in (row.get("group") or "").split(";"):
+  for part in (row.group or "").split(";"):
     if ":" in part:
       label, factors = part.split(":", 1)
       out.append((label, set(factors.split(","))))
@@ -118,7 +118,7 @@ def factor_value(shape: dict, factor: str) -> float:
   return shape["d_ff"] / shape["d_model"]
 
 
-def shape_panels(rows: list[dict], loss_key: str = "final_eval_loss") -> dict:
+def shape_panels(rows: list, loss_key: str = "final_eval_loss") -> dict:
   """Figure 5's data: per N label and factor, (factor value, loss increase over the best shape of
   that N in percent, N) sorted by the factor value; plus the largest increase for aspect ratios
   between 16 and 128 (the range Kaplan reports a few percent for)."""
@@ -129,38 +129,39 @@ def shape_panels(rows: list[dict], loss_key: str = "final_eval_loss") -> dict:
         sets.setdefault(label, []).append((row, factors))
   out = {}
   for label, members in sorted(sets.items()):
-    best = min(r[loss_key] for r, _ in members)
+    best = min(getattr(r, loss_key) for r, _ in members)
     panel = {}
     for factor in FACTORS:
-      pts = sorted((factor_value(r["shape"], factor), 100 * (r[loss_key] / best - 1), r["n_kaplan"])
+      pts = sorted((factor_value(r.shape, factor), 100 * (getattr(r, loss_key) / best - 1),
+                    r.n_kaplan)
                    for r, f in members if factor in f)
       if pts:
         panel[factor] = {"x": [p[0] for p in pts], "increase_pct": [p[1] for p in pts],
                          "N": [p[2] for p in pts]}
     aspect = panel.get("aspect", {"x": [], "increase_pct": []})
     mid = [inc for x, inc in zip(aspect["x"], aspect["increase_pct"]) if 16 <= x <= 128]
-    n_all = [r["n_kaplan"] for r, _ in members]
+    n_all = [r.n_kaplan for r, _ in members]
     out[label] = {"best_loss": best, "panels": panel, "n_runs": len(members),
                   "N_range": [min(n_all), max(n_all)],
                   "max_increase_aspect_16_128_pct": max(mid) if len(mid) > 1 else None}
   return out
 
 
-def depth_collapse(rows: list[dict], loss_key: str = "final_eval_loss") -> dict:
+def depth_collapse(rows: list, loss_key: str = "final_eval_loss") -> dict:
   """Figure 6's data: runs at the default head size and d_ff, grouped by depth; for N counted
   without embeddings (n_kaplan) and with them (n_total), one power law log L = a − α·log N fitted
   to all runs, the rms of the residuals (percent of L), and each depth's mean residual."""
   use = [r for r in rows
-         if r["shape"]["d_ff"] == DEFAULT_FF_RATIO * r["shape"]["d_model"]
-         and r["shape"]["n_heads"] == heads_for(r["shape"]["d_model"])
+         if r.shape["d_ff"] == DEFAULT_FF_RATIO * r.shape["d_model"]
+         and r.shape["n_heads"] == heads_for(r.shape["d_model"])
          and any(f == "depth" or "aspect" in fs for f, fs in _groups(r))]
   if len(use) < 3:
     return {}
-  depth = np.array([r["shape"]["n_layer"] for r in use])
-  loss = np.array([r[loss_key] for r in use], float)
+  depth = np.array([r.shape["n_layer"] for r in use])
+  loss = np.array([getattr(r, loss_key) for r in use], float)
   out = {"depth": depth.tolist(), "loss": loss.tolist()}
   for key, n_key in (("non_embedding", "n_kaplan"), ("total", "n_total")):
-    n = np.array([r[n_key] for r in use], float)
+    n = np.array([r.count(n_key) for r in use], float)
     # One power law L = (N_c/N)^α for every depth (Kaplan 2020 Eq. 1.1), fitted in log space.
     slope, icpt = np.polyfit(np.log(n), np.log(loss), 1)
     resid = np.log(loss) - (icpt + slope * np.log(n))

@@ -18,6 +18,7 @@ from scaling.train import loop as trainlib
 from scaling.config.load import to_json
 from scaling.errors import UserError
 from scaling.experiments.expand import expand
+from scaling.experiments import points as pointlib
 
 
 def owned(index: int, worker: int, num_workers: int) -> bool:
@@ -47,7 +48,7 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
     left = [(i, rc) for i, rc in mine if not _finished(rc)]
     if left:
       _train_all(left, counter, t0, overwrite, verbose)
-  return [rundir.path_of(rc) for rc in configs]
+  return [pointlib.run_path(rc) for rc in configs]
 
 
 def _train_all(mine: list, counter: _Progress, t0: float, overwrite: bool,
@@ -130,7 +131,7 @@ def _one_pass(points, counter: _Progress, t0, overwrite, verbose) -> tuple[list,
         print(f"{head}: waiting, {why}", flush=True)
       deferred.append((i, rc, why))
       continue
-    lock = runlock.lock_path(rundir.path_of(rc))
+    lock = runlock.lock_path(pointlib.run_path(rc))
     if not distributed.agreed(runlock.acquire(lock)):
       if ("held", i) not in counter.told:
         counter.told.add(("held", i))
@@ -159,7 +160,7 @@ def _train_point(rc, head, counter: _Progress, t0, overwrite, verbose, lock) -> 
 
 def _finished(rc) -> bool:
   if not remote.is_remote(rc.run_dir):
-    return rundir.is_finished(rundir.path_of(rc), to_json(rc))
+    return rundir.is_finished(pointlib.run_path(rc), to_json(rc))
   with remote.local_copy(rc.run_dir, datalib.cache_root(rc.data.cache_dir)) as local:
     return rundir.is_finished(local, to_json(rc))
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from scipy import optimize
@@ -31,6 +32,7 @@ from scaling.errors import UserError
 from scaling.laws.conventions import N_KEY, convention_key
 from scaling.laws import approaches, fit, forms
 from scaling.laws.uncertainty import bootstrap, intervals
+from scaling.train import summary as summarylib
 
 
 
@@ -42,33 +44,42 @@ def read_points(runs: list[Path], convention: str) -> dict:
   key, n_key = convention_key(convention), N_KEY[convention]
   seeds: dict = {}
   for run in runs:
-    s = rundir.read_summary(run)
-    loss = s.get("final_eval_loss")
-    if not s.get("budget_flop") or loss is None or not math.isfinite(loss):
+    s = summarylib.read(run)
+    loss = s.final_eval_loss
+    if not s.budget_flop or loss is None or not math.isfinite(loss):
       continue
-    seeds.setdefault((s[n_key], s["budget_flop"], s.get("peak_lr")), []).append({**s, "_run": run})
+    seeds.setdefault((s.count(n_key), s.budget_flop, s.peak_lr), []).append((run, s))
   if not seeds:
     raise UserError("no finished isoFLOP run (summary.json with budget_flop) found; run the "
                     "sweep first")
   best: dict = {}
   for (n, budget, _), group in seeds.items():
-    group.sort(key=lambda s: Path(s["_run"]).name)
-    losses = [s["final_eval_loss"] for s in group]
+    group.sort(key=lambda rs: Path(rs[0]).name)
+    losses = [s.final_eval_loss for _, s in group]
     mean = float(np.mean(losses))
-    if (n, budget) not in best or mean < best[(n, budget)]["_mean"]:
-      best[(n, budget)] = {**group[0], "_mean": mean, "_n": len(losses),
-                           "_sd": float(np.std(losses, ddof=1)) if len(losses) > 1 else math.nan}
-  rows = sorted(best.values(), key=lambda s: (s["budget_flop"], s[n_key]))
-  col = lambda f: np.asarray([f(s) for s in rows], float)
-  return {"N": col(lambda s: s[n_key]), "D": col(lambda s: s["tokens"]),
-          "F": col(lambda s: s["flop_per_token"][key]),
-          "C": col(lambda s: s["flop_per_token"][key] * s["tokens"]),
-          "loss": col(lambda s: s["_mean"]), "loss_sd": col(lambda s: s["_sd"]),
-          "n_seeds": col(lambda s: s["_n"]), "budget": col(lambda s: s["budget_flop"]),
-          "epochs": col(lambda s: s["epochs"]), "n_kaplan": col(lambda s: s["n_kaplan"]),
-          "n_total": col(lambda s: s["n_total"]),
-          "name": [Path(s["_run"]).name for s in rows],
-          "schedule": [s.get("schedule", "cosine") for s in rows]}
+    if (n, budget) not in best or mean < best[(n, budget)].mean:
+      sd = float(np.std(losses, ddof=1)) if len(losses) > 1 else math.nan
+      best[(n, budget)] = _Point(*group[0], mean, len(losses), sd)
+  rows = sorted(best.values(), key=lambda p: (p.s.budget_flop, p.s.count(n_key)))
+  col = lambda f: np.asarray([f(p) for p in rows], float)
+  return {"N": col(lambda p: p.s.count(n_key)), "D": col(lambda p: p.s.tokens),
+          "F": col(lambda p: p.s.flop_per_token[key]),
+          "C": col(lambda p: p.s.flop_per_token[key] * p.s.tokens),
+          "loss": col(lambda p: p.mean), "loss_sd": col(lambda p: p.sd),
+          "n_seeds": col(lambda p: p.n), "budget": col(lambda p: p.s.budget_flop),
+          "epochs": col(lambda p: p.s.epochs), "n_kaplan": col(lambda p: p.s.n_kaplan),
+          "n_total": col(lambda p: p.s.n_total),
+          "name": [Path(p.run).name for p in rows],
+          "schedule": [p.s.schedule or "cosine" for p in rows]}
+
+
+class _Point(NamedTuple):
+  """One (size, budget) of a sweep: its first seed's run and summary, and its seeds' losses."""
+  run: Path
+  s: summarylib.RunSummary
+  mean: float
+  n: int
+  sd: float
 
 
 def seed_noise(pts: dict) -> float | None:
@@ -204,14 +215,14 @@ def kaplan_contrast(runs: list[Path], convention: str, n_boot: int, seed: int) -
   key, n_key = convention_key(convention), N_KEY[convention]
   longest: dict = {}
   for run in runs:
-    s = rundir.read_summary(run)
-    if s.get("budget_flop") and (s[n_key] not in longest or
-                                 s["tokens"] > longest[s[n_key]][1]["tokens"]):
-      longest[s[n_key]] = (run, s)
+    s = summarylib.read(run)
+    if s.budget_flop and (s.count(n_key) not in longest or
+                          s.tokens > longest[s.count(n_key)][1].tokens):
+      longest[s.count(n_key)] = (run, s)
   curves = []
   for run, s in longest.values():
     c = rundir.loss_curve(run)
-    curves.append({"N": float(s[n_key]), "C": s["flop_per_token"][key] * c["tokens"],
+    curves.append({"N": float(s.count(n_key)), "C": s.flop_per_token[key] * c["tokens"],
                    "loss": c["smoothed"]})
   res = approaches.fit_envelope(curves, n_boot, seed)
   return {k: res[k] for k in ("params", "intervals", "n_boot")}

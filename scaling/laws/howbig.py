@@ -19,6 +19,7 @@ from scaling.laws.conventions import CONVENTIONS, HELDOUT, N_KEY
 from scaling.laws import allocate, frontier
 from scaling.laws.forms import kaplan_learning_rate
 from scaling.laws.uncertainty import percentile_interval
+from scaling.train import summary as summarylib
 
 
 def at_budget(a3: dict, c: float, f_of, n_range, fr: dict | None = None) -> dict:
@@ -108,13 +109,13 @@ def reference_losses(runs: list[Path]) -> dict:
   """The unigram entropy, the bigram model's held-out loss and (a generated corpus only) the exact
   entropy rate of the runs' corpus (their summaries; for runs trained before the bigram loss was
   recorded, counted from their store)."""
-  summary = rundir.read_summary(runs[0])
-  out = {"unigram": summary.get("unigram_entropy"), "bigram": summary.get("bigram_loss"),
-         "entropy_rate": summary.get("entropy_rate")}
-  if out["bigram"] is None and summary.get("store"):
+  summary = summarylib.read(runs[0])
+  out = {"unigram": summary.unigram_entropy, "bigram": summary.bigram_loss,
+         "entropy_rate": summary.entropy_rate}
+  if out["bigram"] is None and summary.store:
     try:
       from scaling.data import store as storelib   # the token store (grain, tokenizers): only here
-      out["bigram"] = storelib.open_store(summary["store"]).bigram_loss()
+      out["bigram"] = storelib.open_store(summary.store).bigram_loss()
     except (OSError, UserError, ValueError):
       pass
   return out
@@ -127,7 +128,7 @@ def floor_check(alloc: dict, held: list[Path]) -> dict:
   below it beyond its noise."""
   fr = alloc.get("frontier")
   law, name = (fr, "the loss frontier") if fr else (alloc["approach3"], "approach 3")
-  losses = list(alloc["points"]["loss"]) + [rundir.read_summary(r).get("final_eval_loss")
+  losses = list(alloc["points"]["loss"]) + [summarylib.read(r).final_eval_loss
                                              for r in held]
   best = min(x for x in losses if x is not None)
   return {"E": law["params"]["E"], "E_interval": law["intervals"].get("E"), "E_from": name,
@@ -203,7 +204,7 @@ def fit_allocation(sweep: Path, convention: str, n_boot: int, seed: int,
   out["conventions"] = convention_table(runs, law_of, n_boot, seed, budgets, {convention: pts})
   largest = max(budgets)
   # Held-out runs already trained fix the check budget (whatever factor they were trained at).
-  held_budgets = {rundir.read_summary(r).get("budget_flop") for r in held}
+  held_budgets = {summarylib.read(r).budget_flop for r in held}
   check_flop = held_budgets.pop() if len(held_budgets) == 1 else check_factor * largest
   out["check_prediction"] = at_budget(a3, check_flop, f_of, n_range, fr)
   out["target"] = at_budget(a3, target_flop or 10 * largest, f_of, n_range, fr)
@@ -311,7 +312,7 @@ def _switches(runs: list[Path]) -> dict:
 
 def _lr_scale(runs: list[Path]) -> float:
   """The runs' peak learning rate over Kaplan's LR(N) (their median)."""
-  return float(np.median([s["peak_lr"] / kaplan_learning_rate(s["n_kaplan"])
+  return float(np.median([s.peak_lr / kaplan_learning_rate(s.n_kaplan)
                           for s in map(rundir.read_summary, runs)]))
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from scaling.train import rundir
 from scaling.errors import UserError
 from scaling.laws import csvtable
+from scaling.train import summary as summarylib
 
 def read_csv(path: Path, notes: list | None = None) -> dict[str, np.ndarray]:
   """The quantities of a CSV of runs (scaling/laws/csvtable.py); what was read how is appended
@@ -33,17 +34,17 @@ def read_runs(path: Path, n_convention: str = "kaplan", loss_key: str = "final_e
   cols = {k: [] for k in ("N", "N_total", "D", "D_data", "C", "S", "B", "loss", "name")}
   curves = []
   for run in runs:
-    s = rundir.read_summary(run)
-    loss = s.get(loss_key)
+    s = summarylib.read(run)
+    loss = getattr(s, loss_key)
     if loss is None or not math.isfinite(loss):
       print(f"warning: skipping {run}: no finite {loss_key}")
       continue
-    for k, v in (("N", s[n_key]), ("N_total", s["n_total"]), ("D", s["tokens"]),
-                 ("D_data", s["d_train_tokens"]), ("C", s["flop_kaplan"]), ("S", s["steps"]),
-                 ("B", s["batch_tokens"]), ("loss", loss), ("name", str(run))):
+    for k, v in (("N", s.count(n_key)), ("N_total", s.n_total), ("D", s.tokens),
+                 ("D_data", s.d_train_tokens), ("C", s.flop_kaplan), ("S", s.steps),
+                 ("B", s.batch_tokens), ("loss", loss), ("name", str(run))):
       cols[k].append(v)
     if with_curves:
-      curves.append(learning_curve(run, s[n_key], s["flop_per_token"][flop_key]))
+      curves.append(learning_curve(run, s.count(n_key), s.flop_per_token[flop_key]))
   out = {k: (np.asarray(v) if k != "name" else v) for k, v in cols.items()}
   if with_curves:
     out["curves"] = curves

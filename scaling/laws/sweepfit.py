@@ -25,6 +25,7 @@ from scaling.laws import fit as fitlib
 from scaling.laws.registry import get_law
 from scaling.laws.results import fit_one
 from scaling.laws.uncertainty import bootstrap, intervals, percentile_interval
+from scaling.train import summary as summarylib
 
 FITS = "fits.json"
 FORMAT = 2        # fits.json of another format is fitted again (its keys changed)
@@ -90,7 +91,7 @@ def ns_points(run_dirs: list[Path], b_crit_law: dict, per_run: int = 12,
   per-step estimate)."""
   out = {"N": [], "S_min": [], "loss": []}
   for run in run_dirs:
-    summary = rundir.read_summary(run)
+    summary = summarylib.read(run)
     c = rundir.loss_curve(run)
     if len(c["loss"]) < 3 * per_run:
       continue
@@ -98,8 +99,8 @@ def ns_points(run_dirs: list[Path], b_crit_law: dict, per_run: int = 12,
                                  per_run).astype(int))
     for i in idx:
       b_crit = float(forms.b_crit(b_crit_law, c["smoothed"][i]))
-      out["N"].append(summary["n_kaplan"])
-      out["S_min"].append(float(c["step"][i]) / (1 + b_crit / summary["batch_tokens"]))
+      out["N"].append(summary.n_kaplan)
+      out["S_min"].append(float(c["step"][i]) / (1 + b_crit / summary.batch_tokens))
       out["loss"].append(float(c["smoothed"][i]))
   return {k: np.asarray(v, float) for k, v in out.items()}
 
@@ -107,11 +108,11 @@ def ns_points(run_dirs: list[Path], b_crit_law: dict, per_run: int = 12,
 def transfer(summaries: list[dict], n_boot: int, seed: int) -> dict:
   """Per extra evaluation set: the constant offset and the linear map from the in-distribution
   loss, and L(N) on that set, each with bootstrap intervals over runs (Kaplan 2020 §3.2.2)."""
-  names = sorted({k for s in summaries for k in (s.get("final_eval_losses") or {})})
+  names = sorted({k for s in summaries for k in (s.final_eval_losses or {})})
   out = {}
   for name in names:
-    pts = [(s["n_kaplan"], s["final_eval_loss"], s["final_eval_losses"][name]) for s in summaries
-           if (s.get("final_eval_losses") or {}).get(name) is not None]
+    pts = [(s.n_kaplan, s.final_eval_loss, s.final_eval_losses[name]) for s in summaries
+           if (s.final_eval_losses or {}).get(name) is not None]
     if len(pts) < 3:
       continue
     n, li, lo = (np.asarray(v, float) for v in zip(*pts))
@@ -132,8 +133,8 @@ def transfer(summaries: list[dict], n_boot: int, seed: int) -> dict:
 
 def shape_numbers(summaries: list[dict]) -> dict:
   """Kaplan 2020 §3.1 (Figures 5 and 6) from the runs carrying shape-sweep group labels."""
-  rows = [r for r in summaries if r.get("group") and r.get("shape")
-          and r.get("final_eval_loss") is not None and math.isfinite(r["final_eval_loss"])]
+  rows = [r for r in summaries if r.group and r.shape
+          and r.final_eval_loss is not None and math.isfinite(r.final_eval_loss)]
   if not rows:
     return {}
   return {"panels": shapes.shape_panels(rows), "collapse": shapes.depth_collapse(rows)}
@@ -184,11 +185,11 @@ def _headline(fits_ln: dict, cols: dict, full: np.ndarray) -> dict:
   lo, hi = fits_ln["N"]["intervals"].get("alpha_N", (math.nan, math.nan))
   ext = fits_ln["N"].get("extrapolation", [{}])[0]
   largest = int(np.argmax(np.where(full, cols["N"], -1)))
-  summary = rundir.read_summary(Path(cols["name"][largest]))
+  summary = summarylib.read(Path(cols["name"][largest]))
   return {"alpha_N": fits_ln["N"]["params"]["alpha_N"], "alpha_N_interval": [lo, hi],
           "extrapolation_rel_error": ext.get("rel_error"), "extrapolation_N": ext.get("N"),
-          "b_simple_at_final_loss_tokens": summary.get("b_simple_tokens_final"),
-          "final_loss_largest": summary.get("final_eval_loss"), "n_runs": int(full.sum())}
+          "b_simple_at_final_loss_tokens": summary.b_simple_tokens_final,
+          "final_loss_largest": summary.final_eval_loss, "n_runs": int(full.sum())}
 
 
 def excess_headline(result: dict) -> dict:
@@ -202,7 +203,7 @@ def excess_headline(result: dict) -> dict:
 
 def is_isoflop(sweep: Path) -> bool:
   """True when the sweep's runs spend isoFLOP budgets (scaling/experiments/isoflop.py)."""
-  return any(rundir.read_summary(r).get("budget_flop") for r in rundir.find_runs(Path(sweep)))
+  return any(summarylib.read(r).budget_flop for r in rundir.find_runs(Path(sweep)))
 
 
 def _batch_fits(runs: list[Path], n_boot: int, seed: int) -> dict:
@@ -241,7 +242,7 @@ def fit_isoflop_sweep(sweep: str, n_boot: int = 1000, seed: int = 0, check_facto
   if not runs:
     raise UserError(f"{out} holds no finished isoFLOP run outside heldout/ ({len(held)} held-out "
                     "run(s) only); train the sweep first (scaling sweep)")
-  convention = rundir.read_summary(runs[0]).get("flop_convention") or "palm"
+  convention = summarylib.read(runs[0]).flop_convention or "palm"
   alloc = howbig.fit_allocation(out, convention, min(n_boot, 200), seed, check_factor,
                                 target_flop)
   fits = {"allocation": alloc, **_batch_fits(runs, n_boot, seed)}
@@ -280,7 +281,7 @@ def fit_sweep(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -
   ln = {k: v[full] for k, v in cols.items() if isinstance(v, np.ndarray)}
   fits: dict = {"L(N)": _fit_ln(ln, n_boot, holdout, seed)}
   fits["L(N)"]["points"] = {"N": ln["N"], "loss": ln["loss"]}
-  entropy_rate = rundir.read_summary(runs[0]).get("entropy_rate")
+  entropy_rate = summarylib.read(runs[0]).entropy_rate
   if entropy_rate is not None:
     fits["L(N)"]["N-H"] = fit_excess(ln, entropy_rate, n_boot, holdout, seed)
   env = approaches.fit_envelope([c for c, f in zip(cols["curves"], full) if f],
@@ -295,7 +296,7 @@ def fit_sweep(sweep: str, n_boot: int = 1000, holdout: int = 1, seed: int = 0) -
       fits["L(N,S)"]["points"] = ns
   if len(np.unique(cols["D_data"])) >= 2 and len(np.unique(cols["N"])) >= 2:
     fits["L(N,D)"] = _fit_nd(out, n_boot, seed)
-  summaries = [rundir.read_summary(r) for r in runs]
+  summaries = [summarylib.read(r) for r in runs]
   tr = transfer([s for s, f in zip(summaries, full) if f], n_boot, seed)
   if tr:
     fits["transfer"] = tr

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -91,7 +92,15 @@ class ModelConfig:
 # Closed-form counts.
 
 
-def param_count(cfg: ModelConfig) -> dict[str, int]:
+class ParamCount(NamedTuple):
+  """A model's parameter counts (param_count)."""
+  n_kaplan: int
+  n_exact_nonemb: int
+  n_embedding: int
+  n_total: int
+
+
+def param_count(cfg: ModelConfig) -> ParamCount:
   """Parameter counts in closed form (Kaplan et al. 2020, arXiv 2001.08361, §2.1 and Table 1).
 
   n_kaplan: Kaplan 2020 §2.1, N = 2·d_model·n_layer·(2·d_attn + d_ff), weights of the blocks only.
@@ -109,12 +118,8 @@ def param_count(cfg: ModelConfig) -> dict[str, int]:
   n_embedding = cfg.n_vocab * d + cfg.n_ctx * d
   if not cfg.tie_embeddings:
     n_embedding += cfg.n_vocab * d
-  return {
-      "n_kaplan": n_kaplan,
-      "n_exact_nonemb": n_exact,
-      "n_embedding": n_embedding,
-      "n_total": n_exact + n_embedding,
-  }
+  return ParamCount(n_kaplan=n_kaplan, n_exact_nonemb=n_exact, n_embedding=n_embedding,
+                    n_total=n_exact + n_embedding)
 
 
 def flop_per_token(cfg: ModelConfig) -> dict[str, float]:
@@ -130,7 +135,7 @@ def flop_per_token(cfg: ModelConfig) -> dict[str, float]:
   chinchilla_train: 6·N_total (Hoffmann 2022, C ≈ 6ND with N counting every parameter).
   """
   counts = param_count(cfg)
-  n = counts["n_kaplan"]
+  n = counts.n_kaplan
   context_fwd = 2 * cfg.n_layer * cfg.n_ctx * cfg.d_attn
   unemb_fwd = 2 * cfg.d_model * cfg.n_vocab
   return {
@@ -141,7 +146,7 @@ def flop_per_token(cfg: ModelConfig) -> dict[str, float]:
       "unembedding_train": float(3 * unemb_fwd),
       # PaLM (Chowdhery 2022) appendix B: 6N + 12·n_layer·d_attn·n_ctx, plus 6·d_model·n_vocab.
       "palm_train": float(6 * n + 12 * cfg.n_layer * cfg.d_attn * cfg.n_ctx + 3 * unemb_fwd),
-      "chinchilla_train": float(6 * counts["n_total"]),
+      "chinchilla_train": float(6 * counts.n_total),
   }
 
 

@@ -16,6 +16,7 @@ from scaling.train import rundir
 from scaling.experiments import shapes
 from scaling.errors import UserError
 from scaling.laws import forms, sweepfit
+from scaling.train import summary as summarylib
 
 
 def _plt():
@@ -83,9 +84,9 @@ def _figure_curves(doc: dict, out: Path, figures: dict) -> None:
   cmap = plt.get_cmap("viridis")
   curves = []
   for run in runs:
-    s = rundir.read_summary(run)
+    s = summarylib.read(run)
     c = rundir.loss_curve(run)
-    curves.append((s["n_kaplan"], s["flop_per_token"]["kaplan_train"] * c["tokens"], c["smoothed"]))
+    curves.append((s.n_kaplan, s.flop_per_token["kaplan_train"] * c["tokens"], c["smoothed"]))
   for rank, (n, c_flop, loss) in enumerate(sorted(curves, key=lambda t: t[0])):
     ax.plot(c_flop / forms.PF_DAY_FLOP, loss, color=cmap(rank / max(1, len(curves) - 1)), lw=1,
             label=f"N = {n:.2g}")

@@ -23,7 +23,7 @@ from scaling.train import gns, matmul_forms, optim
 from scaling.train import step as steplib
 from scaling.errors import UserError
 from scaling.model.transformer import ModelConfig, Transformer, flop_per_token, param_count
-from scaling.config.spec import validate
+from scaling.config.spec import RunSpec
 
 # HBM per chip in bytes (Google Cloud TPU documentation: v4 32 GiB, v5e 16 GiB, v5p 95 GiB,
 # v6e 32 GiB).
@@ -78,24 +78,24 @@ class CompileReport:
   micro_batches: int = 1        # per device; XLA counts the body of their loop once
 
 
-def compile_step(cfg, topology: str) -> CompileReport:
-  """Compiles the train step of cfg (its model, batch, mesh.fsdp, gns) for `topology`."""
-  spec = validate(cfg)
+def compile_step(spec: RunSpec, topology: str) -> CompileReport:
+  """Compiles the train step of a run (its model, batch, mesh.fsdp, gns) for `topology`."""
   devices = topology_devices(topology)
   fsdp = spec.mesh.fsdp
   if len(devices) % fsdp:
     raise UserError(f"mesh.fsdp={fsdp} does not divide the {len(devices)} chips of {topology}")
   mesh = jax.sharding.Mesh(np.asarray(devices).reshape(len(devices) // fsdp, fsdp),
                            steplib.BATCH)
-  dtype = spec.model.get("compute_dtype", "auto")
-  mcfg = ModelConfig.from_config(dict(spec.model, n_vocab=spec.data.vocab_size,
+  dtype = spec.model.compute_dtype
+  mcfg = ModelConfig.from_config(dict(dataclasses.asdict(spec.model),
+                                      n_vocab=spec.data.vocab_size,
                                       compute_dtype="bfloat16" if dtype == "auto" else dtype))
   # What "auto" resolves to on a TPU (this process's own backend is the CPU): XLA's attention,
   # the cross-entropy in one chunk (scaling/model/transformer.py), XLA's own weight gradients
   # (scaling/train/matmul_forms.py: "auto" is the plain form off the CPU).
   mcfg = dataclasses.replace(mcfg, attention="xla" if mcfg.attention == "auto" else mcfg.attention,
                              loss_chunk=mcfg.loss_chunk or 2**31 - 1)
-  mcfg = matmul_forms.resolve(mcfg, spec.model.get("weight_grad", "auto"), 0, "tpu")
+  mcfg = matmul_forms.resolve(mcfg, spec.model.weight_grad, 0, "tpu")
   geom = steplib.BatchGeometry(spec.train.batch_size, mcfg.n_ctx, len(devices),
                                steplib.micro_batches(spec.gns, len(devices))).check()
   graphdef, tx, state, sharding = _abstract_state(mcfg, spec.train, mesh)
@@ -106,7 +106,7 @@ def compile_step(cfg, topology: str) -> CompileReport:
   lr = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, P()))
   counts = param_count(mcfg)
   report = CompileReport(
-      topology, len(devices), (len(devices) // fsdp, fsdp), counts["n_kaplan"], counts["n_total"],
+      topology, len(devices), (len(devices) // fsdp, fsdp), counts.n_kaplan, counts.n_total,
       {}, HBM_BYTES.get(topology.split(":")[0].lower()), None, math.nan,
       flop_per_token(mcfg)["palm_train"] * spec.train.batch_size * mcfg.n_ctx, 0.0,
       micro_batches=geom.micro_batches)

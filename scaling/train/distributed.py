@@ -1,6 +1,6 @@
 """Multi-host start-up: one process per host (or per GPU), JAX's own multi-controller runtime.
 
-`initialize(cfg)` calls `jax.distributed.initialize()`: with no address JAX detects Cloud TPU VMs,
+`initialize(spec.distributed)` calls `jax.distributed.initialize()`: with no address JAX detects Cloud TPU VMs,
 SLURM and other clusters itself; an explicit coordinator address, process count and id serve
 anything else (e.g. several processes on one machine). On CPU the cross-process collectives go
 through gloo. After it, `jax.devices()` lists every process's devices, so the trainer's mesh is
@@ -17,19 +17,19 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from scaling.config.spec import DistributedSpec
 from scaling.errors import UserError
 
 
-def _wanted(cfg) -> bool:
-  d = cfg.distributed
+def _wanted(d: DistributedSpec) -> bool:
   return bool(d.enabled or d.coordinator_address or os.environ.get("SCALING_DISTRIBUTED"))
 
 
-def initialize(cfg) -> None:
-  """Joins the job described by cfg.distributed (or the environment); a no-op when not asked."""
-  if not _wanted(cfg) or jax.distributed.is_initialized():
+def initialize(d: DistributedSpec) -> None:
+  """Joins the job described by the run's distributed section (or the environment); a no-op
+  when not asked."""
+  if not _wanted(d) or jax.distributed.is_initialized():
     return
-  d = cfg.distributed
   if d.coordinator_address and (d.num_processes <= 0 or d.process_id < 0):
     raise UserError("distributed.coordinator_address needs distributed.num_processes and "
                     "distributed.process_id (or leave all three empty for auto-detection)")

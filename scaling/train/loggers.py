@@ -6,15 +6,17 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from scaling.config.spec import LogSpec
+
 
 class MetricSinks:
-  """Writes each metrics record to the sinks enabled in cfg.log (process 0 only)."""
+  """Writes each metrics record to the sinks enabled in the run's log section (process 0 only)."""
 
-  def __init__(self, log_cfg, run_dir: Path, run_name: str, config_dict: dict, enabled: bool):
+  def __init__(self, log: LogSpec, run_dir: Path, run_name: str, config_dict: dict, enabled: bool):
     self.tb = self.wandb = None
     if not enabled:
       return
-    if log_cfg.tensorboard:
+    if log.tensorboard:
       try:
         from tensorboardX import SummaryWriter
       except ImportError:
@@ -22,13 +24,13 @@ class MetricSinks:
               "(pip install 'scaling[tb]'); no event files written", flush=True)
       else:
         self.tb = SummaryWriter(logdir=str(run_dir / "tensorboard"), flush_secs=10)
-    if log_cfg.wandb:
+    if log.wandb:
       try:
         import wandb
       except ImportError:
         print("warning: log.wandb is on but wandb is not installed; skipped", flush=True)
       else:
-        self.wandb = wandb.init(project=log_cfg.wandb_project, name=run_name, config=config_dict,
+        self.wandb = wandb.init(project=log.wandb_project, name=run_name, config=config_dict,
                                 dir=str(run_dir), resume="allow", id=run_name.replace("/", "-"))
 
   def write(self, record: dict) -> None:

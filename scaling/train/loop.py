@@ -1,6 +1,7 @@
 """The training loop: a run from its config to its summary, resumable at any step.
 
-`train(cfg)` validates the config (scaling/config/spec.py), opens the token store (scaling/data/store.py),
+`train(spec)` takes the run's typed spec (scaling/config/spec.py; a ConfigDict given here is
+validated first, and nothing below reads it), opens the token store (scaling/data/store.py),
 builds the step (scaling/train/step.py), restores the latest good checkpoint (scaling/train/checkpoint.py)
 and then takes steps: metrics to the run directory (scaling/train/rundir.py) one step behind the device,
 held-out evaluation, early stopping, checkpoints, SIGTERM; at the end summary.json.
@@ -17,6 +18,7 @@ import json
 import signal
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import ml_collections
@@ -34,12 +36,18 @@ from scaling.train import rundir
 from scaling.train import runlock
 from scaling.train import step as steplib
 from scaling.data import store as storelib
-from scaling.config.load import to_json
 from scaling.errors import Preempted, UserError
-from scaling.laws.forms import PF_DAY_FLOP
 from scaling.laws.forms import kaplan_learning_rate
-from scaling.model.transformer import ModelConfig, flop_per_token, param_count
+from scaling.model.transformer import ModelConfig, ParamCount, flop_per_token, param_count
 from scaling.config.spec import RunSpec, validate
+from scaling.train import summary as summarylib
+
+
+class BranchPoint(NamedTuple):
+  """Where a branch starts (train.init_from): its source run, the step, and whether it forks."""
+  source: Path
+  step: int
+  fork: bool
 
 
 @dataclasses.dataclass
@@ -49,7 +57,7 @@ class Setup:
   mesh: jax.sharding.Mesh
   store: storelib.TokenStore
   mcfg: ModelConfig
-  counts: dict
+  counts: ParamCount
   flop_per_token: dict
   total_steps: int
   peak_lr: float
@@ -59,12 +67,12 @@ class Setup:
   extra_sets: dict
   d_train_tokens: int
   keep_steps: tuple = ()         # checkpoints kept for branches (checkpoint.keep_steps)
-  branch: tuple | None = None    # (source run dir, step) of train.init_from
+  branch: BranchPoint | None = None   # train.init_from
 
 
-def prepare(cfg, verbose: bool) -> Setup:
-  """Validates the config and opens the data; raises UserError before anything is written."""
-  spec = validate(cfg)
+def prepare(spec: RunSpec, verbose: bool) -> Setup:
+  """Checks the spec against the devices and opens the data; raises UserError before anything
+  is written."""
   mesh = steplib.make_mesh(spec.mesh.num_devices, spec.mesh.fsdp)
   n_devices = mesh.devices.size
   steplib.BatchGeometry(spec.train.batch_size, 1, n_devices,
@@ -73,15 +81,15 @@ def prepare(cfg, verbose: bool) -> Setup:
     raise UserError(f"eval.batch_size={spec.eval.batch_size} is not divisible by the "
                     f"{n_devices} devices")
   store = tokenize.store_for(spec.data, verbose=verbose)
-  mcfg = ModelConfig.from_config(dict(spec.model, n_vocab=store.n_vocab,
-                                      compute_dtype=hardware.resolve_dtype(spec.model.get(
-                                          "compute_dtype", "auto"))))
+  mcfg = ModelConfig.from_config(dict(dataclasses.asdict(spec.model), n_vocab=store.n_vocab,
+                                      compute_dtype=hardware.resolve_dtype(
+                                          spec.model.compute_dtype)))
   batch_tokens = spec.train.batch_size * mcfg.n_ctx
   total_steps = spec.train.steps or -(-spec.train.tokens // batch_tokens)
   if total_steps <= 0:
     raise UserError("set train.steps or train.tokens to a positive number")
   counts = param_count(mcfg)
-  peak_lr = spec.train.peak_lr or spec.train.lr_scale * kaplan_learning_rate(counts["n_kaplan"])
+  peak_lr = spec.train.peak_lr or spec.train.lr_scale * kaplan_learning_rate(counts.n_kaplan)
   skips = datalib.parse_skip_batches(spec.train.skip_batches)
   train_source = datalib.SkipBatches(datalib.WindowBatches(
       store.train_T, mcfg.n_ctx, spec.train.batch_size, total_steps + len(skips), spec.seed,
@@ -109,7 +117,7 @@ def prepare(cfg, verbose: bool) -> Setup:
                _branch(spec, total_steps))
 
 
-def _branch(spec: RunSpec, total_steps: int) -> tuple | None:
+def _branch(spec: RunSpec, total_steps: int) -> BranchPoint | None:
   """(source run, step, fork?) of train.init_from, checked against the source's config: a
   continuing branch resumes the source's batches, so its batch, seed and model must be the
   source's; a fork (train.init_mode = fork) only takes the state, so only the model must match."""
@@ -124,7 +132,7 @@ def _branch(spec: RunSpec, total_steps: int) -> tuple | None:
     raise UserError(f"train.init_from: {source} is not a run directory (no {rundir.CONFIG})")
   theirs = rundir.read_config(source)
   fork = spec.train.init_mode == "fork"
-  pairs = {"model": (spec.model, theirs["model"])}
+  pairs = {"model": (dataclasses.asdict(spec.model), theirs["model"])}
   if not fork:
     pairs.update({"train.batch_size": (spec.train.batch_size, theirs["train"]["batch_size"]),
                   "seed": (spec.seed, theirs.get("seed", 0))})
@@ -137,7 +145,7 @@ def _branch(spec: RunSpec, total_steps: int) -> tuple | None:
   if not fork and step >= total_steps:
     raise UserError(f"train.init_from: step {step} is not before this run's last step "
                     f"{total_steps}")
-  return source, step, fork
+  return BranchPoint(source, step, fork)
 
 
 def _local_rows(batch_BW: np.ndarray) -> np.ndarray:
@@ -145,53 +153,59 @@ def _local_rows(batch_BW: np.ndarray) -> np.ndarray:
   return batch_BW[jax.process_index() * per:(jax.process_index() + 1) * per]
 
 
-def train(cfg: ml_collections.ConfigDict, overwrite: bool = False, verbose: bool = True) -> dict:
-  """Trains (or resumes) the run described by cfg; returns the summary dict. A run_dir that is a
-  URL (gs://, memory://, …) is trained in a local mirror, pushed at every checkpoint and at the
-  end (scaling/train/remote.py)."""
-  if remote.is_remote(cfg.get("run_dir", "")):
-    return _train_mirrored(cfg, overwrite, verbose)
-  return _train_here(cfg, overwrite, verbose, sync=None)
+def train(run: RunSpec | ml_collections.ConfigDict, overwrite: bool = False,
+          verbose: bool = True) -> summarylib.RunSummary:
+  """Trains (or resumes) one run; returns its summary (summary.json). `run` is its RunSpec, or a config
+  (validated here, the edge: nothing below sees it). A run_dir that is a URL (gs://, memory://,
+  …) is trained in a local mirror, pushed at every checkpoint and at the end
+  (scaling/train/remote.py)."""
+  spec = run if isinstance(run, RunSpec) else validate(run)
+  if not spec.config_json:
+    raise ValueError("a RunSpec to train comes from validate(config): it records the config "
+                     "as given (config_json) for the run directory")
+  if remote.is_remote(spec.run_dir):
+    return _train_mirrored(spec, overwrite, verbose)
+  return _train_here(spec, overwrite, verbose, sync=None)
 
 
-def _train_mirrored(cfg, overwrite: bool, verbose: bool) -> dict:
-  distributed.initialize(cfg)
+def _train_mirrored(spec: RunSpec, overwrite: bool, verbose: bool) -> summarylib.RunSummary:
+  distributed.initialize(spec.distributed)
   if jax.process_count() > 1:
-    raise UserError(f"run_dir {cfg.run_dir} is not local: a run on several hosts needs a "
+    raise UserError(f"run_dir {spec.run_dir} is not local: a run on several hosts needs a "
                     "filesystem path they share (each host would mirror its own copy)")
-  mirror = remote.Mirror(cfg.run_dir, datalib.cache_root(cfg.data.cache_dir))
+  mirror = remote.Mirror(spec.run_dir, datalib.cache_root(spec.data.cache_dir))
   mirror.pull()
-  local = ml_collections.ConfigDict(cfg.to_dict())
-  local.run_dir = str(mirror.local)
-  try:   # config.json keeps the URL as run_dir
-    return _train_here(local, overwrite, verbose, sync=mirror.push, cfg_json=to_json(cfg))
+  try:   # config.json (spec.config_json) keeps the URL as run_dir
+    return _train_here(dataclasses.replace(spec, run_dir=str(mirror.local)), overwrite, verbose,
+                       sync=mirror.push)
   finally:
     mirror.push()
 
 
-def _train_here(cfg, overwrite: bool, verbose: bool, sync, cfg_json: str = "") -> dict:
-  distributed.initialize(cfg)
-  if cfg.get("compilation_cache", True):
-    hardware.enable_compilation_cache(cfg.data.cache_dir)
+def _train_here(spec: RunSpec, overwrite: bool, verbose: bool,
+                sync) -> summarylib.RunSummary:
+  distributed.initialize(spec.distributed)
+  if spec.compilation_cache:
+    hardware.enable_compilation_cache(spec.data.cache_dir)
   is_main = distributed.is_main()
   say = (lambda *a: print(*a, flush=True)) if (verbose and is_main) else (lambda *a: None)
-  run_dir, cfg_json = rundir.path_of(cfg), cfg_json or to_json(cfg)
+  run_dir, cfg_json = rundir.path_of(spec.run_dir, spec.name), spec.config_json
   if run_dir.exists() and not run_dir.is_dir():
     raise UserError(f"run_dir {run_dir} is a file, not a folder; give a new folder or a run's")
   if _finished(run_dir, cfg_json, overwrite):
     say(rundir.finished_note(run_dir, cfg_json))
-    return rundir.read_summary(run_dir)
-  setup = prepare(cfg, verbose and is_main)
+    return summarylib.read(run_dir)
+  setup = prepare(spec, verbose and is_main)
   # Everything validated: only now touch the run directory, holding its lock.
   with runlock.locked(run_dir, enabled=is_main):
     if is_main:
       # Progress whose checkpoints are gone is never silently started over.
       every = setup.spec.checkpoint.every
-      start = setup.branch[1] if setup.branch and not setup.branch[2] else 0
+      start = setup.branch.step if setup.branch and not setup.branch.fork else 0
       rundir.check_progress_kept(run_dir, bool(ckptlib.committed_steps(run_dir / "checkpoints")),
                                  start + every, every, overwrite)
       rundir.check_or_write_config(run_dir, cfg_json, overwrite)
-    return _train(cfg, setup, run_dir, is_main, say, sync)
+    return _train(setup, run_dir, is_main, say, sync)
 
 
 def _finished(run_dir: Path, cfg_json: str, overwrite: bool) -> bool:
@@ -202,26 +216,28 @@ def _finished(run_dir: Path, cfg_json: str, overwrite: bool) -> bool:
   return distributed.agreed(finished)
 
 
-def _train(cfg, setup: Setup, run_dir: Path, is_main: bool, say, sync) -> dict:
+def _train(setup: Setup, run_dir: Path, is_main: bool, say,
+           sync) -> summarylib.RunSummary:
   spec, mcfg = setup.spec, setup.mcfg
   trainer = steplib.build(mcfg, spec.train, spec.gns, setup.mesh, setup.peak_lr,
-                          setup.total_steps, spec.seed, spec.model.get("weight_grad", "auto"))
-  loop = _Loop(cfg, setup, trainer, run_dir, is_main, say, sync)
+                          setup.total_steps, spec.seed, spec.model.weight_grad)
+  loop = _Loop(setup, trainer, run_dir, is_main, say, sync)
   geom = trainer.geom
   say(f"model: n_layer={mcfg.n_layer} d_model={mcfg.d_model} heads={mcfg.n_heads}x{mcfg.head_dim} "
-      f"n_ctx={mcfg.n_ctx} | N (Kaplan, non-embedding) = {setup.counts['n_kaplan']:,}, "
-      f"total = {setup.counts['n_total']:,} | {setup.flop_per_token['palm_train']:.3g} "
+      f"n_ctx={mcfg.n_ctx} | N (Kaplan, non-embedding) = {setup.counts.n_kaplan:,}, "
+      f"total = {setup.counts.n_total:,} | {setup.flop_per_token['palm_train']:.3g} "
       "FLOP/token (PaLM count)")
   say(f"training: {setup.total_steps} steps x {spec.train.batch_size} x {mcfg.n_ctx} tokens on "
       f"{geom.n_devices} {jax.default_backend()} device(s), peak lr {setup.peak_lr:.3g}"
       f"{_lr_rule(spec.train)}, gns B_small/B_big = "
       f"{geom.b_small_tokens}/{geom.b_big_tokens} tokens | run dir {run_dir}")
   loop.run()
-  summary = _summary(setup, loop, run_dir, is_main)
+  final = rundir.last_record(run_dir) if is_main else loop.last_record
+  summary = summarylib.from_run(setup, loop, final)
   if is_main:
-    rundir.write_summary(run_dir, summary)
-    say(f"done: final held-out loss {summary['final_eval_loss']:.4f} nats/token "
-        f"(unigram entropy of the training text {summary['unigram_entropy']:.4f}); "
+    summarylib.write(run_dir, summary)
+    say(f"done: final held-out loss {summary.final_eval_loss:.4f} nats/token "
+        f"(unigram entropy of the training text {summary.unigram_entropy:.4f}); "
         f"metrics in {run_dir / rundir.METRICS}")
   return summary
 
@@ -229,9 +245,9 @@ def _train(cfg, setup: Setup, run_dir: Path, is_main: bool, say, sync) -> dict:
 class _Loop:
   """The steps of one run, with their metrics, evaluations, checkpoints and stopping rules."""
 
-  def __init__(self, cfg, setup: Setup, trainer: steplib.Trainer, run_dir: Path, is_main: bool,
+  def __init__(self, setup: Setup, trainer: steplib.Trainer, run_dir: Path, is_main: bool,
                say, sync):
-    self.cfg, self.setup, self.trainer, self.run_dir = cfg, setup, trainer, run_dir
+    self.setup, self.trainer, self.run_dir = setup, trainer, run_dir
     self.is_main, self.say, self.sync = is_main, say, sync
     self.ckpt_dir = (run_dir / "checkpoints").resolve()
     ck = setup.spec.checkpoint
@@ -242,7 +258,7 @@ class _Loop:
           self.manager, self.ckpt_dir, self.state, ck.keep, is_main, setup.keep_steps)
       say(f"resumed from the checkpoint at step {self.start}")
     elif setup.branch is not None:
-      source, at, fork = setup.branch
+      source, at, fork = setup.branch.source, setup.branch.step, setup.branch.fork
       self.state = ckptlib.restore_branch_point(source, at, self.state)
       if not fork:                   # a fork counts its own steps from 0 (Adam's count goes on)
         self.start = at
@@ -255,10 +271,10 @@ class _Loop:
     self.best = ckptlib.best_so_far(self.best_manager)
     self.peak_flop_per_s, self.peak_source = hardware.training_peak(setup.mcfg.compute_dtype)
     self.steps_done, self.last_record = self.start, {}
-    tcfg = setup.spec.train
-    self.window = records.LossWindow(tcfg.stop_loss, tcfg.stop_window_tokens)
-    self.stop_reason = (f"the training loss averaged over the last {tcfg.stop_window_tokens:,} "
-                        f"tokens fell below train.stop_loss={tcfg.stop_loss}")
+    tspec = setup.spec.train
+    self.window = records.LossWindow(tspec.stop_loss, tspec.stop_window_tokens)
+    self.stop_reason = (f"the training loss averaged over the last {tspec.stop_window_tokens:,} "
+                        f"tokens fell below train.stop_loss={tspec.stop_loss}")
 
   def evaluate(self, batches_nBW) -> float:
     mesh, eval_fn = self.trainer.mesh, self.trainer.eval_fn
@@ -271,7 +287,7 @@ class _Loop:
     out.update({f"eval_loss/{name}": self.evaluate(b) for name, b in self.setup.extra_sets.items()})
     return out
 
-  def flush(self, pending) -> dict:
+  def flush(self, pending: records.Pending) -> dict:
     """Fetches a step's metrics, appends them, and stops the run if they are not finite."""
     try:
       self.t_prev, record = records.step_record(pending, self.t_prev, self.setup.batch_tokens,
@@ -284,7 +300,7 @@ class _Loop:
     self.sinks.write(record)
     self.window.add(record)
     records.check_finite(record, self.manager, self.setup.peak_lr,
-                         kaplan_learning_rate(self.setup.counts["n_kaplan"]))
+                         kaplan_learning_rate(self.setup.counts.n_kaplan))
     self.last_record = record
     return record
 
@@ -292,8 +308,9 @@ class _Loop:
     preempt = {"flag": False}
     old_handler = signal.signal(signal.SIGTERM, lambda *_: preempt.update(flag=True))
     self.metrics = rundir.MetricsWriter(self.run_dir, enabled=self.is_main)
-    self.sinks = loggers.MetricSinks(self.cfg.log, self.run_dir, self.cfg.name,
-                                     self.cfg.to_dict(), enabled=self.is_main)
+    spec = self.setup.spec
+    self.sinks = loggers.MetricSinks(spec.log, self.run_dir, spec.name,
+                                     json.loads(spec.config_json), enabled=self.is_main)
     self.t_start = self.t_prev = time.time()
     try:
       self._steps(preempt)
@@ -311,7 +328,7 @@ class _Loop:
   def _steps(self, preempt: dict) -> None:
     s = self.setup
     total, spec = s.total_steps, s.spec
-    print_every = self.cfg.log.print_every or max(1, total // 20)
+    print_every = self.setup.spec.log.print_every or max(1, total // 20)
     eval_every = spec.eval.every or total
     batches = datalib.train_iterator(s.train_source, self.start, spec.data.loader_threads)
     mesh, step_for = self.trainer.mesh, self.trainer.step_for
@@ -328,15 +345,15 @@ class _Loop:
         self.flush(pending)
       stop = self.window.reached()
       last = done == total or stop
-      pending = (done, metrics, None)
+      pending = records.Pending(done, metrics, None)
       if done % eval_every == 0 or last:
         evals = self.evaluations()
-        pending = (done, metrics, evals)
+        pending = records.Pending(done, metrics, evals)
         stop = self._early_stop(done, evals["eval_loss"], eval_every) or stop
         last = last or stop
       save_now = (done % spec.checkpoint.every == 0 or done in s.keep_steps or last
                   or preempt["flag"])
-      if save_now or pending[2] is not None or done % print_every == 0:
+      if save_now or pending.evals is not None or done % print_every == 0:
         # A checkpoint is written only after this step's loss and gradient norm were checked.
         record = self.flush(pending)
         pending = None
@@ -375,7 +392,7 @@ class _Loop:
       return True
     return False
 
-  def _preempted(self, done: int, saved: bool, pending) -> None:
+  def _preempted(self, done: int, saved: bool, pending: records.Pending | None) -> None:
     if not saved:  # the signal came after this step's save decision
       if pending is not None:
         self.flush(pending)
@@ -390,48 +407,3 @@ def _lr_rule(train) -> str:
   if train.peak_lr:
     return ""
   return " (Kaplan LR(N))" if train.lr_scale == 1 else f" ({train.lr_scale:g} x Kaplan LR(N))"
-
-
-def _summary(setup: Setup, loop: _Loop, run_dir: Path, is_main: bool) -> dict:
-  spec, mcfg, store = setup.spec, setup.mcfg, setup.store
-  steps, start, batch_tokens = loop.steps_done, loop.start, setup.batch_tokens
-  final = rundir.last_record(run_dir) if is_main else loop.last_record
-  elapsed_s = max(time.time() - loop.t_start, 1e-9)
-  fpt = setup.flop_per_token
-  summary = {
-      "name": spec.name, "steps": steps, "tokens": steps * batch_tokens,
-      "planned_steps": setup.total_steps, "stopped_early": steps < setup.total_steps,
-      "stop_reason": loop.stop_reason if steps < setup.total_steps else None,
-      "batch_seqs": spec.train.batch_size, "batch_tokens": batch_tokens, "n_ctx": mcfg.n_ctx,
-      "n_vocab": store.n_vocab,
-      "vocab_size_requested": None if spec.data.tokenizer or spec.data.store
-                              else spec.data.vocab_size,
-      "peak_lr": setup.peak_lr, "d_train_tokens": setup.d_train_tokens,
-      "epochs": steps * batch_tokens / setup.d_train_tokens, "sampling": spec.data.sampling,
-      "store": spec.data.store or str(store.folder), "store_sha256_16": store.sha256_16,
-      "tokenizer_sha256_16": store.meta["tokenizer_sha256_16"],
-      **setup.counts, "flop_per_token": fpt,
-      "flop_kaplan": fpt["kaplan_train"] * steps * batch_tokens,
-      "flop_palm": fpt["palm_train"] * steps * batch_tokens,
-      "final_loss": final.get("loss"), "final_eval_loss": final.get("eval_loss"),
-      "final_eval_losses": {k.split("/", 1)[1]: v for k, v in final.items()
-                            if k.startswith("eval_loss/")},
-      "best_eval_loss": records.finite_or_none(loop.best["eval_loss"]),
-      "best_eval_step": loop.best["step"],
-      "unigram_entropy": store.unigram_entropy(), "bigram_loss": store.bigram_loss(),
-      "entropy_rate": store.entropy_rate(),
-      "b_simple_tokens_final": final.get("b_simple_tokens"),
-      "wall_time_s": elapsed_s, "n_devices": loop.trainer.geom.n_devices,
-      "backend": jax.default_backend(), "peak_flop_per_s": loop.peak_flop_per_s,
-      "peak_source": loop.peak_source,
-      "mfu_mean": fpt["palm_train"] * (steps - start) * batch_tokens / elapsed_s
-                  / loop.peak_flop_per_s,
-      "shape": {"n_layer": mcfg.n_layer, "d_model": mcfg.d_model, "n_heads": mcfg.n_heads,
-                "d_head": mcfg.head_dim, "d_ff": mcfg.ff_dim},
-      "group": spec.group, "budget_flop": spec.budget_flop or None,
-      "flop_convention": spec.flop_convention if spec.budget_flop else None,
-      "schedule": spec.train.schedule, "branched_from": spec.train.init_from or None,
-      "init_mode": spec.train.init_mode if spec.train.init_from else None,
-  }
-  summary["pf_days_kaplan"] = summary["flop_kaplan"] / PF_DAY_FLOP
-  return summary

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -41,9 +42,16 @@ def finite_or_none(x: float):
   return float(x) if math.isfinite(x) else None
 
 
-def step_record(pending, t_prev: float, batch_tokens: int, fpt: dict, peak_flop_per_s: float):
+class Pending(NamedTuple):
+  """A step whose metrics are still on the device: read one step later (scaling/train/loop.py)."""
+  step: int                   # steps done
+  metrics: object             # the step's StepMetrics (device arrays)
+  evals: dict | None          # held-out losses evaluated after it, if any
+
+
+def step_record(pending: Pending, t_prev: float, batch_tokens: int, fpt: dict, peak_flop_per_s: float):
   """(now, the metrics.jsonl record of one step): its metrics fetched from the device."""
-  done, metrics, evals = pending
+  done, metrics, evals = pending.step, pending.metrics, pending.evals
   values = jax.device_get(metrics)
   now = time.time()
   record = {"step": done, "tokens": done * batch_tokens,

@@ -2,11 +2,11 @@
 
     <run_dir>/config.json      the run's full config (compared on resume)
     <run_dir>/metrics.jsonl    one JSON object per logged step (append-only; truncated on resume)
-    <run_dir>/summary.json     written once the run is finished
+    <run_dir>/summary.json     written once the run is finished (scaling/train/summary.py)
     <run_dir>.lock             the process training it (host, pid, start time; scaling/train/runlock.py)
     <run_dir>/checkpoints/, best/   orbax (scaling/train/checkpoint.py)
 
-Readers of runs (fits, report, batch sweep) go through `read_summary`, `read_metrics` and
+Readers of runs (fits, report, batch sweep) go through `summary.read`, `read_metrics` and
 `loss_curve`; the one smoother of training-loss curves is `smoothed`.
 """
 
@@ -21,23 +21,19 @@ import numpy as np
 
 from scaling import files
 from scaling.train import remote
-from scaling.config.defaults import base_config
+from scaling.train import summary as summarylib
+from scaling.config import spec as speclib
 from scaling.errors import UserError
 
-CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
+CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", summarylib.FILE
 
-# Fields a run may resume under with another value: they change how it goes on from its last
-# checkpoint, not what it is (a lower LR or a skipped batch after a NaN; logging; patience; where
-# the run directory and the cache live, so a copied or moved run goes on; the weight gradients'
-# matmul form, the same sum in another order).
-RESUMABLE_FIELDS = ("train.peak_lr", "train.skip_batches", "train.grad_clip", "train.patience",
-                    "log.", "compilation_cache", "data.loader_threads", "run_dir",
-                    "data.cache_dir", "data.shard_tokens", "model.weight_grad")
+# Fields a run may resume under with another value (marked resumable in the spec): they change
+# how it goes on from its last checkpoint, not what it is (a lower LR or a skipped batch after a
+# NaN; logging; patience; where the run directory and the cache live, so a copied or moved run
+# goes on; the weight gradients' matmul form, the same sum in another order).
+RESUMABLE_FIELDS = speclib.resumable_fields()
 
-# Older run directories used other key names; readers see the current ones.
-_LEGACY_SUMMARY_KEYS = {"flops_kaplan": "flop_kaplan", "flops_palm": "flop_palm",
-                        "flops_per_token": "flop_per_token", "peak_flops": "peak_flop_per_s",
-                        "b_noise_tokens_final": "b_simple_tokens_final"}
+# Older run directories used other metric names; readers see the current ones.
 _LEGACY_METRIC_KEYS = {"flops": "flop_kaplan", "flops_palm": "flop_palm",
                        "model_flops_per_s": "model_flop_per_s", "b_noise_tokens": "b_simple_tokens",
                        "b_noise_seqs": "b_simple_seqs"}
@@ -46,21 +42,20 @@ _LEGACY_METRIC_KEYS = {"flops": "flop_kaplan", "flops_palm": "flop_palm",
 SMOOTH_STEPS = 20
 
 
-def path_of(cfg) -> Path:
-  """The run-directory rule: cfg.run_dir, else runs/<cfg.name> (a config or a RunSpec)."""
-  run_dir = cfg.run_dir if hasattr(cfg, "run_dir") else cfg.get("run_dir", "")
-  return Path(run_dir or Path("runs") / cfg.name)
+def path_of(run_dir: str, name: str) -> Path:
+  """The run-directory rule: run_dir, else runs/<name>."""
+  return Path(run_dir or Path("runs") / name)
 
 
 PILOT = "pilot"     # <sweep>/pilot/: the design stage's runs (scaling/design/pilot.py)
 
 
-def child_of(cfg, name: str) -> str:
-  """The run directory of a sweep's point `name`, under the sweep's (a URL stays a URL)."""
-  base = cfg.run_dir if hasattr(cfg, "run_dir") else cfg.get("run_dir", "")
-  if remote.is_remote(base):
-    return f"{base.rstrip('/')}/{name}"
-  return str(path_of(cfg) / name)
+def child_of(run_dir: str, name: str, child: str) -> str:
+  """The run directory of a sweep's point `child`, under the sweep's (path_of(run_dir, name));
+  a URL stays a URL."""
+  if remote.is_remote(run_dir):
+    return f"{run_dir.rstrip('/')}/{child}"
+  return str(path_of(run_dir, name) / child)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,7 +93,7 @@ def config_diff(old: dict, new: dict) -> list[str]:
   """The fields in which two run configs differ, leaving out fields added to the config since
   the old run was written (absent there) that the new one leaves at their default, unless the
   old run behaved otherwise (_LEGACY_BEHAVIOUR)."""
-  defaults = base_config().to_dict()
+  defaults = speclib.defaults()
 
   def same(k):
     if _lookup(old, k) is not _MISSING:
@@ -124,7 +119,7 @@ _LOCATION_FIELDS = ("run_dir", "data.cache_dir")   # where a run lives, not what
 
 
 def _resumable(key: str) -> bool:
-  return any(key == f or (f.endswith(".") and key.startswith(f)) for f in RESUMABLE_FIELDS)
+  return key in RESUMABLE_FIELDS
 
 
 def check_or_write_config(run_dir: Path, cfg_json: str, overwrite: bool) -> None:
@@ -179,9 +174,9 @@ def finished_note(run_dir: Path, cfg_json: str) -> str:
   fields were ignored."""
   diff = [k for k in config_diff(read_config(run_dir), json.loads(cfg_json))
           if k not in _LOCATION_FIELDS]
-  s = read_summary(run_dir)
-  loss = s.get("final_eval_loss")
-  note = (f"{run_dir} is finished ({s.get('steps')} steps"
+  s = summarylib.read(run_dir)
+  loss = s.final_eval_loss
+  note = (f"{run_dir} is finished ({s.steps} steps"
           + (f", final held-out loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
           + "): nothing to do")
   if diff:
@@ -293,18 +288,6 @@ def last_record(run_dir: Path) -> dict:
 # summary.json
 
 
-def write_summary(run_dir: Path, summary: dict) -> None:
-  files.atomic_write_text(Path(run_dir) / SUMMARY, json.dumps(summary, indent=1))
-
-
-def read_summary(run_dir: Path) -> dict:
-  try:
-    raw = json.loads((Path(run_dir) / SUMMARY).read_text())
-  except (OSError, json.JSONDecodeError) as e:
-    raise UserError(f"cannot read {Path(run_dir) / SUMMARY}: {e}") from None
-  return {_LEGACY_SUMMARY_KEYS.get(k, k): v for k, v in raw.items()}
-
-
 def is_run(path: Path) -> bool:
   """True for a run directory (it holds config.json or summary.json), False for a sweep's."""
   return (Path(path) / CONFIG).is_file() or (Path(path) / SUMMARY).is_file()
@@ -329,12 +312,12 @@ COMPARABLE = (("tokenizer_sha256_16", "tokenizer"), ("store_sha256_16", "token s
 def check_comparable(runs: list[Path], where) -> None:
   """Refuses runs that differ in tokenizer, corpus or context length (one fit over them would
   mix losses of different units), naming the groups found."""
-  summaries = [read_summary(r) for r in runs]
+  summaries = [summarylib.read(r) for r in runs]
   for key, what in COMPARABLE:
     groups: dict = {}
     for run, s in zip(runs, summaries):
-      if s.get(key) is not None:
-        groups.setdefault(s[key], []).append(Path(run))
+      if getattr(s, key) is not None:
+        groups.setdefault(getattr(s, key), []).append(Path(run))
     if len(groups) > 1:
       parts = "; ".join(f"{len(rs)} with {what} {value} (e.g. {rs[0].name})"
                         for value, rs in groups.items())

@@ -9,6 +9,8 @@ dense bf16 peak of a known accelerator.
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import time
 
@@ -19,12 +21,11 @@ from scaling.data import loader as datalib
 from scaling.data import tokenize
 from scaling.train import step as steplib
 from scaling.data import store as storelib
-from scaling.config.defaults import base_config
 from scaling.errors import UserError
 from scaling.train.hardware import (matmul_peak, matmul_timer, nominal_peak, numpy_matmul_timer,
                               peak_memory_bytes, resolve_dtype)
 from scaling.model.transformer import ModelConfig, flop_per_token, param_count
-from scaling.config.spec import data_spec, validate
+from scaling.config.spec import RUN_DEFAULTS, data_spec
 
 
 def trainer_step(n_layer: int, d_model: int, n_heads: int, n_ctx: int, n_vocab: int, batch: int,
@@ -37,15 +38,14 @@ def trainer_step(n_layer: int, d_model: int, n_heads: int, n_ctx: int, n_vocab: 
   mesh = steplib.make_mesh(num_devices)
   if batch % mesh.devices.size:
     raise UserError(f"bench batch {batch} is not divisible by the {mesh.devices.size} devices")
-  cfg = base_config()
-  cfg.train.batch_size = batch
-  cfg.gns.enabled, cfg.gns.micro_batches = gns_on, micro_batches
-  cfg.gns.preconditioned, cfg.gns.precond_every = preconditioned, precond_every
-  spec = validate(cfg)
+  spec = RUN_DEFAULTS
+  train = dataclasses.replace(spec.train, batch_size=batch)
+  gns_spec = dataclasses.replace(spec.gns, enabled=gns_on, micro_batches=micro_batches,
+                                 preconditioned=preconditioned, precond_every=precond_every)
   mcfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=n_heads, n_ctx=n_ctx,
                      n_vocab=n_vocab, compute_dtype=resolve_dtype(compute_dtype)).validate()
-  return steplib.build(mcfg, spec.train, spec.gns, mesh, 1e-3, total_steps,
-                       weight_grad=cfg.model.weight_grad), mcfg
+  return steplib.build(mcfg, train, gns_spec, mesh, 1e-3, total_steps,
+                       weight_grad=spec.model.weight_grad), mcfg
 
 
 def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n_ctx: int = 256,
@@ -115,8 +115,8 @@ def bench_shape(n_layer: int, d_model: int, n_heads: int, n_vocab: int = 4096, n
   return {
       "shape": [n_layer, d_model, n_heads], "n_vocab": n_vocab, "n_ctx": n_ctx, "batch": batch,
       "compute_dtype": mcfg.compute_dtype, "micro_batches": micro, "gns": gns_on,
-      "n_devices": n_dev, "n_kaplan": param_count(mcfg)["n_kaplan"],
-      "n_total": param_count(mcfg)["n_total"], "flop_per_token": flop_tok,
+      "n_devices": n_dev, "n_kaplan": param_count(mcfg).n_kaplan,
+      "n_total": param_count(mcfg).n_total, "flop_per_token": flop_tok,
       "step_s": step_s, "best_step_s": best_step_s, "step_times_s": times,
       "tokens_per_s": tokens_per_s, "achieved_flop_per_s": achieved,
       # MFU against the peak of the whole run (a conservative bound: median step, best matmul).

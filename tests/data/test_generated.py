@@ -143,13 +143,13 @@ def test_a_trained_model_ends_near_but_not_below_the_floor(small_cfg):
   from scaling.train import loop as trainlib
   cfg = small_cfg(**_NEAR_FLOOR)
   summary = trainlib.train(cfg, verbose=False)
-  store = storelib.open_store(summary["store"])
+  store = storelib.open_store(summary.store)
   source = generated.make_source(generated.SourceParams(**store.meta["synthetic"]))
   h = generated.entropy_rate(source)["entropy_rate_nats"]
-  assert summary["entropy_rate"] == pytest.approx(h, rel=1e-12)
+  assert summary.entropy_rate == pytest.approx(h, rel=1e-12)
   n_windows = cfg.eval.batches * cfg.eval.batch_size       # the evaluated documents
   nll = np.concatenate([x for _, x in generated.Generator(source, "eval").documents(n_windows)])
   se = float(np.std(nll / cfg.model.n_ctx, ddof=1) / np.sqrt(n_windows))
   losses = [m["eval_loss"] for m in read_metrics(cfg.run_dir) if m.get("eval_loss") is not None]
   assert min(losses) > h - 3 * se
-  assert summary["final_eval_loss"] < h + 0.5 * (summary["bigram_loss"] - h)
+  assert summary.final_eval_loss < h + 0.5 * (summary.bigram_loss - h)

@@ -12,6 +12,7 @@ from scipy import optimize
 from scaling.design import planner
 from scaling.experiments import processes
 from scaling.errors import UserError
+from scaling.train.summary import RunSummary
 
 # L(N, D) = E + A/N^α + B/D^β (Hoffmann 2022 eq. 2) plus a penalty J that fades past C_KINK: runs
 # below that compute miss what longer context gives (the change of phase, SCIENCE.md §7).
@@ -290,8 +291,8 @@ def test_the_lr_probe_goes_past_an_edge_only_for_the_size_that_needs_it(monkeypa
   best = {6144.0: 50.0, 55296.0: 8.0}
   fam = [planner.Member((2, w, 1), 24.0 * w * w, 6.0 * 24.0 * w * w) for w in (16, 48)]
   monkeypatch.setattr(pilotlib, "_probe_run", lambda cfg, m, mult, w: (m.n, mult))
-  monkeypatch.setattr(pilotlib, "_timed", lambda rc, v: {
-      "final_eval_loss": 2.0 + 0.1 * math.log(rc[1] / best[rc[0]]) ** 2, "run": None})
+  monkeypatch.setattr(pilotlib, "_timed", lambda rc, v: pilotlib.Timed(RunSummary(
+      final_eval_loss=2.0 + 0.1 * math.log(rc[1] / best[rc[0]]) ** 2), None, None))
   (scale, ref, exponent), rows, _ = pilotlib.lr_probe(None, fam, 60, False)
   probed = {n: sorted(r["multiplier"] for r in rows if r["N"] == n) for n in best}
   assert probed == {6144.0: [4.0, 8.0, 16.0, 32.0, 64.0, 128.0], 55296.0: [4.0, 8.0, 16.0, 32.0]}

@@ -133,11 +133,11 @@ def test_a_fork_starts_from_the_source_state_at_any_batch(small_cfg, tmp_path):
                       "train.init_from": f"{src.run_dir}@6", "train.init_mode": "fork"})
   fork.run_dir = str(tmp_path / "fork")
   summary = trainlib.train(fork, verbose=False)
-  assert summary["final_eval_loss"] == pytest.approx(source_summary["final_eval_loss"], rel=1e-5)
+  assert summary.final_eval_loss == pytest.approx(source_summary.final_eval_loss, rel=1e-5)
   recs = read_metrics(fork.run_dir)
   assert [r["step"] for r in recs] == [1, 2]
   assert recs[-1]["tokens"] == 2 * 16 * fork.model.n_ctx
-  assert summary["init_mode"] == "fork"
+  assert summary.init_mode == "fork"
   assert json.loads((tmp_path / "fork" / "config.json").read_text())["seed"] == 5
   other = small_cfg(**{"train.steps": 2, "model.d_model": 64, "train.init_mode": "fork",
                        "train.init_from": f"{src.run_dir}@6"})

@@ -88,7 +88,7 @@ def test_heldout_shapes_bracket_the_predicted_optimum(tmp_path):
   for r in runs:
     assert "heldout" in r.run_dir and r.budget_flop == 2e10 and not r.train.init_from
     _, counts = _fpt(cfg, (r.model.n_layer, r.model.d_model, r.model.n_heads))
-    ns.append(counts["n_kaplan"])
+    ns.append(counts.n_kaplan)
   assert ns[0] < ns[1] < ns[2]
   for n, factor in zip(ns, (0.5, 1.0, 2.0)):
     assert abs(math.log(n / (factor * 3e4))) < math.log(1.35)

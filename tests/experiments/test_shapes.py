@@ -12,6 +12,7 @@ from scaling.experiments import shapes
 from scaling.experiments.expand import expand
 from scaling.laws import sweepfit
 from scaling.model.transformer import ModelConfig, flop_per_token, param_count
+from scaling.train.summary import RunSummary
 from conftest import tree_sizes
 
 
@@ -76,9 +77,9 @@ def test_hand_counts_of_nondefault_shapes(shape, n_kaplan, n_exact):
   cfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=n_heads, d_ff=d_ff, n_ctx=128,
                     n_vocab=2048)
   counts = param_count(cfg)
-  assert counts["n_kaplan"] == n_kaplan
-  assert counts["n_exact_nonemb"] == n_exact
-  assert counts["n_embedding"] == 2048 * d_model + 128 * d_model
+  assert counts.n_kaplan == n_kaplan
+  assert counts.n_exact_nonemb == n_exact
+  assert counts.n_embedding == 2048 * d_model + 128 * d_model
   flops = flop_per_token(cfg)
   # PaLM appendix B: 6N + 12·n_layer·d_attn·n_ctx, plus 6·d_model·n_vocab for the logits.
   assert flops["palm_train"] == 6 * n_kaplan + 12 * n_layer * d_model * 128 + 6 * d_model * 2048
@@ -89,8 +90,8 @@ def test_every_grid_shape_counts_equal_its_parameter_tree():
     cfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=n_heads, d_ff=d_ff, n_ctx=128,
                       n_vocab=2048)
     sizes = tree_sizes(cfg)
-    assert param_count(cfg)["n_total"] == sizes["total"]
-    assert param_count(cfg)["n_kaplan"] == sizes["block_kernels"]
+    assert param_count(cfg).n_total == sizes["total"]
+    assert param_count(cfg).n_kaplan == sizes["block_kernels"]
     assert shapes.n_kaplan(n_layer, d_model, d_ff) == sizes["block_kernels"]
 
 
@@ -98,9 +99,9 @@ def _row(n_layer, d_model, n_heads, d_ff, group, loss, n_vocab=2048, n_ctx=128):
   cfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=n_heads, d_ff=d_ff, n_ctx=n_ctx,
                     n_vocab=n_vocab)
   counts = param_count(cfg)
-  return {**counts, "final_eval_loss": loss, "group": group,
-          "shape": {"n_layer": n_layer, "d_model": d_model, "n_heads": n_heads,
-                    "d_head": cfg.head_dim, "d_ff": cfg.ff_dim}}
+  return RunSummary(**counts._asdict(), final_eval_loss=loss, group=group,
+                    shape={"n_layer": n_layer, "d_model": d_model, "n_heads": n_heads,
+                           "d_head": cfg.head_dim, "d_ff": cfg.ff_dim})
 
 
 def test_collapse_is_exact_for_a_law_in_non_embedding_n():
@@ -125,8 +126,8 @@ def test_panels_measure_increase_over_the_best_shape(tmp_path):
     loss = 4.0 * (1 + 0.01 * abs(math.log2(d_model / n_layer / 32)))
     rows.append(_row(n_layer, d_model, n_heads, d_ff, group, loss))
   pan = shapes.shape_panels(rows)["N2e5"]
-  best = min(r["final_eval_loss"] for r in rows if r["group"].startswith("N2e5")
-             or ";N2e5" in r["group"])
+  best = min(r.final_eval_loss for r in rows if r.group.startswith("N2e5")
+             or ";N2e5" in r.group)
   assert pan["best_loss"] == pytest.approx(best)
   aspect = pan["panels"]["aspect"]
   for x, inc in zip(aspect["x"], aspect["increase_pct"]):

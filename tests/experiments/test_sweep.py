@@ -98,7 +98,7 @@ def test_ladder_configs_spread_n_evenly_in_log_space(name):
   from scaling.model.transformer import ModelConfig, param_count
   cfg = load_config_file(f"configs/{name}.py")
   ns = [param_count(ModelConfig(n_layer=l, d_model=d, n_heads=h, n_ctx=cfg.model.n_ctx,
-                                n_vocab=cfg.data.vocab_size))["n_kaplan"]
+                                n_vocab=cfg.data.vocab_size)).n_kaplan
         for l, d, h in cfg.sweep.models]
   steps = np.diff(np.log10(ns))
   assert (steps > 0).all() and steps.max() < 3 * steps.min() + 0.3

@@ -173,7 +173,7 @@ def test_nan_stops_at_its_step_keeps_the_last_good_checkpoint_and_can_skip_the_b
   cfg = small_cfg(**{"train.steps": 30, "checkpoint.every": 5, "eval.every": 10,
                      "train.skip_batches": "13"})
   summary = trainlib.train(cfg, verbose=False)
-  assert summary["steps"] == 30 and np.isfinite(summary["final_eval_loss"])
+  assert summary.steps == 30 and np.isfinite(summary.final_eval_loss)
   assert [m["step"] for m in read_metrics(run)] == list(range(1, 31))
   assert all(np.isfinite(m["loss"]) for m in read_metrics(run))
   assert _files(run / "checkpoints" / "10") == good or not (run / "checkpoints" / "10").exists()

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from scaling.train import runlock
 from scaling.cli import main as cli_main
+from scaling.experiments import points as pointlib
+from scaling.train import runlock
 
 pytestmark = pytest.mark.faults
 
@@ -170,12 +171,11 @@ def _wsd_sweep(tmp_path):
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_a_branch_whose_source_another_runner_trains_is_skipped_with_the_reason(
     tmp_path, sleeper, capsys, monkeypatch):
-  from scaling.train import rundir
   from scaling.experiments import sweep
   monkeypatch.setenv("SCALING_LOCK_WAIT_S", "1")
   monkeypatch.setattr(sweep, "_POLL_S", 0.2)
   configs = _wsd_sweep(tmp_path)
-  source = rundir.path_of(configs[0])
+  source = pointlib.run_path(configs[0])
   source.parent.mkdir(parents=True)
   runlock.lock_path(source).write_text(_owner(sleeper.pid))
   sweep.run_points(configs)
@@ -183,18 +183,17 @@ def test_a_branch_whose_source_another_runner_trains_is_skipped_with_the_reason(
   assert f"skipped, another process (pid {sleeper.pid} on" in out
   assert "waiting, its source" in out and "is being trained by another process" in out
   assert "skipped, its source" in out and "run the sweep again once it has finished" in out
-  assert "no checkpoint" not in out and not rundir.path_of(configs[1]).exists()
+  assert "no checkpoint" not in out and not pointlib.run_path(configs[1]).exists()
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
 def test_a_branch_waits_for_its_source_and_takes_over_when_that_runner_dies(
     tmp_path, sleeper, capsys, monkeypatch):
-  from scaling.train import rundir
   from scaling.experiments import sweep
   monkeypatch.setattr(sweep, "_POLL_S", 0.2)
   configs = _wsd_sweep(tmp_path)
-  rundir.path_of(configs[0]).parent.mkdir(parents=True)
-  runlock.lock_path(rundir.path_of(configs[0])).write_text(_owner(sleeper.pid))
+  pointlib.run_path(configs[0]).parent.mkdir(parents=True)
+  runlock.lock_path(pointlib.run_path(configs[0])).write_text(_owner(sleeper.pid))
   real_sleep = time.sleep
 
   def the_other_runner_dies(s):            # during the first wait
@@ -206,7 +205,7 @@ def test_a_branch_waits_for_its_source_and_takes_over_when_that_runner_dies(
   sweep.run_points(configs)
   out = capsys.readouterr().out
   assert "waiting, its source" in out
-  assert all((rundir.path_of(rc) / "summary.json").is_file() for rc in configs), out
+  assert all((pointlib.run_path(rc) / "summary.json").is_file() for rc in configs), out
 
 
 _TAKE = """

@@ -27,10 +27,10 @@ def test_closed_form_equals_parameter_tree(shape):
   cfg = ModelConfig(**shape)
   counts = param_count(cfg)
   sizes = tree_sizes(cfg)
-  assert counts["n_total"] == sizes["total"]
-  assert counts["n_embedding"] == sizes["embedding"]
-  assert counts["n_exact_nonemb"] == sizes["total"] - sizes["embedding"]
-  assert counts["n_kaplan"] == sizes["block_kernels"]
+  assert counts.n_total == sizes["total"]
+  assert counts.n_embedding == sizes["embedding"]
+  assert counts.n_exact_nonemb == sizes["total"] - sizes["embedding"]
+  assert counts.n_kaplan == sizes["block_kernels"]
 
 
 def test_hand_count_small_model():
@@ -38,18 +38,18 @@ def test_hand_count_small_model():
   # weights 3·32·32 + 32·32 + 32·128 + 128·32 = 3072 + 1024 + 4096 + 4096 = 12288 (= 12·32²)
   # biases 96 + 32 + 128 + 32 = 288; LayerNorms 4·32 = 128; final LayerNorm 64.
   counts = param_count(ModelConfig(n_layer=1, d_model=32, n_heads=2, n_ctx=16, n_vocab=300))
-  assert counts["n_kaplan"] == 12288
-  assert counts["n_exact_nonemb"] == 12288 + 288 + 128 + 64
-  assert counts["n_embedding"] == 300 * 32 + 16 * 32
+  assert counts.n_kaplan == 12288
+  assert counts.n_exact_nonemb == 12288 + 288 + 128 + 64
+  assert counts.n_embedding == 300 * 32 + 16 * 32
 
 
 def test_gpt2_small_counts():
   # Check values for GPT-2 small (the published "124M", Radford et al. 2019).
   cfg = ModelConfig(n_layer=12, d_model=768, n_heads=12, n_ctx=1024, n_vocab=50257)
   counts = param_count(cfg)
-  assert counts["n_kaplan"] == 84_934_656
-  assert counts["n_exact_nonemb"] == 85_056_000
-  assert counts["n_total"] == 124_439_808
+  assert counts.n_kaplan == 84_934_656
+  assert counts.n_exact_nonemb == 85_056_000
+  assert counts.n_total == 124_439_808
 
 
 def test_flops_hand_count():
@@ -71,7 +71,7 @@ def test_flops_nondefault_shape():
   # 4 heads of 16 (d_attn 64) in a 40-wide model with d_ff = 2·d_model.
   cfg = ModelConfig(n_layer=3, d_model=40, n_heads=4, d_head=16, d_ff=80, n_ctx=8, n_vocab=300)
   n = 3 * (40 * 192 + 64 * 40 + 40 * 80 + 80 * 40)
-  assert param_count(cfg)["n_kaplan"] == n
+  assert param_count(cfg).n_kaplan == n
   assert flop_per_token(cfg)["kaplan_fwd"] == 2 * n + 2 * 3 * 8 * 64
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from scaling.train import aot
 from scaling.config.load import apply_overrides, load_config_file
+from scaling.config.spec import validate
 from conftest import REPO
 
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
@@ -33,8 +34,8 @@ def test_a_bad_topology_is_one_line_with_or_without_libtpu(capsys):
 
 @needs_libtpu
 def test_small_model_compiles_for_v5e_2x2_and_fsdp_divides_the_state():
-  dp = aot.compile_step(_small(), "v5e:2x2")
-  fsdp = aot.compile_step(_small("mesh.fsdp=4"), "v5e:2x2")
+  dp = aot.compile_step(validate(_small()), "v5e:2x2")
+  fsdp = aot.compile_step(validate(_small("mesh.fsdp=4")), "v5e:2x2")
   assert dp.n_chips == 4 and dp.mesh == (4, 1) and fsdp.mesh == (1, 4) and dp.fits
   # Arguments are the train state (params + μ + ν in float32, 12 bytes a parameter, a hand
   # count) and 4 windows per chip: FSDP holds a quarter of the state per chip.

@@ -25,8 +25,8 @@ def test_overfitting_run_keeps_its_minimum(small_cfg):
   i_min = int(np.argmin(losses))
   # Held-out loss rises after its minimum (the model memorizes 800 tokens, ≈ 64 epochs).
   assert 0 < i_min < len(losses) - 1 and losses[-1] > losses[i_min] + 0.2
-  assert summary["best_eval_step"] == steps[i_min]
-  assert summary["epochs"] > 20
+  assert summary.best_eval_step == steps[i_min]
+  assert summary.epochs > 20
   # The early-stopped checkpoint restores to that loss on the same fixed held-out batches.
   store = build_store(validate(cfg).data, verbose=False)
   mcfg = ModelConfig(n_layer=1, d_model=64, n_heads=2, n_ctx=16, n_vocab=store.n_vocab)
@@ -36,7 +36,7 @@ def test_overfitting_run_keeps_its_minimum(small_cfg):
   batches = datalib.eval_batches(store.eval_T, 16, cfg.eval.batch_size, cfg.eval.batches)
   model = nnx.merge(graphdef, params)
   loss = np.mean([float(cross_entropy(model(b[:, :-1]), b[:, 1:])) for b in batches])
-  assert loss == pytest.approx(summary["best_eval_loss"], rel=1e-5)
+  assert loss == pytest.approx(summary.best_eval_loss, rel=1e-5)
 
 
 def test_patience_stops_the_run(small_cfg):
@@ -44,5 +44,5 @@ def test_patience_stops_the_run(small_cfg):
                      "train.steps": 400, "train.peak_lr": 1e-2, "eval.every": 20,
                      "train.patience": 3, "mesh.num_devices": 1})
   summary = trainlib.train(cfg, verbose=False)
-  assert summary["stopped_early"] and "patience" in summary["stop_reason"]
-  assert summary["steps"] == summary["best_eval_step"] + 3 * 20
+  assert summary.stopped_early and "patience" in summary.stop_reason
+  assert summary.steps == summary.best_eval_step + 3 * 20

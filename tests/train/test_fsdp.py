@@ -7,6 +7,7 @@ import pytest
 
 from scaling.train import step as steplib
 from scaling.train import loop as trainlib
+from scaling.config.spec import validate
 from conftest import read_metrics
 
 MESHES = [(8, 1), (2, 4), (1, 8)]   # (data, fsdp) on the 8 forced CPU devices
@@ -23,7 +24,7 @@ def _bytes_per_device(tree) -> dict:
 @pytest.mark.parametrize("fsdp", [4, 8])
 def test_each_device_holds_one_fsdp_th_of_the_parameters_and_moments(small_cfg, fsdp):
   cfg = small_cfg(**{"mesh.fsdp": fsdp, "model.d_model": 64, "model.n_heads": 4})
-  setup = trainlib.prepare(cfg, verbose=False)
+  setup = trainlib.prepare(validate(cfg), verbose=False)
   trainer = steplib.build(setup.mcfg, setup.spec.train, setup.spec.gns, setup.mesh,
                           setup.peak_lr, setup.total_steps)
   params, opt = trainer.state.params, trainer.state.opt_state
@@ -58,7 +59,7 @@ def test_fsdp_gives_the_losses_and_noise_scale_of_data_parallelism(small_cfg):
   """Over 20 steps: data=2, fsdp=4 and data=1, fsdp=8 against data=8 (pure data parallelism),
   the last one through the whole trainer (sharded checkpoints and evaluation included)."""
   cfg = small_cfg(**{"train.steps": 20, "eval.every": 0, "checkpoint.every": 10})
-  setup = trainlib.prepare(cfg, verbose=False)
+  setup = trainlib.prepare(validate(cfg), verbose=False)
   ref = _step_curves(setup, 1, 20)
   curves = {(2, 4): _step_curves(setup, 4, 20)}
   cfg.mesh.fsdp = 8

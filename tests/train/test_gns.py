@@ -111,7 +111,9 @@ def test_preconditioned_noise_scale_on_a_known_diagonal_preconditioner():
   mesh = make_mesh(8)
   geom = BatchGeometry(batch, 1, 8, 1)
   tx = optax.adamw(lambda count: 1.0, b1=0.9, b2=0.95)
-  _, step = make_train_step(loss_fn, tx, mesh, geom, GnsSpec(True, 1, 0.99, True, True), b2=0.95)
+  gns_spec = GnsSpec(enabled=True, micro_batches=1, ema_decay=0.99, preconditioned=True,
+                     preconditioned_p2=True)
+  _, step = make_train_step(loss_fn, tx, mesh, geom, gns_spec, b2=0.95)
   params = {"w": jnp.asarray(w_star + delta, jnp.float32)}
   opt_state = optax.tree_utils.tree_set(tx.init(params),
                                         nu={"w": jnp.asarray(1.0 / p ** 2, jnp.float32)})
@@ -158,7 +160,8 @@ def test_preconditioned_estimates_only_every_nth_step():
   tx = optax.adamw(lambda count: 1.0)
   geom = BatchGeometry(batch, 1, 8, 1)
   plain, weighted = make_train_step(loss_fn, tx, mesh, geom,
-                                    GnsSpec(True, 1, 0.9, True, False, precond_every=3))
+                                    GnsSpec(enabled=True, micro_batches=1, ema_decay=0.9,
+                                            preconditioned=True, precond_every=3))
   params = {"w": jnp.ones(d, jnp.float32)}
   state = TrainState(params, tx.init(params), gns.init_state(), jnp.zeros((), jnp.int32))
   trainer = Trainer(plain, None, state, None, None, geom, mesh, weighted, 3)

@@ -49,7 +49,7 @@ def test_memory_run_dirs_train_resume_fit_report(tmp_path, small_cfg, monkeypatc
   shutil.rmtree(tmp_path / "cache" / "mirrors")
   resumed = trainlib.train(cfg(32, f"{sweep}/m32"), verbose=False)
   whole = trainlib.train(cfg(32, str(tmp_path / "local")), verbose=False)
-  assert resumed["final_eval_loss"] == whole["final_eval_loss"]
+  assert resumed.final_eval_loss == whole.final_eval_loss
   recorded = json.loads(fs.cat_file(f"/{tmp_path.name}/sweep/m32/config.json"))
   assert recorded["run_dir"] == f"{sweep}/m32"                   # the URL, not the local mirror
   assert not any("config.before" in f for f in fs.find(f"/{tmp_path.name}/sweep/m32"))
@@ -91,4 +91,4 @@ def test_a_store_written_to_and_read_from_memory(tmp_path, small_cfg, monkeypatc
   c = small_cfg(**{"data.store": url, "train.steps": 2, "mesh.num_devices": 1,
                    "data.cache_dir": str(tmp_path / "cache2")})   # a machine without the copy
   summary = trainlib.train(c, verbose=False)
-  assert summary["store"] == url and summary["store_sha256_16"] == meta["store_sha256_16"]
+  assert summary.store == url and summary.store_sha256_16 == meta["store_sha256_16"]

@@ -8,6 +8,7 @@ import pytest
 
 from scaling.train import rundir, runlock
 from scaling.errors import UserError
+from scaling.train import summary as summarylib
 
 
 def test_metrics_append_read_truncate_and_a_torn_last_line(tmp_path):
@@ -28,9 +29,9 @@ def test_old_key_names_are_read_as_the_current_ones(tmp_path):
   (tmp_path / "summary.json").write_text(json.dumps(
       {"flops_kaplan": 6e9, "flops_per_token": {"kaplan_train": 6.0}, "peak_flops": 1e11}))
   (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "flops": 6e3}) + "\n")
-  s = rundir.read_summary(tmp_path)
-  assert s["flop_kaplan"] == 6e9 and s["flop_per_token"] == {"kaplan_train": 6.0}
-  assert s["peak_flop_per_s"] == 1e11
+  s = summarylib.read(tmp_path)
+  assert s.flop_kaplan == 6e9 and s.flop_per_token == {"kaplan_train": 6.0}
+  assert s.peak_flop_per_s == 1e11
   assert rundir.read_metrics(tmp_path)[0]["flop_kaplan"] == 6e3
 
 
@@ -67,7 +68,7 @@ def test_is_finished_needs_the_summary_and_the_same_config(tmp_path):
   cfg, run = json.dumps({"a": 1}), tmp_path / "sweep" / "p1"
   rundir.check_or_write_config(run, cfg, overwrite=False)
   assert not rundir.is_finished(run, cfg)
-  rundir.write_summary(run, {"steps": 3})
+  summarylib.write(run, summarylib.RunSummary(steps=3))
   assert rundir.is_finished(run, cfg)
   assert not rundir.is_finished(run, json.dumps({"a": 2}))
   assert rundir.find_runs(tmp_path / "sweep") == [run]
@@ -114,7 +115,7 @@ def test_runs_written_before_the_b_simple_name_still_read(tmp_path):
       {"step": 1, "tokens": 64, "loss": 4.0, "b_noise_tokens": 123.0}) + "\n")
   (tmp_path / "summary.json").write_text(json.dumps({"b_noise_tokens_final": 99.0}))
   assert rundir.read_metrics(tmp_path)[0]["b_simple_tokens"] == 123.0
-  assert rundir.read_summary(tmp_path)["b_simple_tokens_final"] == 99.0
+  assert summarylib.read(tmp_path).b_simple_tokens_final == 99.0
   assert rundir.loss_curve(tmp_path)["b_simple_tokens"][0] == 123.0
 
 
@@ -124,7 +125,7 @@ def test_a_field_added_since_the_run_at_its_default_is_no_difference(tmp_path):
   old = json.loads(json.dumps(new))
   del old["data"]["store"]                 # a run written before data.store existed
   rundir.check_or_write_config(tmp_path, json.dumps(old), overwrite=False)
-  rundir.write_summary(tmp_path, {"steps": 1})
+  summarylib.write(tmp_path, summarylib.RunSummary(steps=1))
   assert rundir.is_finished(tmp_path, json.dumps(new))
   rundir.check_or_write_config(tmp_path, json.dumps(new), overwrite=False)   # accepted as is
   new["data"]["store"] = "/somewhere/else"                                  # not the default
@@ -145,6 +146,6 @@ def test_a_run_from_before_epoch_sampling_resumes_only_as_it_was_trained(tmp_pat
     rundir.check_or_write_config(tmp_path, json.dumps(new), overwrite=False)
   new["data"]["sampling"] = "uniform"
   rundir.check_or_write_config(tmp_path, json.dumps(new), overwrite=False)   # accepted
-  rundir.write_summary(tmp_path, {"steps": 1})
+  summarylib.write(tmp_path, summarylib.RunSummary(steps=1))
   new["data"]["sampling"] = "epochs"
   assert rundir.is_finished(tmp_path, json.dumps(new))

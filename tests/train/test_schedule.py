@@ -8,6 +8,7 @@ from conftest import read_metrics
 
 from scaling.train import optim
 from scaling.train import loop as trainlib
+from scaling.train import summary as summarylib
 
 
 def test_wsd_learning_rates_by_hand():
@@ -75,9 +76,9 @@ def test_a_branch_equals_the_full_run(small_cfg, tmp_path):
   assert [r["step"] for r in b] == list(range(1, 13))
   np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5)
   np.testing.assert_allclose([r["lr"] for r in b], [r["lr"] for r in a], rtol=1e-6)
-  assert summary["final_eval_loss"] == pytest.approx(
-      trainlib.rundir.read_summary(full.run_dir)["final_eval_loss"], rel=1e-5)
-  assert summary["branched_from"] == f"{stable.run_dir}@9"
+  assert summary.final_eval_loss == pytest.approx(
+      summarylib.read(full.run_dir).final_eval_loss, rel=1e-5)
+  assert summary.branched_from == f"{stable.run_dir}@9"
   # The stable run kept step 9 beside its latest checkpoint.
   kept = sorted(int(p.name) for p in (tmp_path / "stable" / "checkpoints").iterdir()
                 if p.name.isdigit())

@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO, read_metrics
 from scaling.train import loop as trainlib
 from scaling.cli import main as cli_main
+from scaling.config.spec import validate
 
 
 def _losses(run_dir):
@@ -25,7 +26,7 @@ def test_eight_devices_equal_one_device(small_cfg, tmp_path):
     cfg = small_cfg(**{"mesh.num_devices": n, "train.steps": 20, "gns.micro_batches": 1})
     cfg.run_dir = str(tmp_path / f"dev{n}")
     summary = trainlib.train(cfg, verbose=False)
-    assert summary["n_devices"] == n
+    assert summary.n_devices == n
     runs[n] = _losses(cfg.run_dir)
   assert len(runs[8]) == 20
   np.testing.assert_allclose(runs[8], runs[1], rtol=1e-4)
@@ -130,11 +131,11 @@ def test_stop_loss_ends_the_run_and_records_it(small_cfg):
                      "mesh.num_devices": 1})
   summary = trainlib.train(cfg, verbose=False)
   metrics = read_metrics(cfg.run_dir)
-  assert summary["stopped_early"] and summary["steps"] < 200 and summary["planned_steps"] == 200
-  assert metrics[-1]["step"] == summary["steps"] and metrics[-1]["eval_loss"] is not None
+  assert summary.stopped_early and summary.steps < 200 and summary.planned_steps == 200
+  assert metrics[-1]["step"] == summary.steps and metrics[-1]["eval_loss"] is not None
   recent = [m["loss"] for m in metrics if m["tokens"] > metrics[-1]["tokens"] - 256 - 128]
   assert np.mean(recent[-3:]) < 5.6
-  assert summary["tokens"] == summary["steps"] * 8 * 16
+  assert summary.tokens == summary.steps * 8 * 16
 
 
 def test_runs_of_one_shape_share_programs_and_their_results(small_cfg):
@@ -144,7 +145,8 @@ def test_runs_of_one_shape_share_programs_and_their_results(small_cfg):
   import dataclasses
   import jax
   from scaling.train import step as steplib
-  setup = trainlib.prepare(small_cfg(**{"mesh.num_devices": 1, "model.n_layer": 1}), verbose=False)
+  setup = trainlib.prepare(validate(small_cfg(**{"mesh.num_devices": 1, "model.n_layer": 1})),
+                           verbose=False)
   build = lambda train, lr, steps, seed: steplib.build(setup.mcfg, train, setup.spec.gns,
                                                        setup.mesh, lr, steps, seed)
 

@@ -55,7 +55,7 @@ def test_extra_eval_fixed_and_resumed(small_cfg, tmp_path):
     assert again[step]["eval_loss/python-docs"] == pytest.approx(
         ref[step]["eval_loss/python-docs"], rel=1e-5)
   assert json.loads((killed / "summary.json").read_text())["final_eval_losses"]["python-docs"] == \
-      pytest.approx(summary["final_eval_losses"]["python-docs"], rel=1e-5)
+      pytest.approx(summary.final_eval_losses["python-docs"], rel=1e-5)
 
 
 def test_extra_sets_refused_on_the_generated_corpus(small_cfg):
