@@ -32,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scaling.train import checkpoint, rundir
-from scaling.model import transformer as modellib
 from scaling.data import store as storelib
+from scaling.model import transformer as modellib
+from scaling.train import checkpoint, rundir
 from scaling.train import summary as summarylib
 
 

@@ -42,9 +42,9 @@ from pathlib import Path
 import numpy as np
 
 from scaling import files
-from scaling.train import rundir
-from scaling.train import loop as trainlib
 from scaling.config.load import apply_overrides, load_config_file, to_json
+from scaling.train import loop as trainlib
+from scaling.train import rundir
 from scaling.train import summary as summarylib
 
 

@@ -15,10 +15,10 @@ import json
 from pathlib import Path
 
 from scaling import files
-from scaling.train import rundir
-from scaling.train import loop as trainlib
 from scaling.config.load import apply_overrides, load_config_file, to_json
 from scaling.model.transformer import kaplan_learning_rate
+from scaling.train import loop as trainlib
+from scaling.train import rundir
 from scaling.train import summary as summarylib
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from scaling import files
-from scaling.train import optim, rundir
-from scaling.train import loop as trainlib
 from scaling.config.load import apply_overrides, load_config_file, to_json
-from scaling.model.transformer import kaplan_learning_rate
 from scaling.config.spec import validate
+from scaling.model.transformer import kaplan_learning_rate
+from scaling.train import loop as trainlib
+from scaling.train import optim, rundir
 from scaling.train import summary as summarylib
 
 

@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 from scaling import files
-from scaling.train import remote
 from scaling.cli_args import build_parser
 from scaling.config.load import apply_overrides, load_config_file
 from scaling.config.spec import validate
 from scaling.errors import Preempted, StorageError, UserError
 from scaling.experiments import points as pointlib
+from scaling.train import remote
 
 # The commands import their stages when they run: `scaling fit` and `scaling predict` on a CSV
 # never import jax (the training stack), so they start in well under a second.
@@ -26,7 +26,7 @@ def _load(path: str, overrides: list[str]):
 
 def _cmd_train(args, overrides: list[str]) -> int:
   from scaling.train import loop as trainlib
-  trainlib.train(_load(args.config, overrides), overwrite=args.overwrite)
+  trainlib.train(validate(_load(args.config, overrides)), overwrite=args.overwrite)
   return 0
 
 
@@ -79,8 +79,8 @@ def _print_any_headline(h: dict) -> None:
 
 
 def _cmd_heldout(args, overrides: list[str]) -> int:
-  from scaling.design import experiment
   from scaling import pipeline
+  from scaling.design import experiment
   cfg, made = _sweep_config(args, overrides)
   factor = experiment.heldout_factor(made) if made else args.factor
   doc = pipeline.heldout_check(cfg, pointlib.run_path(cfg), args.bootstrap, factor,
@@ -118,8 +118,8 @@ def _cmd_quickstart(args, overrides: list[str]) -> int:
 
 
 def _cmd_compile(args, overrides) -> int:
-  from scaling.train import aot   # libtpu is an optional extra
   from scaling.experiments.expand import expand
+  from scaling.train import aot   # libtpu is an optional extra
   cfg = _load(args.config, overrides)
   topology = args.topology or cfg.get("topology", "") or "v5e:4x4"
   if "sweep" in cfg:   # a ladder or grid: one of its points (default the largest)
@@ -134,8 +134,8 @@ def _cmd_compile(args, overrides) -> int:
 
 
 def _cmd_bench(args, overrides) -> int:
-  from scaling.train import throughput
   from scaling.train import hardware
+  from scaling.train import throughput
   if not args.no_compile_cache:
     hardware.enable_compilation_cache()
   result = throughput.run_bench(throughput.parse_shapes(args.shapes), n_vocab=args.vocab, n_ctx=args.ctx,
@@ -225,8 +225,8 @@ def _cmd_cbs(args, overrides) -> int:
 
 
 def _cmd_fit(args, overrides) -> int:
-  from scaling.train import rundir
   from scaling.laws.commands import fit_command
+  from scaling.train import rundir
   with remote.local_copy(args.path, files.cache_root()) as path:
     if path.is_dir() and not args.law and not rundir.is_run(path):
       from scaling.laws import sweepfit   # a sweep folder: the trainer's own quantities

@@ -23,8 +23,8 @@ def heldout_check(cfg, sweep: Path, n_boot: int = 1000, factor: float = 3.0,
   """Fits the sweep, trains the predicted optimum and its neighbours at factor × the largest
   budget (in <sweep>/heldout/), and fits again with their check; returns fits.json."""
   from scaling.experiments import isoflop
-  from scaling.laws import sweepfit
   from scaling.experiments.sweep import run_points
+  from scaling.laws import sweepfit
   if not factor > 1:
     raise UserError(f"--factor must be above 1 (a budget beyond the fitted ones), got {factor}")
   if target_flop < 0:
@@ -51,8 +51,8 @@ def quickstart(out, data: str = "", minutes: float = 15.0, force: bool = False,
   (scaling/experiments/processes.py)."""
   from scaling.design import experiment
   from scaling.experiments import processes as processlib
-  from scaling.report.render import make_report
   from scaling.experiments.sweep import run_sweep
+  from scaling.report.render import make_report
   t0 = time.time()
   out = Path(out)
   cfg = apply_overrides(experiment.base_config(data), list(overrides))

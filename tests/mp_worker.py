@@ -10,9 +10,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main():
   out, overrides = sys.argv[1], sys.argv[2:]
+  from scaling.config.load import apply_overrides, load_config_file
   from scaling.data import loader as datalib
   from scaling.train import loop as trainlib
-  from scaling.config.load import apply_overrides, load_config_file
   import jax
 
   reads = []

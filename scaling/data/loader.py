@@ -16,8 +16,8 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from scaling import files
-from scaling.errors import UserError
 from scaling.data.sources import load_documents
+from scaling.errors import UserError
 
 EOS = "<|endoftext|>"
 

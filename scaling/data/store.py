@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.data import loader as datalib
 from scaling import files
+from scaling.data import loader as datalib
 from scaling.data import ngram
 from scaling.errors import UserError
 

@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from scaling.data import loader as datalib
-from scaling.data import tokenize_generated
-from scaling.train import remote
-from scaling.train import runlock
 from scaling.data import sources
 from scaling.data import store as storelib
+from scaling.data import tokenize_generated
 from scaling.errors import UserError
+from scaling.train import remote
+from scaling.train import runlock
 
 CHUNK_BYTES = 2 << 20          # text encoded at once (its Encoding objects: ~50 bytes a token)
 _PROGRESS_EVERY_S = 10.0

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from scaling.data import loader as datalib
 from scaling.data import generated, sources
-from scaling.train import runlock
+from scaling.data import loader as datalib
 from scaling.data import store as storelib
 from scaling.errors import UserError
+from scaling.train import runlock
 
 SOURCE = sources.SYNTHETIC
 _VERSION = "generated-v1"   # change when the generator's output changes

@@ -11,11 +11,11 @@ from pathlib import Path
 import ml_collections
 import numpy as np
 
-from scaling.design import pilot as pilotlib, planner
-from scaling.data import tokenize
 from scaling.config.load import load_config_file, to_json
-from scaling.errors import UserError
 from scaling.config.spec import validate
+from scaling.data import tokenize
+from scaling.design import pilot as pilotlib, planner
+from scaling.errors import UserError
 
 BASE_CONFIG = "isoflop_cpu"     # context, vocabulary, batch, evaluation of a designed sweep
 
@@ -124,9 +124,9 @@ def widen_lopsided(folder, overwrite: bool = False, verbose: bool = True,
   """After the sweep: one more size on the short side of every lopsided profile (its vertex in
   the outer quarter of its sizes or beyond), recorded in design.json and trained in
   <folder>/extra/; returns how many were added."""
-  from scaling.laws import allocate, howbig
-  from scaling.experiments.sweep import run_points
   from scaling.experiments.expand import expand
+  from scaling.experiments.sweep import run_points
+  from scaling.laws import allocate, howbig
   folder = Path(folder)
   d = planner.read(folder)
   runs, _ = howbig.sweep_runs(folder)

@@ -26,18 +26,18 @@ from typing import NamedTuple
 
 import numpy as np
 
-from scaling.laws import conventions
-from scaling.design import planner
 from scaling import files
+from scaling.config.spec import validate
+from scaling.design import planner
 from scaling.experiments import isoflop
-from scaling.train import rundir
+from scaling.experiments import points as pointlib
 from scaling.experiments import processes as processlib
-from scaling.train import loop as trainlib
+from scaling.experiments.points import run_of_shape, shape_name
+from scaling.laws import conventions
 from scaling.laws.forms import kaplan_learning_rate
 from scaling.model.transformer import ModelConfig, flop_per_token, param_count
-from scaling.experiments.points import run_of_shape, shape_name
-from scaling.config.spec import validate
-from scaling.experiments import points as pointlib
+from scaling.train import loop as trainlib
+from scaling.train import rundir
 from scaling.train import summary as summarylib
 
 PILOT = rundir.PILOT
@@ -83,7 +83,7 @@ def _timed(rc, verbose: bool) -> Timed:
   if summarylib.exists(run):
     return Timed(summarylib.read(run), run, None)
   t0 = time.time()
-  summary = trainlib.train(rc, verbose=verbose)
+  summary = trainlib.train(validate(rc), verbose=verbose)
   return Timed(summary, run, time.time() - t0)
 
 

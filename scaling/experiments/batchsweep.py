@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from scaling import files
-from scaling.train import rundir
 from scaling.errors import UserError
-from scaling.experiments.expand import batch_sweep_runs, lr_grid, parse_bsweep_name
-from scaling.laws import approaches, fit, forms, io
-from scaling.files import atomic_write_text
-from scaling.experiments.sweep import run_points
 from scaling.experiments import points as pointlib
+from scaling.experiments.expand import batch_sweep_runs, lr_grid, parse_bsweep_name
+from scaling.experiments.sweep import run_points
+from scaling.files import atomic_write_text
+from scaling.laws import approaches, fit, forms, io
+from scaling.train import rundir
 from scaling.train import summary as summarylib
 
 

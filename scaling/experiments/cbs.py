@@ -27,13 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from scaling import files
-from scaling.train import rundir
 from scaling.errors import UserError
-from scaling.laws import batchlaw, fit, io
-from scaling.files import atomic_write_text
+from scaling.experiments import points as pointlib
 from scaling.experiments.points import parse_shape, run_of_shape, shape_name, sweep_lr
 from scaling.experiments.sweep import run_points
-from scaling.experiments import points as pointlib
+from scaling.files import atomic_write_text
+from scaling.laws import batchlaw, fit, io
+from scaling.train import rundir
 from scaling.train import summary as summarylib
 
 SOURCE = "source"

@@ -14,10 +14,10 @@ from __future__ import annotations
 import itertools
 import math
 
-from scaling.experiments import isoflop
 from scaling.errors import UserError
-from scaling.experiments.points import parse_shape, run_of_shape, shape_name, sub_run, sweep_lr
+from scaling.experiments import isoflop
 from scaling.experiments import points as pointlib
+from scaling.experiments.points import parse_shape, run_of_shape, shape_name, sub_run, sweep_lr
 
 
 def expand(cfg) -> list:

@@ -37,15 +37,15 @@ import math
 import ml_collections
 import numpy as np
 
-from scaling.train import optim
+from scaling.config.spec import validate
 from scaling.data import tokenize
-from scaling.laws.conventions import HELDOUT, N_KEY, convention_key
 from scaling.errors import UserError
+from scaling.experiments import points as pointlib
 from scaling.experiments.points import parse_shape, run_of_shape, shape_name
+from scaling.laws.conventions import HELDOUT, N_KEY, convention_key
 from scaling.laws.forms import kaplan_learning_rate
 from scaling.model.transformer import ModelConfig, flop_per_token, param_count
-from scaling.config.spec import validate
-from scaling.experiments import points as pointlib
+from scaling.train import optim
 
 def defaults() -> ml_collections.ConfigDict:
   """The isoFLOP fields of a sweep section, with their defaults."""

@@ -7,8 +7,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from scaling.train import rundir
 from scaling.errors import UserError
+from scaling.train import rundir
 
 
 def run_path(cfg) -> Path:

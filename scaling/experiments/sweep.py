@@ -11,14 +11,15 @@ import dataclasses
 import time
 from pathlib import Path
 
-from scaling.data import loader as datalib
-from scaling.train import distributed, remote, rundir, runlock
-from scaling.experiments import processes as processlib
-from scaling.train import loop as trainlib
 from scaling.config.load import to_json
+from scaling.config.spec import validate
+from scaling.data import loader as datalib
 from scaling.errors import UserError
-from scaling.experiments.expand import expand
 from scaling.experiments import points as pointlib
+from scaling.experiments import processes as processlib
+from scaling.experiments.expand import expand
+from scaling.train import distributed, remote, rundir, runlock
+from scaling.train import loop as trainlib
 
 
 def owned(index: int, worker: int, num_workers: int) -> bool:
@@ -120,7 +121,7 @@ def _one_pass(points, counter: _Progress, t0, overwrite, verbose) -> tuple[list,
       continue
     if remote.is_remote(rc.run_dir):   # no lock file on a URL: one runner per remote sweep
       print(f"{head}: training", flush=True)
-      trainlib.train(rc, overwrite=overwrite, verbose=verbose)
+      trainlib.train(validate(rc), overwrite=overwrite, verbose=verbose)
       counter.done += 1
       continue
     why = _source_held(rc)
@@ -154,7 +155,7 @@ def _train_point(rc, head, counter: _Progress, t0, overwrite, verbose, lock) -> 
   print(f"{head}: training ({finished} of {counter.mine} finished, {elapsed / 60:.1f} min{eta})",
         flush=True)
   with runlock.heartbeat(lock):
-    trainlib.train(rc, overwrite=overwrite, verbose=verbose)
+    trainlib.train(validate(rc), overwrite=overwrite, verbose=verbose)
   counter.done += 1
 
 

@@ -27,11 +27,11 @@ from typing import NamedTuple
 import numpy as np
 from scipy import optimize
 
-from scaling.train import rundir
 from scaling.errors import UserError
-from scaling.laws.conventions import N_KEY, convention_key
 from scaling.laws import approaches, fit, forms
+from scaling.laws.conventions import N_KEY, convention_key
 from scaling.laws.uncertainty import bootstrap, intervals
+from scaling.train import rundir
 from scaling.train import summary as summarylib
 
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.train import rundir
 from scaling.errors import UserError
-from scaling.laws.conventions import CONVENTIONS, HELDOUT, N_KEY
 from scaling.laws import allocate, frontier
+from scaling.laws.conventions import CONVENTIONS, HELDOUT, N_KEY
 from scaling.laws.forms import kaplan_learning_rate
 from scaling.laws.uncertainty import percentile_interval
+from scaling.train import rundir
 from scaling.train import summary as summarylib
 
 

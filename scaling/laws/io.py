@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.train import rundir
 from scaling.errors import UserError
 from scaling.laws import csvtable
+from scaling.train import rundir
 from scaling.train import summary as summarylib
 
 def read_csv(path: Path, notes: list | None = None) -> dict[str, np.ndarray]:

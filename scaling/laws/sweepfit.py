@@ -15,16 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-from scaling.design import planner
 from scaling import files
-from scaling.train import rundir
-from scaling.experiments import shapes
+from scaling.design import planner
 from scaling.errors import UserError
+from scaling.experiments import shapes
 from scaling.laws import approaches, forms, howbig, io
 from scaling.laws import fit as fitlib
 from scaling.laws.registry import get_law
 from scaling.laws.results import fit_one
 from scaling.laws.uncertainty import bootstrap, intervals, percentile_interval
+from scaling.train import rundir
 from scaling.train import summary as summarylib
 
 FITS = "fits.json"

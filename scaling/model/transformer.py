@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from scaling.model import kernels
 from scaling.errors import UserError
+from scaling.model import kernels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,10 +81,10 @@ class ModelConfig:
     return self
 
   @classmethod
-  def from_config(cls, cfg) -> "ModelConfig":
+  def from_config(cls, section) -> "ModelConfig":
     """From a ConfigDict (or dict) holding at least the required fields."""
     fields = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in dict(cfg).items() if k in fields}
+    values = {k: v for k, v in dict(section).items() if k in fields}
     return cls(**values).validate()
 
 
@@ -100,7 +100,7 @@ class ParamCount(NamedTuple):
   n_total: int
 
 
-def param_count(cfg: ModelConfig) -> ParamCount:
+def param_count(mcfg: ModelConfig) -> ParamCount:
   """Parameter counts in closed form (Kaplan et al. 2020, arXiv 2001.08361, §2.1 and Table 1).
 
   n_kaplan: Kaplan 2020 §2.1, N = 2·d_model·n_layer·(2·d_attn + d_ff), weights of the blocks only.
@@ -109,20 +109,20 @@ def param_count(cfg: ModelConfig) -> ParamCount:
   n_embedding: token and position embeddings, plus the unembedding when untied (no bias).
   n_total: n_exact_nonemb + n_embedding = size of the real parameter tree.
   """
-  d, a, f, n_l = cfg.d_model, cfg.d_attn, cfg.ff_dim, cfg.n_layer
+  d, a, f, n_l = mcfg.d_model, mcfg.d_attn, mcfg.ff_dim, mcfg.n_layer
   # Kaplan 2020, §2.1 / Table 1: N = 2·d_model·n_layer·(2·d_attn + d_ff).
   n_kaplan = 2 * d * n_l * (2 * a + f)
   biases = 3 * a + d + f + d        # q,k,v; attention out; MLP in; MLP out
   layernorms = 2 * 2 * d            # two LayerNorms per block, scale and bias
   n_exact = n_l * (2 * d * (2 * a + f) + biases + layernorms) + 2 * d  # + final LayerNorm
-  n_embedding = cfg.n_vocab * d + cfg.n_ctx * d
-  if not cfg.tie_embeddings:
-    n_embedding += cfg.n_vocab * d
+  n_embedding = mcfg.n_vocab * d + mcfg.n_ctx * d
+  if not mcfg.tie_embeddings:
+    n_embedding += mcfg.n_vocab * d
   return ParamCount(n_kaplan=n_kaplan, n_exact_nonemb=n_exact, n_embedding=n_embedding,
                     n_total=n_exact + n_embedding)
 
 
-def flop_per_token(cfg: ModelConfig) -> dict[str, float]:
+def flop_per_token(mcfg: ModelConfig) -> dict[str, float]:
   """FLOPs per token (Kaplan 2020 Table 1; PaLM, arXiv 2204.02311, app. B); a multiply-add = 2.
 
   kaplan_fwd: 2·N + 2·n_layer·n_ctx·d_attn (Kaplan 2020, Table 1), N = n_kaplan.
@@ -134,10 +134,10 @@ def flop_per_token(cfg: ModelConfig) -> dict[str, float]:
     unmasked attention matrix, N non-embedding, plus the logits matmul): the count behind MFU.
   chinchilla_train: 6·N_total (Hoffmann 2022, C ≈ 6ND with N counting every parameter).
   """
-  counts = param_count(cfg)
+  counts = param_count(mcfg)
   n = counts.n_kaplan
-  context_fwd = 2 * cfg.n_layer * cfg.n_ctx * cfg.d_attn
-  unemb_fwd = 2 * cfg.d_model * cfg.n_vocab
+  context_fwd = 2 * mcfg.n_layer * mcfg.n_ctx * mcfg.d_attn
+  unemb_fwd = 2 * mcfg.d_model * mcfg.n_vocab
   return {
       "kaplan_fwd": float(2 * n + context_fwd),
       "kaplan_train": float(6 * n),
@@ -145,7 +145,7 @@ def flop_per_token(cfg: ModelConfig) -> dict[str, float]:
       "unembedding_fwd": float(unemb_fwd),
       "unembedding_train": float(3 * unemb_fwd),
       # PaLM (Chowdhery 2022) appendix B: 6N + 12·n_layer·d_attn·n_ctx, plus 6·d_model·n_vocab.
-      "palm_train": float(6 * n + 12 * cfg.n_layer * cfg.d_attn * cfg.n_ctx + 3 * unemb_fwd),
+      "palm_train": float(6 * n + 12 * mcfg.n_layer * mcfg.d_attn * mcfg.n_ctx + 3 * unemb_fwd),
       "chinchilla_train": float(6 * counts.n_total),
   }
 
@@ -192,15 +192,15 @@ def attention(q_BLHK: jax.Array, k_BLHK: jax.Array, v_BLHK: jax.Array, impl: str
 class Block(nnx.Module):
   """Pre-LayerNorm block: x + Attn(LN(x)), then x + MLP(LN(x))."""
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    d, a, f = cfg.d_model, cfg.d_attn, cfg.ff_dim
-    dtype = jnp.dtype(cfg.compute_dtype)
+  def __init__(self, mcfg: ModelConfig, *, rngs: nnx.Rngs):
+    d, a, f = mcfg.d_model, mcfg.d_attn, mcfg.ff_dim
+    dtype = jnp.dtype(mcfg.compute_dtype)
     init = nnx.initializers.normal(0.02)
     # GPT-2: residual projections scaled by 1/sqrt(2·n_layer).
-    init_out = nnx.initializers.normal(0.02 / math.sqrt(2 * cfg.n_layer))
-    self.n_heads, self.d_head = cfg.n_heads, cfg.head_dim
-    self.impl = resolve_attention(cfg.attention)
-    self.copy_xt = cfg.copy_xt
+    init_out = nnx.initializers.normal(0.02 / math.sqrt(2 * mcfg.n_layer))
+    self.n_heads, self.d_head = mcfg.n_heads, mcfg.head_dim
+    self.impl = resolve_attention(mcfg.attention)
+    self.copy_xt = mcfg.copy_xt
     self.ln_attn = nnx.LayerNorm(d, epsilon=1e-5, dtype=dtype, rngs=rngs)
     self.qkv = nnx.Linear(d, 3 * a, kernel_init=init, dtype=dtype, rngs=rngs)
     self.attn_out = nnx.Linear(a, d, kernel_init=init_out, dtype=dtype, rngs=rngs)
@@ -224,18 +224,18 @@ class Block(nnx.Module):
 class Transformer(nnx.Module):
   """Token ids (B, L) → logits (B, L, V)."""
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    cfg.validate()
-    self.cfg = cfg
-    dtype = jnp.dtype(cfg.compute_dtype)
+  def __init__(self, mcfg: ModelConfig, *, rngs: nnx.Rngs):
+    mcfg.validate()
+    self.mcfg = mcfg
+    dtype = jnp.dtype(mcfg.compute_dtype)
     init = nnx.initializers.normal(0.02)
-    self.embed = nnx.Embed(cfg.n_vocab, cfg.d_model, embedding_init=init, dtype=dtype, rngs=rngs)
-    self.pos_embed = nnx.Embed(cfg.n_ctx, cfg.d_model, embedding_init=nnx.initializers.normal(0.01),
+    self.embed = nnx.Embed(mcfg.n_vocab, mcfg.d_model, embedding_init=init, dtype=dtype, rngs=rngs)
+    self.pos_embed = nnx.Embed(mcfg.n_ctx, mcfg.d_model, embedding_init=nnx.initializers.normal(0.01),
                                dtype=dtype, rngs=rngs)
-    self.blocks = nnx.List([Block(cfg, rngs=rngs) for _ in range(cfg.n_layer)])
-    self.ln_final = nnx.LayerNorm(cfg.d_model, epsilon=1e-5, dtype=dtype, rngs=rngs)
-    if not cfg.tie_embeddings:
-      self.unembed = nnx.Linear(cfg.d_model, cfg.n_vocab, use_bias=False, kernel_init=init,
+    self.blocks = nnx.List([Block(mcfg, rngs=rngs) for _ in range(mcfg.n_layer)])
+    self.ln_final = nnx.LayerNorm(mcfg.d_model, epsilon=1e-5, dtype=dtype, rngs=rngs)
+    if not mcfg.tie_embeddings:
+      self.unembed = nnx.Linear(mcfg.d_model, mcfg.n_vocab, use_bias=False, kernel_init=init,
                                 dtype=dtype, rngs=rngs)
 
   def hidden(self, tokens_BL: jax.Array) -> jax.Array:
@@ -249,7 +249,7 @@ class Transformer(nnx.Module):
 
   def unembedding(self) -> jax.Array:
     """The (V, D) matrix whose rows score each vocabulary entry."""
-    if self.cfg.tie_embeddings:
+    if self.mcfg.tie_embeddings:
       return self.embed.embedding[...]
     return self.unembed.kernel[...].T
 
@@ -264,7 +264,7 @@ class Transformer(nnx.Module):
     """Mean next-token cross-entropy without materializing all logits (fused_cross_entropy)."""
     x_TD = self.hidden(tokens_BL)
     return fused_cross_entropy(x_TD, self.unembedding().astype(x_TD.dtype),
-                               targets_BL.reshape(-1), chunk or self.cfg.loss_chunk)
+                               targets_BL.reshape(-1), chunk or self.mcfg.loss_chunk)
 
 
 def is_embedding_path(path: tuple) -> bool:

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from scaling import files
+from scaling.errors import UserError
+from scaling.experiments import shapes
+from scaling.laws import forms, sweepfit
 from scaling.report import isoflop_report, markdown
 from scaling.train import rundir
-from scaling.experiments import shapes
-from scaling.errors import UserError
-from scaling.laws import forms, sweepfit
 from scaling.train import summary as summarylib
 
 

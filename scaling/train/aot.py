@@ -19,11 +19,11 @@ import numpy as np
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from scaling.train import gns, matmul_forms, optim
-from scaling.train import step as steplib
+from scaling.config.spec import RunSpec
 from scaling.errors import UserError
 from scaling.model.transformer import ModelConfig, Transformer, flop_per_token, param_count
-from scaling.config.spec import RunSpec
+from scaling.train import gns, matmul_forms, optim
+from scaling.train import step as steplib
 
 # HBM per chip in bytes (Google Cloud TPU documentation: v4 32 GiB, v5e 16 GiB, v5p 95 GiB,
 # v6e 32 GiB).

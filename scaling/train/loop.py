@@ -24,10 +24,15 @@ import jax
 import ml_collections
 import numpy as np
 
-from scaling.train import checkpoint as ckptlib
+from scaling.config.spec import RunSpec, validate
 from scaling.data import loader as datalib
-from scaling.train import distributed
+from scaling.data import store as storelib
 from scaling.data import tokenize
+from scaling.errors import Preempted, UserError
+from scaling.laws.forms import kaplan_learning_rate
+from scaling.model.transformer import ModelConfig, ParamCount, flop_per_token, param_count
+from scaling.train import checkpoint as ckptlib
+from scaling.train import distributed
 from scaling.train import hardware
 from scaling.train import loggers
 from scaling.train import records
@@ -35,11 +40,6 @@ from scaling.train import remote
 from scaling.train import rundir
 from scaling.train import runlock
 from scaling.train import step as steplib
-from scaling.data import store as storelib
-from scaling.errors import Preempted, UserError
-from scaling.laws.forms import kaplan_learning_rate
-from scaling.model.transformer import ModelConfig, ParamCount, flop_per_token, param_count
-from scaling.config.spec import RunSpec, validate
 from scaling.train import summary as summarylib
 
 

@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from scaling.errors import UserError
 from scaling.config.spec import TrainSpec
+from scaling.errors import UserError
 
 SCHEDULES = ("cosine", "wsd")
 COOLDOWN_SHAPES = ("1-sqrt", "linear")

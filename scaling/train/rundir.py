@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from scaling import files
-from scaling.train import remote
-from scaling.train import summary as summarylib
 from scaling.config import spec as speclib
 from scaling.errors import UserError
+from scaling.train import remote
+from scaling.train import summary as summarylib
 
 CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", summarylib.FILE
 

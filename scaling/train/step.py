@@ -23,11 +23,11 @@ import optax
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from scaling.train import gns, matmul_forms
+from scaling.config.spec import GnsSpec, TrainSpec
 from scaling.errors import UserError
 from scaling.model.transformer import ModelConfig, Transformer
+from scaling.train import gns, matmul_forms
 from scaling.train import optim
-from scaling.config.spec import GnsSpec, TrainSpec
 
 
 class TrainState(NamedTuple):

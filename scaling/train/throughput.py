@@ -18,14 +18,14 @@ import jax
 import numpy as np
 
 from scaling.data import loader as datalib
-from scaling.data import tokenize
-from scaling.train import step as steplib
 from scaling.data import store as storelib
+from scaling.data import tokenize
 from scaling.errors import UserError
+from scaling.train import step as steplib
 from scaling.train.hardware import (matmul_peak, matmul_timer, nominal_peak, numpy_matmul_timer,
                               peak_memory_bytes, resolve_dtype)
-from scaling.model.transformer import ModelConfig, flop_per_token, param_count
 from scaling.config.spec import RUN_DEFAULTS, data_spec
+from scaling.model.transformer import ModelConfig, flop_per_token, param_count
 
 
 def trainer_step(n_layer: int, d_model: int, n_heads: int, n_ctx: int, n_vocab: int, batch: int,

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from conftest import shared_corpus, words_corpus
-from scaling.data import sources as data
-from scaling.errors import UserError
 from scaling.config.spec import data_spec
-from scaling.data.tokenize import build_store
 from scaling.data import loader as datalib
+from scaling.data import sources as data
+from scaling.data.tokenize import build_store
+from scaling.errors import UserError
 
 
 def test_a_folder_of_jsonl_shards_is_read_in_order(tmp_path):

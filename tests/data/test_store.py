@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, read_metrics
-from scaling.data import store as storelib
-from scaling.train import loop as trainlib
 from scaling.cli import main as cli_main
+from scaling.data import store as storelib
 from scaling.errors import UserError
+from scaling.train import loop as trainlib
 
 
 def test_tokenize_writes_a_store_a_run_trains_on(tmp_path, capsys, small_cfg):
@@ -116,8 +116,8 @@ def test_tokenize_killed_midway_reruns_to_identical_shards(tmp_path, witness, mo
 
 def test_a_store_written_before_shards_is_read(tmp_path):
   """The older layout (train.bin, eval.bin; no shard index) opens as one shard per split."""
-  from scaling.data.tokenize import build_store
   from scaling.config.spec import data_spec
+  from scaling.data.tokenize import build_store
   store = build_store(data_spec(source=str(REPO / "docs" / "guide.md"), vocab_size=300,
                                 cache_dir=str(tmp_path / "c")), out=str(tmp_path / "s"),
                       verbose=False)

@@ -10,8 +10,8 @@ import pytest
 from scipy import optimize
 
 from scaling.design import planner
-from scaling.experiments import processes
 from scaling.errors import UserError
+from scaling.experiments import processes
 from scaling.train.summary import RunSummary
 
 # L(N, D) = E + A/N^α + B/D^β (Hoffmann 2022 eq. 2) plus a penalty J that fades past C_KINK: runs

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from scaling.experiments import batchsweep
 from scaling.config.load import load_config_file
+from scaling.experiments import batchsweep
 from scaling.experiments import expand as expand_mod
 from scaling.experiments.expand import expand
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from conftest import read_metrics
 
-from scaling.experiments import cbs
-from scaling.train import loop as trainlib
 from scaling.config.load import load_config_file
+from scaling.experiments import cbs
 from scaling.laws import batchlaw
+from scaling.train import loop as trainlib
 
 
 def _fork_curve(batch_tokens, b_crit, branch_tokens=2 ** 18, n_eval=8, noise=0.0, rng=None,

@@ -4,13 +4,13 @@ import math
 
 import pytest
 
-from scaling.experiments import isoflop
-from scaling.train import optim
 from scaling.config.load import load_config_file
+from scaling.config.spec import validate
 from scaling.errors import UserError
+from scaling.experiments import isoflop
 from scaling.experiments.expand import expand
 from scaling.model.transformer import ModelConfig, flop_per_token, param_count
-from scaling.config.spec import validate
+from scaling.train import optim
 from conftest import REPO
 
 

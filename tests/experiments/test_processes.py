@@ -6,9 +6,9 @@ import json
 import pytest
 
 from conftest import REPO, read_metrics
-from scaling.experiments import isoflop, processes, sweep
 from scaling.config.load import load_config_file
 from scaling.errors import UserError
+from scaling.experiments import isoflop, processes, sweep
 from scaling.experiments.expand import expand
 
 

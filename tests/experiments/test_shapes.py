@@ -7,11 +7,11 @@ import math
 import pytest
 
 from scaling.config import load
-from scaling.report import markdown, render
 from scaling.experiments import shapes
 from scaling.experiments.expand import expand
 from scaling.laws import sweepfit
 from scaling.model.transformer import ModelConfig, flop_per_token, param_count
+from scaling.report import markdown, render
 from scaling.train.summary import RunSummary
 from conftest import tree_sizes
 

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO, read_metrics, words_corpus
-from scaling.train import runlock
+from scaling.config.load import load_config_file
 from scaling.experiments import sweep
 from scaling.experiments.expand import expand
-from scaling.config.load import load_config_file
+from scaling.train import runlock
 
 
 def _cmd(out):

@@ -148,8 +148,8 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, refe
 def test_nan_stops_at_its_step_keeps_the_last_good_checkpoint_and_can_skip_the_batch(
     small_cfg, monkeypatch):
   from scaling.data import loader as datalib
-  from scaling.train import loop as trainlib
   from scaling.errors import UserError
+  from scaling.train import loop as trainlib
   original = datalib.WindowBatches.__getitem__
 
   def poisoned(self, step):            # the batch of step 13 holds an id outside the vocabulary:

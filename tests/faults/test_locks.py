@@ -152,8 +152,8 @@ def test_a_store_held_by_a_live_writer_is_waited_for_then_given_up(tmp_path, sle
 
 
 def _wsd_sweep(tmp_path):
-  from scaling.experiments import isoflop
   from scaling.config.load import load_config_file
+  from scaling.experiments import isoflop
   from scaling.experiments.expand import expand
   cfg = load_config_file(str(REPO / "configs" / "test_small.py"))
   cfg.run_dir = str(tmp_path / "sweep")

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, fake_run, read_metrics
-from scaling.train import rundir, runlock
 from scaling.cli import main as cli_main
+from scaling.train import rundir, runlock
 
 pytestmark = pytest.mark.faults
 ENV = dict(os.environ, PYTHONPATH=str(REPO))
@@ -341,8 +341,8 @@ def _corrupt_cache(w, tmp, pattern: str) -> Path:
 
 def _damaged_tokenizer_cache(tmp) -> Path:
   """A cache holding the BPE of a text corpus (Python's documentation), then damaged."""
-  from scaling.data.tokenize import build_store
   from scaling.config.spec import data_spec
+  from scaling.data.tokenize import build_store
   cache = tmp / "cache"
   build_store(data_spec(source="builtin:python-docs", vocab_size=300, cache_dir=str(cache)),
               verbose=False)

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from scaling.model import kernels
-from scaling.train import matmul_forms
 from scaling.errors import UserError
+from scaling.model import kernels
 from scaling.model.transformer import ModelConfig, Transformer
+from scaling.train import matmul_forms
 
 
 def test_copied_form_gradients_equal_autodiff():

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import fake_run
-from scaling.report import render
 from scaling.cli import main as cli_main
 from scaling.laws import sweepfit
+from scaling.report import render
 
 ALPHA_N, N_C = 0.12, 3e8          # L(N) = (N_c/N)^α_N, the law the synthetic sweep obeys
 B_STAR, ALPHA_B = 2e4, 0.4        # B_simple(L) = B*/L^(1/α_B)

@@ -5,9 +5,9 @@ import importlib.util
 
 import pytest
 
-from scaling.train import aot
 from scaling.config.load import apply_overrides, load_config_file
 from scaling.config.spec import validate
+from scaling.train import aot
 from conftest import REPO
 
 needs_libtpu = pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,

@@ -6,12 +6,12 @@ import pytest
 from flax import nnx
 
 from conftest import read_metrics
-from scaling.data import loader as datalib
-from scaling.train import loop as trainlib
-from scaling.train.checkpoint import restore_best_params
 from scaling.config.spec import validate
+from scaling.data import loader as datalib
 from scaling.data.tokenize import build_store
 from scaling.model.transformer import ModelConfig, Transformer, cross_entropy
+from scaling.train import loop as trainlib
+from scaling.train.checkpoint import restore_best_params
 
 
 @pytest.mark.slow   # 17 s; the patience test below keeps early stopping in the default suite

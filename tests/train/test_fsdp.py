@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-from scaling.train import step as steplib
-from scaling.train import loop as trainlib
 from scaling.config.spec import validate
+from scaling.train import loop as trainlib
+from scaling.train import step as steplib
 from conftest import read_metrics
 
 MESHES = [(8, 1), (2, 4), (1, 8)]   # (data, fsdp) on the 8 forced CPU devices

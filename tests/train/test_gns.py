@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from scaling.train import gns
 from scaling.config.spec import GnsSpec
+from scaling.train import gns
 from scaling.train.step import BatchGeometry, Trainer, TrainState, make_mesh, make_train_step
 
 

@@ -7,9 +7,9 @@ import fsspec
 import pytest
 
 from conftest import read_metrics
-from scaling.train import remote
-from scaling.train import loop as trainlib
 from scaling.cli import main as cli_main
+from scaling.train import loop as trainlib
+from scaling.train import remote
 
 
 class _Killed(Exception):

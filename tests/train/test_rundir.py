@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from scaling.train import rundir, runlock
 from scaling.errors import UserError
+from scaling.train import rundir, runlock
 from scaling.train import summary as summarylib
 
 

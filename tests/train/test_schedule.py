@@ -6,8 +6,8 @@ import optax
 import pytest
 from conftest import read_metrics
 
-from scaling.train import optim
 from scaling.train import loop as trainlib
+from scaling.train import optim
 from scaling.train import summary as summarylib
 
 

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from scaling.train import hardware, throughput
 from scaling.cli import main as cli_main
+from scaling.train import hardware, throughput
 
 
 @pytest.mark.slow   # 38 s; `scaling bench` end to end (benchmarks/bench.py runs it too)

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, read_metrics
-from scaling.train import loop as trainlib
 from scaling.cli import main as cli_main
 from scaling.config.spec import validate
+from scaling.train import loop as trainlib
 
 
 def _losses(run_dir):

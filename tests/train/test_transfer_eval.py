@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import read_metrics, words_corpus
-from scaling.data import loader as datalib
-from scaling.train import loop as trainlib
-from scaling.errors import UserError
 from scaling.config.spec import data_spec
-from scaling.data.tokenize import build_store
+from scaling.data import loader as datalib
 from scaling.data import sources
+from scaling.data.tokenize import build_store
+from scaling.errors import UserError
+from scaling.train import loop as trainlib
 
 EXTRA = "python-docs=builtin:python-docs"
 
