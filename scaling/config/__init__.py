@@ -1,1 +1,2 @@
-"""The configuration: config files and overrides (load), the defaults, the typed spec."""
+"""The configuration: the typed spec (every field once), the default ConfigDict built from it,
+config files and overrides."""

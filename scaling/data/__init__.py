@@ -1,1 +1,2 @@
-"""The corpus and the tokenize stage: sources, the generated corpus, BPE, the token store, batches."""
+"""The corpus and the tokenize stage: sources, the generated corpus, BPE, the token store,
+batches."""

@@ -1,1 +1,2 @@
-"""The design stage: measure the corpus and machine, plan an isoFLOP experiment into design.json."""
+"""The design stage: measure the corpus and machine, plan an isoFLOP experiment into
+design.json."""

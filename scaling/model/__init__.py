@@ -1,1 +1,2 @@
-"""The decoder-only transformer: a pure function of its ModelConfig, with exact N and FLOP counts."""
+"""The decoder-only transformer: a pure function of its ModelConfig, with exact N and FLOP
+counts."""

@@ -2,9 +2,10 @@
 
 `train(spec)` takes the run's typed spec (scaling/config/spec.py; a ConfigDict given here is
 validated first, and nothing below reads it), opens the token store (scaling/data/store.py),
-builds the step (scaling/train/step.py), restores the latest good checkpoint (scaling/train/checkpoint.py)
-and then takes steps: metrics to the run directory (scaling/train/rundir.py) one step behind the device,
-held-out evaluation, early stopping, checkpoints, SIGTERM; at the end summary.json.
+builds the step (scaling/train/step.py), restores the latest good checkpoint
+(scaling/train/checkpoint.py) and then takes steps: metrics to the run directory
+(scaling/train/rundir.py) one step behind the device, held-out evaluation, early stopping,
+checkpoints, SIGTERM; at the end summary.json (scaling/train/summary.py).
 
 The per-step records and stop rules live in scaling/train/records.py.
 
@@ -155,8 +156,8 @@ def _local_rows(batch_BW: np.ndarray) -> np.ndarray:
 
 def train(run: RunSpec | ml_collections.ConfigDict, overwrite: bool = False,
           verbose: bool = True) -> summarylib.RunSummary:
-  """Trains (or resumes) one run; returns its summary (summary.json). `run` is its RunSpec, or a config
-  (validated here, the edge: nothing below sees it). A run_dir that is a URL (gs://, memory://,
+  """Trains (or resumes) one run; returns its summary (summary.json). `run` is its RunSpec, or
+  a config (validated here, the edge: nothing below sees it). A run_dir that is a URL (gs://, memory://,
   …) is trained in a local mirror, pushed at every checkpoint and at the end
   (scaling/train/remote.py)."""
   spec = run if isinstance(run, RunSpec) else validate(run)

@@ -1,4 +1,4 @@
-"""Which layers' weight gradients take the copied-xᵀ form on this machine (scaling/model/kernels.py).
+"""Which layers' weight gradients take the copied-xᵀ form (scaling/model/kernels.py) here.
 
 Shape suffixes: T rows (tokens), I input features, O output features.
 
