@@ -36,9 +36,9 @@ def _round(x: float, multiple: int = 4) -> int:
 
 def n_kaplan(n_layer: int, d_model: int, d_ff: int = 0) -> int:
   """Kaplan's non-embedding N of a shape with d_attn = d_model (model.param_count's count)."""
-  cfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=1, n_ctx=1, n_vocab=1,
-                    d_ff=d_ff or DEFAULT_FF_RATIO * d_model)
-  return param_count(cfg).n_kaplan
+  mcfg = ModelConfig(n_layer=n_layer, d_model=d_model, n_heads=1, n_ctx=1, n_vocab=1,
+                     d_ff=d_ff or DEFAULT_FF_RATIO * d_model)
+  return param_count(mcfg).n_kaplan
 
 
 def width_for(n_target: float, n_layer: int, ff_ratio: float = DEFAULT_FF_RATIO) -> int:
