@@ -233,7 +233,7 @@ def measure(cfg, store, minutes: float, warmup: int, verbose: bool = True,
   grid, summaries = [], []
   for run in rundir.find_runs(Path(grid_cfg.run_dir)):
     s = summarylib.read(run)
-    summaries.append(dict(s, run=run))
+    summaries.append(Timed(s, run, None))
     grid.append({"N": float(s.n_kaplan), "C": float(s.budget_flop),
                  "loss": float(s.final_eval_loss)})
   sigma = _noise(grid_cfg, grid, store.n_vocab)

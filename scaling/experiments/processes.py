@@ -7,7 +7,8 @@ same losses to the last bit; docs/results/2026-12-07-sweep-processes.md). The pr
 the list through the sweep runner's lock files (scaling/experiments/sweep.py, scaling/train/runlock.py): each
 trains the next point nobody holds, and a branch waits for its source.
 
-The helpers are `python -m scaling.experiments.sweep QUEUE` on a JSON list of run configs; their output
+The helpers are `python -m scaling.experiments.sweep QUEUE` on a JSON list of run configs (each
+run's config as given, RunSpec.config_json); their output
 goes to `<sweep>/helper-K.log`. When the calling process stops on an error or Ctrl-C, the helpers
 are stopped too (SIGTERM: each saves a checkpoint, as on preemption); when it finishes, it waits
 for them and then trains any point a helper left unfinished itself.
@@ -23,9 +24,9 @@ import sys
 from pathlib import Path
 
 from scaling import files
-from scaling.config.load import to_json
+from scaling.config.spec import RunSpec
 from scaling.errors import UserError
-from scaling.experiments import points as pointlib
+from scaling.train import rundir
 
 MAX_AUTO = 2              # measured on 2 cores; more processes were not measured
 _STOP_S = 60.0            # how long a stopped helper may take to save its checkpoint
@@ -50,24 +51,24 @@ def resolve(requested: int, distributed: bool = False) -> int:
 
 
 @contextlib.contextmanager
-def helpers(configs: list, n_processes: int, overwrite: bool = False):
-  """Starts n_processes − 1 helpers on `configs` for the duration of the block; yields their
-  Popen objects."""
-  if n_processes <= 1 or len(configs) <= 1:
+def helpers(specs: list[RunSpec], n_processes: int, overwrite: bool = False):
+  """Starts n_processes − 1 helpers on the runs `specs` for the duration of the block; yields
+  their Popen objects."""
+  if n_processes <= 1 or len(specs) <= 1:
     yield []
     return
-  folder = pointlib.run_path(configs[0]).parent
+  folder = rundir.path_of(specs[0].run_dir, specs[0].name).parent
   folder.mkdir(parents=True, exist_ok=True)
   queue = folder / f".queue-{os.getpid()}.json"
   files.atomic_write_text(queue, json.dumps({"overwrite": overwrite,
-                                             "configs": [to_json(c) for c in configs]}))
-  procs, env = [], _helper_env(configs[0])
+                                             "configs": [s.config_json for s in specs]}))
+  procs, env = [], _helper_env(specs[0])
   try:
-    for k in range(1, min(n_processes, len(configs))):
+    for k in range(1, min(n_processes, len(specs))):
       with open(folder / f"helper-{k}.log", "w") as log:
-        procs.append(subprocess.Popen([sys.executable, "-m", "scaling.experiments.sweep", str(queue)],
-                                      stdout=log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, env=env))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "scaling.experiments.sweep", str(queue)], stdout=log,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env))
     yield procs
   except BaseException:
     for p in procs:
@@ -85,7 +86,7 @@ def helpers(configs: list, n_processes: int, overwrite: bool = False):
     queue.unlink(missing_ok=True)
 
 
-def _helper_env(rc) -> dict:
+def _helper_env(rc: RunSpec) -> dict:
   """The environment of a helper: this process's matmul peak (measured now, while it is alone),
   so that the helpers' MFU has the same denominator."""
   from scaling.train import hardware

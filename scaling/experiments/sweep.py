@@ -1,8 +1,9 @@
 """Sweeps: every run of a sweep config (scaling/experiments/expand.py), resuming where it stopped.
 
-A finished point (summary.json present, same config) is skipped; a partial one resumes from its
-checkpoint; a lock file (scaling/train/runlock.py) keeps two runners off the same point, and a branch
-whose source another runner is training waits for it.
+Every run config is validated into its RunSpec before any is trained (a bad one fails first);
+the runner then reads only the specs. A finished point (summary.json present, same config) is
+skipped; a partial one resumes from its checkpoint; a lock file (scaling/train/runlock.py) keeps
+two runners off the same point, and a branch whose source another runner is training waits.
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-from scaling.config.load import to_json
-from scaling.config.spec import validate
+from scaling.config.spec import RunSpec, validate
 from scaling.data import loader as datalib
 from scaling.errors import UserError
-from scaling.experiments import points as pointlib
 from scaling.experiments import processes as processlib
 from scaling.experiments.expand import expand
 from scaling.train import distributed, remote, rundir, runlock
@@ -37,10 +36,11 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
     raise UserError(f"--worker {worker} --num-workers {num_workers}: need 0 <= worker < "
                     "num-workers")
   t0 = time.time()
-  mine = [(i, rc) for i, rc in enumerate(configs, 1) if owned(i - 1, worker, num_workers)]
+  specs = [validate(rc) for rc in configs]
+  mine = [(i, rc) for i, rc in enumerate(specs, 1) if owned(i - 1, worker, num_workers)]
   if any(remote.is_remote(rc.run_dir) for _, rc in mine):
     processes = 1                 # no lock files on a URL: one runner per remote sweep
-  counter = _Progress(total=len(configs), mine=len(mine),
+  counter = _Progress(total=len(specs), mine=len(mine),
                       configs=[rc for _, rc in mine] if processes > 1 else [])
   counter.at_start = counter.finished()
   with processlib.helpers([rc for _, rc in mine], processes, overwrite):
@@ -49,7 +49,7 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
     left = [(i, rc) for i, rc in mine if not _finished(rc)]
     if left:
       _train_all(left, counter, t0, overwrite, verbose)
-  return [pointlib.run_path(rc) for rc in configs]
+  return [_path(rc) for rc in specs]
 
 
 def _train_all(mine: list, counter: _Progress, t0: float, overwrite: bool,
@@ -82,7 +82,7 @@ class _Progress:
   done: int = 0
   skipped: int = 0
   at_start: int = 0
-  configs: list = dataclasses.field(default_factory=list)
+  configs: list = dataclasses.field(default_factory=list)    # RunSpecs
   told: set = dataclasses.field(default_factory=set)
 
   def finished(self) -> int:
@@ -91,13 +91,17 @@ class _Progress:
     return self.done + self.skipped
 
 
-def _head(i: int, rc, counter: _Progress) -> str:
+def _head(i: int, rc: RunSpec, counter: _Progress) -> str:
   return f"[sweep {i}/{counter.total}] {str(rc.run_dir).rstrip('/').rsplit('/', 1)[-1]}"
 
 
-def _source_held(rc) -> str | None:
+def _path(rc: RunSpec) -> Path:
+  return rundir.path_of(rc.run_dir, rc.name)
+
+
+def _source_held(rc: RunSpec) -> str | None:
   """Why a branch cannot start yet: its source run is being trained by another runner."""
-  init_from = str(rc.train.get("init_from") or "")
+  init_from = rc.train.init_from
   if not init_from:
     return None
   source, _ = rundir.parse_branch(init_from)
@@ -121,7 +125,7 @@ def _one_pass(points, counter: _Progress, t0, overwrite, verbose) -> tuple[list,
       continue
     if remote.is_remote(rc.run_dir):   # no lock file on a URL: one runner per remote sweep
       print(f"{head}: training", flush=True)
-      trainlib.train(validate(rc), overwrite=overwrite, verbose=verbose)
+      trainlib.train(rc, overwrite=overwrite, verbose=verbose)
       counter.done += 1
       continue
     why = _source_held(rc)
@@ -132,7 +136,7 @@ def _one_pass(points, counter: _Progress, t0, overwrite, verbose) -> tuple[list,
         print(f"{head}: waiting, {why}", flush=True)
       deferred.append((i, rc, why))
       continue
-    lock = runlock.lock_path(pointlib.run_path(rc))
+    lock = runlock.lock_path(_path(rc))
     if not distributed.agreed(runlock.acquire(lock)):
       if ("held", i) not in counter.told:
         counter.told.add(("held", i))
@@ -147,7 +151,7 @@ def _one_pass(points, counter: _Progress, t0, overwrite, verbose) -> tuple[list,
   return deferred, held
 
 
-def _train_point(rc, head, counter: _Progress, t0, overwrite, verbose, lock) -> None:
+def _train_point(rc: RunSpec, head, counter: _Progress, t0, overwrite, verbose, lock) -> None:
   finished, elapsed = counter.finished(), time.time() - t0
   trained = finished - counter.at_start - (0 if counter.configs else counter.skipped)
   eta = (f", about {elapsed / trained * (counter.mine - finished) / 60:.1f} min left"
@@ -155,15 +159,15 @@ def _train_point(rc, head, counter: _Progress, t0, overwrite, verbose, lock) -> 
   print(f"{head}: training ({finished} of {counter.mine} finished, {elapsed / 60:.1f} min{eta})",
         flush=True)
   with runlock.heartbeat(lock):
-    trainlib.train(validate(rc), overwrite=overwrite, verbose=verbose)
+    trainlib.train(rc, overwrite=overwrite, verbose=verbose)
   counter.done += 1
 
 
-def _finished(rc) -> bool:
+def _finished(rc: RunSpec) -> bool:
   if not remote.is_remote(rc.run_dir):
-    return rundir.is_finished(pointlib.run_path(rc), to_json(rc))
+    return rundir.is_finished(_path(rc), rc.config_json)
   with remote.local_copy(rc.run_dir, datalib.cache_root(rc.data.cache_dir)) as local:
-    return rundir.is_finished(local, to_json(rc))
+    return rundir.is_finished(local, rc.config_json)
 
 
 def run_sweep(cfg, overwrite: bool = False, verbose: bool = True, worker: int = 0,

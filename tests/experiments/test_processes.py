@@ -7,6 +7,7 @@ import pytest
 
 from conftest import REPO, read_metrics
 from scaling.config.load import load_config_file
+from scaling.config.spec import validate
 from scaling.errors import UserError
 from scaling.experiments import isoflop, processes, sweep
 from scaling.experiments.expand import expand
@@ -52,7 +53,7 @@ def test_two_processes_train_a_branched_sweep_to_the_same_losses_as_one(tmp_path
 def test_the_helpers_stop_when_the_caller_fails(tmp_path):
   runs = _sweep(tmp_path / "sw")
   with pytest.raises(RuntimeError, match="caller failed"):
-    with processes.helpers(runs, 3, overwrite=False) as procs:
+    with processes.helpers([validate(r) for r in runs], 3, overwrite=False) as procs:
       assert len(procs) == 2
       raise RuntimeError("caller failed")
   assert all(p.returncode is not None for p in procs)
