@@ -10,8 +10,9 @@ trains the next point nobody holds, and a branch waits for its source.
 The helpers are `python -m scaling.experiments.sweep QUEUE` on a JSON list of run configs (each
 run's config as given, RunSpec.config_json); their output
 goes to `<sweep>/helper-K.log`. When the calling process stops on an error or Ctrl-C, the helpers
-are stopped too (SIGTERM: each saves a checkpoint, as on preemption); when it finishes, it waits
-for them and then trains any point a helper left unfinished itself.
+are stopped too (SIGTERM: each saves a checkpoint, as on preemption), and a helper whose caller
+was killed outright (SIGKILL) stops itself the same way; when the caller finishes, it waits for
+them and then trains any point a helper left unfinished itself.
 """
 
 from __future__ import annotations
@@ -19,8 +20,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from scaling import files
@@ -84,6 +88,21 @@ def helpers(specs: list[RunSpec], n_processes: int, overwrite: bool = False):
       p.wait()
   finally:
     queue.unlink(missing_ok=True)
+
+
+def stop_with_parent(poll_s: float = 0.2) -> threading.Thread:
+  """In a helper: sends this process SIGTERM once the process that started it is gone (a caller
+  killed with SIGKILL cannot stop its helpers), so that the helper checkpoints and exits as on
+  preemption instead of training on alone and holding its run's lock."""
+  parent = os.getppid()
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(poll_s)
+    os.kill(os.getpid(), signal.SIGTERM)
+  thread = threading.Thread(target=watch, daemon=True, name="stop-with-parent")
+  thread.start()
+  return thread
 
 
 def _helper_env(rc: RunSpec) -> dict:

@@ -1,7 +1,12 @@
-"""Training one list of runs with two processes (scaling/experiments/processes.py): the same runs, the same
-numbers as one process, each point trained once, the helpers stopped when the caller fails."""
+"""Training one list of runs with two processes (scaling/experiments/processes.py): the same runs,
+the same numbers as one process, each point trained once, the helpers stopped when the caller
+fails or is killed."""
 
 import json
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +75,36 @@ def test_how_many_processes():
     processes.resolve(-1)
 
 
+
+
+def _gone(pid: int) -> bool:
+  """The process has exited (a zombie no one has reaped yet counts as exited)."""
+  try:
+    return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+  except OSError:
+    return True
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_helper_stops_itself_when_its_caller_is_killed(tmp_path):
+  """A caller killed with SIGKILL cannot stop its helpers: each notices and sends itself SIGTERM
+  (then checkpoints and exits, as on preemption) instead of training on alone."""
+  ready = tmp_path / "ready"
+  helper = (f"import sys, time; sys.path.insert(0, {str(REPO)!r}); "
+            "from scaling.experiments import processes; processes.stop_with_parent(0.05); "
+            f"open({str(ready)!r}, 'w').close(); time.sleep(120)")
+  caller = subprocess.Popen(
+      [sys.executable, "-c", "import subprocess, sys, time; "
+       f"p = subprocess.Popen([sys.executable, '-c', {helper!r}]); print(p.pid, flush=True); "
+       "time.sleep(120)"], stdout=subprocess.PIPE, text=True)
+  helper_pid = int(caller.stdout.readline())
+  deadline = time.time() + 60
+  while not ready.exists() and time.time() < deadline:
+    time.sleep(0.05)
+  assert ready.exists() and not _gone(helper_pid)
+  caller.kill()
+  caller.wait()
+  deadline = time.time() + 30
+  while not _gone(helper_pid) and time.time() < deadline:
+    time.sleep(0.05)
+  assert _gone(helper_pid)
