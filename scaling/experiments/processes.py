@@ -9,7 +9,8 @@ trains the next point nobody holds, and a branch waits for its source.
 
 The helpers are `python -m scaling.experiments.sweep QUEUE` on a JSON list of run configs (each
 run's config as given, RunSpec.config_json); their output
-goes to `<sweep>/helper-K.log`. When the calling process stops on an error or Ctrl-C, the helpers
+is appended to `<sweep>/helper-K.log` (each helper's part headed by its caller's pid: two callers
+on one sweep folder share the file, and a rerun keeps the earlier output). When the calling process stops on an error or Ctrl-C, the helpers
 are stopped too (SIGTERM: each saves a checkpoint, as on preemption), and a helper whose caller
 was killed outright (SIGKILL) stops itself the same way; when the caller finishes, it waits for
 them and then trains any point a helper left unfinished itself.
@@ -69,7 +70,10 @@ def helpers(specs: list[RunSpec], n_processes: int, overwrite: bool = False):
   procs, env = [], _helper_env(specs[0])
   try:
     for k in range(1, min(n_processes, len(specs))):
-      with open(folder / f"helper-{k}.log", "w") as log:
+      with open(folder / f"helper-{k}.log", "a") as log:
+        log.write(f"── helper {k} of process {os.getpid()}, "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')} ──\n")
+        log.flush()
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "scaling.experiments.sweep", str(queue)], stdout=log,
             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env))

@@ -215,6 +215,9 @@ def test_two_sweep_runners_on_one_directory_run_each_point_once(tmp_path):
                             text=True) for _ in range(2)]
   logs = [p.communicate(timeout=600)[0] for p in procs]
   assert all(p.returncode == 0 for p in procs)
+  # Each runner trains with a helper process too (two processes on a CPU); theirs log to
+  # helper-K.log. Every point is trained by exactly one of the four.
+  logs += [p.read_text() for p in out.glob("helper-*.log")]
   trained = [line for log in logs for line in log.splitlines() if ": training (" in line]
   points = ["L1-D16-H1", "L1-D32-H2", "L2-D48-H3"]
   assert sorted(line.split("] ")[1].split(":")[0] for line in trained) == points
