@@ -1,5 +1,6 @@
-"""One process of the multi-process test (tests/train/test_multiprocess.py): trains configs/test_small
-with the given overrides and records which rows of each global batch this process read."""
+"""One process of the multi-process test (tests/train/test_multiprocess.py): trains
+configs/test_small with the given overrides and records which rows of each global batch this process
+read."""
 
 import json
 import sys

@@ -1,5 +1,6 @@
 """The byte-level BPE tokenizer; token windows → grain batches. (Documents come from
-scaling/data/sources.py; the token store, written by scaling/data/tokenize.py, is scaling/data/store.py.)
+scaling/data/sources.py; the token store, written by scaling/data/tokenize.py, is
+scaling/data/store.py.)
 
 The split is by document: the last `data.eval_fraction` of the documents are held out and never
 trained on. The batch at step s is a pure function of (seed, s, process index), so a resumed run

@@ -1,9 +1,9 @@
-"""The tokenize stage: a corpus streamed into a sharded token store (scaling/data/store.py) in bounded
-memory, whatever its size.
+"""The tokenize stage: a corpus streamed into a sharded token store (scaling/data/store.py) in
+bounded memory, whatever its size.
 
-Pass 1 reads the documents once (scaling/data/sources.py): their count (the held-out split is the last
-`data.eval_fraction` of them), the corpus's identity hash, and an evenly spread sample of at most
-`data.tokenizer_sample_bytes` on which the BPE is trained (every document when the corpus is
+Pass 1 reads the documents once (scaling/data/sources.py): their count (the held-out split is the
+last `data.eval_fraction` of them), the corpus's identity hash, and an evenly spread sample of at
+most `data.tokenizer_sample_bytes` on which the BPE is trained (every document when the corpus is
 smaller). Pass 2 reads them again and encodes them a chunk at a time into store.ShardWriter:
 tokenizers encodes a chunk on every core (Rust threads, the GIL released) while this thread reads
 the next one. A killed pass 2 resumes at its last finished shard and writes the same bytes.
@@ -183,8 +183,8 @@ def _write(data, tok, tok_hash: str, folder: Path, content: str, scanned: Scan, 
 
 def build_store(data, out: str = "", verbose: bool = True) -> storelib.TokenStore:
   """Reads, splits and tokenizes the corpus of `data` into a store: in `out` when given, else in
-  the cache directory under the corpus's hash (reused when already there, finished when a
-  previous build was stopped). The generated corpus is written by scaling/data/tokenize_generated.py."""
+  the cache directory under the corpus's hash (reused when already there, finished when a previous
+  build was stopped). The generated corpus is written by scaling/data/tokenize_generated.py."""
   if data.source == tokenize_generated.SOURCE:
     return tokenize_generated.build(data, out, verbose)
   scanned = scan(data.source, data.text_field, data.tokenizer_sample_bytes, verbose)

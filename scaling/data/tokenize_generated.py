@@ -1,8 +1,8 @@
 """The tokenize stage for the generated corpus (data.source = "synthetic"): documents from
-scaling/data/generated.py written straight into a token store (scaling/data/store.py). Its symbols are the
-tokens: the store's tokenizer.json is a word-level table (`<|endoftext|>` = BOS, `<pad>`, `s2` …),
-no BPE, and meta.json records the generator's parameters and its exact entropy rate.
-A killed build resumes at its last finished shard and writes the same bytes.
+scaling/data/generated.py written straight into a token store (scaling/data/store.py). Its symbols
+are the tokens: the store's tokenizer.json is a word-level table (`<|endoftext|>` = BOS, `<pad>`,
+`s2` …), no BPE, and meta.json records the generator's parameters and its exact entropy rate. A
+killed build resumes at its last finished shard and writes the same bytes.
 """
 
 from __future__ import annotations

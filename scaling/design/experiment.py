@@ -1,5 +1,6 @@
 """`scaling design` and a design's sweep: measure (scaling/design/pilot.py), plan
-(scaling/design/planner.py), write design.json; and the isoFLOP sweep config that trains a design.json."""
+(scaling/design/planner.py), write design.json; and the isoFLOP sweep config that trains a
+design.json."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The design stage's measurements (scaling/design/planner.py plans from them): short runs on the user's
-corpus and machine, in <sweep>/pilot/ (resumable like any sweep; the fits never read them).
+"""The design stage's measurements (scaling/design/planner.py plans from them): short runs on the
+user's corpus and machine, in <sweep>/pilot/ (resumable like any sweep; the fits never read them).
 
   LR probe   two sizes × PROBE_MULTIPLIERS × Kaplan's LR(N) (arXiv 2001.08361 eq. D.1), short
              warm-up–stable–decay runs; the multiple with the lowest mean log loss is kept.
@@ -182,8 +182,8 @@ def adaptive_grid(members: list, budgets: list, train) -> dict:
 
 def isoflop_cfg(cfg, models: list, budgets: list, lr: tuple, warmup: int,
                 budget_models: list | None = None):
-  """An isoFLOP sweep config (scaling/experiments/isoflop.py) of the given sizes and budgets, WSD, the
-  learning rate lr = (multiple of Kaplan's LR(N) at N_ref, N_ref, exponent in N)."""
+  """An isoFLOP sweep config (scaling/experiments/isoflop.py) of the given sizes and budgets, WSD,
+  the learning rate lr = (multiple of Kaplan's LR(N) at N_ref, N_ref, exponent in N)."""
   pc = _copy(cfg)
   pc.sweep = isoflop.defaults()
   pc.sweep.models = [tuple(m) for m in models]

@@ -7,8 +7,8 @@ lowest target loss. For each target loss L, the step S(B, L) at which the smooth
 the best LR at B first reaches L gives, across batch sizes, the hyperbola S = S_min·(1 + B_crit/B)
 (McCandlish 2018, arXiv 1812.06162, eq. 2.11), fitted as a line in 1/B; then B_crit(L) =
 B*/L^(1/α_B) (Kaplan 2020 eq. 1.4) across targets, with a bootstrap interval. The online estimates
-(scaling/train/gns.py) over the same centred token window are compared with it, and the best LR against
-B is fitted as a power law.
+(scaling/train/gns.py) over the same centred token window are compared with it, and the best LR
+against B is fitted as a power law.
 """
 
 from __future__ import annotations

@@ -1,19 +1,19 @@
 """A list of runs trained by more than one process on one machine (CPU).
 
-The models a CPU sweep trains are small: a step is a few dozen small XLA operations, and one
-process keeps 2 cores about 150 % busy. A second process training other runs of the same list
-takes up the rest (measured on 2 cores: a 42-run designed sweep in 182 s against 235 s, the
-same losses to the last bit; docs/results/2026-12-07-sweep-processes.md). The processes share
-the list through the sweep runner's lock files (scaling/experiments/sweep.py, scaling/train/runlock.py): each
-trains the next point nobody holds, and a branch waits for its source.
+The models a CPU sweep trains are small: a step is a few dozen small XLA operations, and one process
+keeps 2 cores about 150 % busy. A second process training other runs of the same list takes up the
+rest (measured on 2 cores: a 42-run designed sweep in 182 s against 235 s, the same losses to the
+last bit; docs/results/2026-12-07-sweep-processes.md). The processes share the list through the
+sweep runner's lock files (scaling/experiments/sweep.py, scaling/train/runlock.py): each trains the
+next point nobody holds, and a branch waits for its source.
 
 The helpers are `python -m scaling.experiments.sweep QUEUE` on a JSON list of run configs (each
-run's config as given, RunSpec.config_json); their output
-is appended to `<sweep>/helper-K.log` (each helper's part headed by its caller's pid: two callers
-on one sweep folder share the file, and a rerun keeps the earlier output). When the calling process stops on an error or Ctrl-C, the helpers
-are stopped too (SIGTERM: each saves a checkpoint, as on preemption), and a helper whose caller
-was killed outright (SIGKILL) stops itself the same way; when the caller finishes, it waits for
-them and then trains any point a helper left unfinished itself.
+run's config as given, RunSpec.config_json); their output is appended to `<sweep>/helper-K.log`
+(each helper's part headed by its caller's pid: two callers on one sweep folder share the file, and
+a rerun keeps the earlier output). When the calling process stops on an error or Ctrl-C, the helpers
+are stopped too (SIGTERM: each saves a checkpoint, as on preemption), and a helper whose caller was
+killed outright (SIGKILL) stops itself the same way; when the caller finishes, it waits for them and
+then trains any point a helper left unfinished itself.
 """
 
 from __future__ import annotations

@@ -177,7 +177,8 @@ def run_sweep(cfg, overwrite: bool = False, verbose: bool = True, worker: int = 
 
 
 def _helper(argv: list[str]) -> int:
-  """A helper process (scaling/experiments/processes.py): trains the queue's points no other process holds."""
+  """A helper process (scaling/experiments/processes.py): trains the queue's points no other process
+  holds."""
   processlib.stop_with_parent()
   configs, overwrite = processlib.read_queue(argv[0])
   run_points(configs, overwrite=overwrite, verbose=True)

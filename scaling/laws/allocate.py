@@ -12,8 +12,8 @@ Each gives N_opt ∝ C^a and D_opt ∝ C^b with 95 % bootstrap intervals (over r
 budget for approach 3; parabola residuals pooled over budgets for approach 2; over sizes for
 approach 1).
 
-N and C follow the sweep's FLOP convention (scaling/experiments/isoflop.py): N non-embedding with the palm
-and kaplan counts, N_total with chinchilla; F(N) is the FLOPs per token of a model of N
+N and C follow the sweep's FLOP convention (scaling/experiments/isoflop.py): N non-embedding with
+the palm and kaplan counts, N_total with chinchilla; F(N) is the FLOPs per token of a model of N
 parameters, interpolated in log-log through the sweep's own shapes.
 Legend: N parameters, D tokens, C FLOP, L final held-out loss (nats/token).
 """

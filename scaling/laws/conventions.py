@@ -1,5 +1,6 @@
 """FLOP conventions of a sweep: which FLOPs-per-token count sets the budgets, and which
-parameter count N goes with it (scaling/model/transformer.py computes every count; SCIENCE.md, FLOPs)."""
+parameter count N goes with it (scaling/model/transformer.py computes every count; SCIENCE.md,
+FLOPs)."""
 
 from __future__ import annotations
 

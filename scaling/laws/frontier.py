@@ -12,11 +12,11 @@ Chinchilla form E + A/N^α + B/D^β with C ∝ N·D the frontier is exactly this
 Only the upper budgets are fitted: all but the two lowest of the n budgets whose profile has a
 minimum, and at least FRONTIER_MIN_BUDGETS. The law's slope in log-log, −γ(L* − E)/L*, can only
 flatten as C grows; a designed sweep's lowest budgets sit just past the change of phase
-(scaling/design/planner.py), where the frontier still steepens, which no E fits: over every budget the
-fitted E goes to 0 and the law keeps the steepest slope it saw. On the generated corpus the
+(scaling/design/planner.py), where the frontier still steepens, which no E fits: over every budget
+the fitted E goes to 0 and the law keeps the steepest slope it saw. On the generated corpus the
 slope steepens over the first two budgets' steps and flattens from the third on; fitted from the
-third, the held-out error at 3× the largest budget and the bootstrap interval were smaller than
-from the upper half (docs/results/2026-12-06-designed-isoflop-default-corpus.md).
+third, the held-out error at 3× the largest budget and the bootstrap interval were smaller than from
+the upper half (docs/results/2026-12-06-designed-isoflop-default-corpus.md).
 
 The interval comes from the same residual bootstrap as approach 2 (the parabolas' residuals,
 pooled, added back at the design's sizes), each resample's minima refitted.

@@ -1,5 +1,5 @@
-"""Fit inputs from run directories (through scaling/train/rundir.py) or a CSV of runs (result files are
-written by scaling/files.py)."""
+"""Fit inputs from run directories (through scaling/train/rundir.py) or a CSV of runs (result files
+are written by scaling/files.py)."""
 
 from __future__ import annotations
 

@@ -153,8 +153,8 @@ def _fit_ln(ln: dict, n_boot: int, holdout: int, seed: int) -> dict:
 
 def fit_excess(ln: dict, entropy_rate: float, n_boot: int, holdout: int, seed: int) -> dict:
   """L(N) − H = (N_c/N)^α_N where H, the corpus's entropy rate, is known exactly (the generated
-  corpus, scaling/data/generated.py): Kaplan's power law (arXiv 2001.08361 eq. 1.1) for the reducible
-  loss alone. The extrapolation check is restated for the loss itself (H added back)."""
+  corpus, scaling/data/generated.py): Kaplan's power law (arXiv 2001.08361 eq. 1.1) for the
+  reducible loss alone. The extrapolation check is restated for the loss itself (H added back)."""
   excess = np.asarray(ln["loss"], float) - entropy_rate
   if np.any(excess <= 0):
     raise UserError(f"a run's held-out loss ({ln['loss'].min():.4f}) is at or below the corpus's "

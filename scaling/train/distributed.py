@@ -1,9 +1,9 @@
 """Multi-host start-up: one process per host (or per GPU), JAX's own multi-controller runtime.
 
-`initialize(spec.distributed)` calls `jax.distributed.initialize()`: with no address JAX detects Cloud TPU VMs,
-SLURM and other clusters itself; an explicit coordinator address, process count and id serve
-anything else (e.g. several processes on one machine). On CPU the cross-process collectives go
-through gloo. After it, `jax.devices()` lists every process's devices, so the trainer's mesh is
+`initialize(spec.distributed)` calls `jax.distributed.initialize()`: with no address JAX detects
+Cloud TPU VMs, SLURM and other clusters itself; an explicit coordinator address, process count and
+id serve anything else (e.g. several processes on one machine). On CPU the cross-process collectives
+go through gloo. After it, `jax.devices()` lists every process's devices, so the trainer's mesh is
 global; each process feeds only its rows of every batch (data.WindowBatches by process index).
 """
 

@@ -157,8 +157,8 @@ def _local_rows(batch_BW: np.ndarray) -> np.ndarray:
 def train(run: RunSpec | ml_collections.ConfigDict, overwrite: bool = False,
           verbose: bool = True) -> summarylib.RunSummary:
   """Trains (or resumes) one run; returns its summary (summary.json). `run` is its RunSpec, or
-  a config (validated here, the edge: nothing below sees it). A run_dir that is a URL (gs://, memory://,
-  …) is trained in a local mirror, pushed at every checkpoint and at the end
+  a config (validated here, the edge: nothing below sees it). A run_dir that is a URL (gs://,
+  memory://, …) is trained in a local mirror, pushed at every checkpoint and at the end
   (scaling/train/remote.py)."""
   spec = run if isinstance(run, RunSpec) else validate(run)
   if not spec.config_json:

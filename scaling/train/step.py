@@ -1,9 +1,10 @@
 """The jitted training step: train state, the data-parallel gradient with the noise estimator, the
 eval step, and the one builder of all of them used by the trainer, the bench and the tests.
 
-The gradient is computed under `jax.shard_map`, so each device's own gradient (over its share of
-the batch, optionally split into micro-batches) exists before the explicit all-reduce; the
-gradient-noise-scale estimator (scaling/train/gns.py) compares its squared norm with the all-reduced one.
+The gradient is computed under `jax.shard_map`, so each device's own gradient (over its share of the
+batch, optionally split into micro-batches) exists before the explicit all-reduce; the
+gradient-noise-scale estimator (scaling/train/gns.py) compares its squared norm with the all-reduced
+one.
 
 Shape suffixes: B batch (sequences), W window positions (context + 1: inputs and shifted
 targets), b a device's share of the batch, k micro-batches per device, m sequences per

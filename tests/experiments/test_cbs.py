@@ -1,5 +1,5 @@
-"""Branched critical batch (scaling/experiments/cbs.py) and the B_crit(L) vs B_crit(D) comparison, against
-synthetic forks from McCandlish's model with a known B_crit, and a fork trained for real."""
+"""Branched critical batch (scaling/experiments/cbs.py) and the B_crit(L) vs B_crit(D) comparison,
+against synthetic forks from McCandlish's model with a known B_crit, and a fork trained for real."""
 
 import json
 
