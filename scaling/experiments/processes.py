@@ -56,9 +56,10 @@ def resolve(requested: int, distributed: bool = False) -> int:
 
 
 @contextlib.contextmanager
-def helpers(specs: list[RunSpec], n_processes: int, overwrite: bool = False):
+def helpers(specs: list[RunSpec], n_processes: int, overwrite: bool = False, log_tag: str = ""):
   """Starts n_processes − 1 helpers on the runs `specs` for the duration of the block; yields
-  their Popen objects."""
+  their Popen objects. Their logs are <folder>/helper-<log_tag>K.log (a worker's share of a
+  split sweep tags its own)."""
   if n_processes <= 1 or len(specs) <= 1:
     yield []
     return
@@ -70,7 +71,7 @@ def helpers(specs: list[RunSpec], n_processes: int, overwrite: bool = False):
   procs, env = [], _helper_env(specs[0])
   try:
     for k in range(1, min(n_processes, len(specs))):
-      with open(folder / f"helper-{k}.log", "a") as log:
+      with open(folder / f"helper-{log_tag}{k}.log", "a") as log:
         log.write(f"── helper {k} of process {os.getpid()}, "
                   f"{time.strftime('%Y-%m-%d %H:%M:%S')} ──\n")
         log.flush()

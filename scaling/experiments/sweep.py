@@ -43,7 +43,8 @@ def run_points(configs: list, overwrite: bool = False, verbose: bool = True, wor
   counter = _Progress(total=len(specs), mine=len(mine),
                       configs=[rc for _, rc in mine] if processes > 1 else [])
   counter.at_start = counter.finished()
-  with processlib.helpers([rc for _, rc in mine], processes, overwrite):
+  with processlib.helpers([rc for _, rc in mine], processes, overwrite,
+                          log_tag=f"w{worker}-" if num_workers > 1 else ""):
     _train_all(mine, counter, t0, overwrite, verbose)
   if processes > 1:         # a point a helper could not finish is trained here, or fails here
     left = [(i, rc) for i, rc in mine if not _finished(rc)]
