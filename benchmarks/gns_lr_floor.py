@@ -46,6 +46,7 @@ from scaling.config.load import apply_overrides, load_config_file, to_json
 from scaling.train import loop as trainlib
 from scaling.train import rundir
 from scaling.train import summary as summarylib
+from scaling.config.spec import validate
 
 
 def _cfg(out: Path, name: str, args, fields: dict):
@@ -61,7 +62,7 @@ def _cfg(out: Path, name: str, args, fields: dict):
 
 def _run(cfg) -> Path:
   if not rundir.is_finished(Path(cfg.run_dir), to_json(cfg)):
-    trainlib.train(cfg, verbose=False)
+    trainlib.train(validate(cfg), verbose=False)
   return Path(cfg.run_dir)
 
 

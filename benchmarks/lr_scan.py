@@ -20,6 +20,7 @@ from scaling.model.transformer import kaplan_learning_rate
 from scaling.train import loop as trainlib
 from scaling.train import rundir
 from scaling.train import summary as summarylib
+from scaling.config.spec import validate
 
 
 def main():
@@ -44,7 +45,7 @@ def main():
                             "train.warmup_steps=20", f"train.peak_lr={mult * kaplan_learning_rate(n)}",
                             "eval.every=100000"] + ([f"data.store={args.store}"] if args.store else []))
       if not rundir.is_finished(Path(cfg.run_dir), to_json(cfg)):
-        trainlib.train(cfg, verbose=False)
+        trainlib.train(validate(cfg), verbose=False)
       loss = summarylib.read(Path(cfg.run_dir)).final_eval_loss
       rows.append({"shape": shape, "mult": mult, "peak_lr": cfg.train.peak_lr, "loss": loss})
       print(f"{shape}: {mult:g}× Kaplan's LR(N) = {cfg.train.peak_lr:.4g} → held-out loss "

@@ -66,7 +66,7 @@ def main():
     losses = {}
     for kind, cfg in (("cosine", cos), ("wsd_long", stable), ("branch", branch)):
       if not rundir.is_finished(Path(cfg.run_dir), to_json(cfg)):
-        trainlib.train(cfg, verbose=False)
+        trainlib.train(validate(cfg), verbose=False)
       losses[kind] = summarylib.read(Path(cfg.run_dir)).final_eval_loss
     rows.append({"seed": seed, **losses, "branch_minus_cosine": losses["branch"] - losses["cosine"]})
     print(json.dumps(rows[-1]), flush=True)

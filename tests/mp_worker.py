@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main():
   out, overrides = sys.argv[1], sys.argv[2:]
   from scaling.config.load import apply_overrides, load_config_file
+  from scaling.config.spec import validate
   from scaling.data import loader as datalib
   from scaling.train import loop as trainlib
   import jax
@@ -27,7 +28,7 @@ def main():
 
   datalib.WindowBatches.__getitem__ = recording
   cfg = apply_overrides(load_config_file("configs/test_small.py"), overrides)
-  trainlib.train(cfg, verbose=False)
+  trainlib.train(validate(cfg), verbose=False)
   Path(out).write_text(json.dumps({"process_index": jax.process_index(),
                                    "process_count": jax.process_count(),
                                    "local_devices": jax.local_device_count(),

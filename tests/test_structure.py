@@ -139,6 +139,13 @@ def test_below_the_command_line_stages_read_the_typed_spec():
   the edge; the stages that train, fit and report never import its makers."""
   graph = import_graph()
   makers = {"scaling.config.load", "scaling.config.defaults"}
+  stages = ("data", "model", "train", "laws", "report")
   for m, deps in graph.items():
-    if m.split(".")[1:2] and m.split(".")[1] in ("data", "model", "train", "laws", "report"):
+    if m.split(".")[1:2] and m.split(".")[1] in stages:
       assert not deps & makers, f"{m} imports {sorted(deps & makers)}"
+  for stage in stages:
+    for path in (PACKAGE / stage).rglob("*.py"):
+      for node in ast.walk(ast.parse(path.read_text())):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        assert not any(n.split(".")[0] == "ml_collections" for n in names), path

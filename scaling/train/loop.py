@@ -1,9 +1,9 @@
 """The training loop: a run from its config to its summary, resumable at any step.
 
-`train(spec)` takes the run's typed spec (scaling/config/spec.py; a ConfigDict given here is
-validated first, and nothing below reads it), opens the token store (scaling/data/store.py),
-builds the step (scaling/train/step.py), restores the latest good checkpoint
-(scaling/train/checkpoint.py) and then takes steps: metrics to the run directory
+`train(spec)` takes the run's typed spec (scaling/config/spec.py: the command line validates the
+config into it, and nothing here reads the config itself), opens the token store
+(scaling/data/store.py), builds the step (scaling/train/step.py), restores the latest good
+checkpoint (scaling/train/checkpoint.py) and then takes steps: metrics to the run directory
 (scaling/train/rundir.py) one step behind the device, held-out evaluation, early stopping,
 checkpoints, SIGTERM; at the end summary.json (scaling/train/summary.py).
 
@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import NamedTuple
 
 import jax
-import ml_collections
 import numpy as np
 
-from scaling.config.spec import RunSpec, validate
+from scaling.config.spec import RunSpec
 from scaling.data import loader as datalib
 from scaling.data import store as storelib
 from scaling.data import tokenize
@@ -154,16 +153,14 @@ def _local_rows(batch_BW: np.ndarray) -> np.ndarray:
   return batch_BW[jax.process_index() * per:(jax.process_index() + 1) * per]
 
 
-def train(run: RunSpec | ml_collections.ConfigDict, overwrite: bool = False,
-          verbose: bool = True) -> summarylib.RunSummary:
-  """Trains (or resumes) one run; returns its summary (summary.json). `run` is its RunSpec, or
-  a config (validated here, the edge: nothing below sees it). A run_dir that is a URL (gs://,
-  memory://, …) is trained in a local mirror, pushed at every checkpoint and at the end
-  (scaling/train/remote.py)."""
-  spec = run if isinstance(run, RunSpec) else validate(run)
-  if not spec.config_json:
-    raise ValueError("a RunSpec to train comes from validate(config): it records the config "
-                     "as given (config_json) for the run directory")
+def train(spec: RunSpec, overwrite: bool = False, verbose: bool = True) -> summarylib.RunSummary:
+  """Trains (or resumes) one run; returns its summary (summary.json). `spec` is the run's
+  RunSpec, made from its config by scaling/config/spec.validate (which also records the config
+  as given, for config.json). A run_dir that is a URL (gs://, memory://, …) is trained in a local
+  mirror, pushed at every checkpoint and at the end (scaling/train/remote.py)."""
+  if not isinstance(spec, RunSpec) or not spec.config_json:
+    raise TypeError("train() takes the run's RunSpec: validate(config) first "
+                    "(scaling/config/spec.py)")
   if remote.is_remote(spec.run_dir):
     return _train_mirrored(spec, overwrite, verbose)
   return _train_here(spec, overwrite, verbose, sync=None)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from scaling.config.spec import validate
 from scaling.data import generated
 from scaling.errors import UserError
 
@@ -142,7 +143,7 @@ def test_a_trained_model_ends_near_but_not_below_the_floor(small_cfg):
   from scaling.data import store as storelib
   from scaling.train import loop as trainlib
   cfg = small_cfg(**_NEAR_FLOOR)
-  summary = trainlib.train(cfg, verbose=False)
+  summary = trainlib.train(validate(cfg), verbose=False)
   store = storelib.open_store(summary.store)
   source = generated.make_source(generated.SourceParams(**store.meta["synthetic"]))
   h = generated.entropy_rate(source)["entropy_rate_nats"]

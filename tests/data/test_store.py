@@ -16,6 +16,7 @@ from scaling.cli import main as cli_main
 from scaling.data import store as storelib
 from scaling.errors import UserError
 from scaling.train import loop as trainlib
+from scaling.config.spec import validate
 
 
 def test_tokenize_writes_a_store_a_run_trains_on(tmp_path, capsys, small_cfg):
@@ -41,12 +42,12 @@ def test_tokenize_writes_a_store_a_run_trains_on(tmp_path, capsys, small_cfg):
   # The same run on the store and straight from the corpus sees the same tokens: same losses.
   by_store = small_cfg(**{"data.store": str(out), "train.steps": 4, "mesh.num_devices": 1})
   by_store.run_dir = str(tmp_path / "a")
-  summary = trainlib.train(by_store, verbose=False)
+  summary = trainlib.train(validate(by_store), verbose=False)
   assert summary.store == str(out) and summary.store_sha256_16 == meta["store_sha256_16"]
   assert summary.tokenizer_sha256_16 == meta["tokenizer_sha256_16"]
   direct = small_cfg(**{"train.steps": 4, "mesh.num_devices": 1})
   direct.run_dir = str(tmp_path / "b")
-  summary_b = trainlib.train(direct, verbose=False)
+  summary_b = trainlib.train(validate(direct), verbose=False)
   assert summary_b.store_sha256_16 == meta["store_sha256_16"]   # the same corpus and tokenizer
   assert [m["loss"] for m in read_metrics(tmp_path / "a")] == \
       [m["loss"] for m in read_metrics(tmp_path / "b")]

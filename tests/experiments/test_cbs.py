@@ -11,6 +11,7 @@ from scaling.config.load import load_config_file
 from scaling.experiments import cbs
 from scaling.laws import batchlaw
 from scaling.train import loop as trainlib
+from scaling.config.spec import validate
 
 
 def _fork_curve(batch_tokens, b_crit, branch_tokens=2 ** 18, n_eval=8, noise=0.0, rng=None,
@@ -127,12 +128,12 @@ def test_a_fork_starts_from_the_source_state_at_any_batch(small_cfg, tmp_path):
   src = small_cfg(**{"train.steps": 6, "eval.every": 6, "checkpoint.every": 100,
                      "checkpoint.keep_steps": "6"})
   src.run_dir = str(tmp_path / "src")
-  source_summary = trainlib.train(src, verbose=False)
+  source_summary = trainlib.train(validate(src), verbose=False)
   fork = small_cfg(**{"train.steps": 2, "train.batch_size": 16, "seed": 5,
                       "train.peak_lr": 1e-12, "train.warmup_steps": 1,
                       "train.init_from": f"{src.run_dir}@6", "train.init_mode": "fork"})
   fork.run_dir = str(tmp_path / "fork")
-  summary = trainlib.train(fork, verbose=False)
+  summary = trainlib.train(validate(fork), verbose=False)
   assert summary.final_eval_loss == pytest.approx(source_summary.final_eval_loss, rel=1e-5)
   recs = read_metrics(fork.run_dir)
   assert [r["step"] for r in recs] == [1, 2]
@@ -143,7 +144,7 @@ def test_a_fork_starts_from_the_source_state_at_any_batch(small_cfg, tmp_path):
                        "train.init_from": f"{src.run_dir}@6"})
   other.run_dir = str(tmp_path / "other")
   with pytest.raises(trainlib.UserError, match="model is .* keeps its source's model"):
-    trainlib.train(other, verbose=False)
+    trainlib.train(validate(other), verbose=False)
 
 
 def test_planning_takes_a_measured_batch_law(tmp_path):

@@ -149,6 +149,7 @@ def test_nan_stops_at_its_step_keeps_the_last_good_checkpoint_and_can_skip_the_b
     small_cfg, monkeypatch):
   from scaling.data import loader as datalib
   from scaling.errors import UserError
+  from scaling.config.spec import validate
   from scaling.train import loop as trainlib
   original = datalib.WindowBatches.__getitem__
 
@@ -163,7 +164,7 @@ def test_nan_stops_at_its_step_keeps_the_last_good_checkpoint_and_can_skip_the_b
   cfg = small_cfg(**{"train.steps": 30, "checkpoint.every": 5, "eval.every": 10})
   run = Path(cfg.run_dir)
   with pytest.raises(UserError) as err:
-    trainlib.train(cfg, verbose=False)
+    trainlib.train(validate(cfg), verbose=False)
   msg = str(err.value)
   assert "NaN or infinite at step 13" in msg and "last good checkpoint is step 10" in msg
   assert "--config.train.skip_batches=13" in msg and "--config.train.peak_lr=" in msg
@@ -172,7 +173,7 @@ def test_nan_stops_at_its_step_keeps_the_last_good_checkpoint_and_can_skip_the_b
 
   cfg = small_cfg(**{"train.steps": 30, "checkpoint.every": 5, "eval.every": 10,
                      "train.skip_batches": "13"})
-  summary = trainlib.train(cfg, verbose=False)
+  summary = trainlib.train(validate(cfg), verbose=False)
   assert summary.steps == 30 and np.isfinite(summary.final_eval_loss)
   assert [m["step"] for m in read_metrics(run)] == list(range(1, 31))
   assert all(np.isfinite(m["loss"]) for m in read_metrics(run))

@@ -19,7 +19,7 @@ def test_overfitting_run_keeps_its_minimum(small_cfg):
   cfg = small_cfg(**{"model.d_model": 64, "model.n_heads": 2, "data.max_train_tokens": 800,
                      "train.steps": 400, "train.peak_lr": 1e-2, "train.min_lr_ratio": 1.0,
                      "eval.every": 20, "mesh.num_devices": 1, "checkpoint.every": 100})
-  summary = trainlib.train(cfg, verbose=False)
+  summary = trainlib.train(validate(cfg), verbose=False)
   evals = [(m["step"], m["eval_loss"]) for m in read_metrics(cfg.run_dir) if m["eval_loss"]]
   steps, losses = zip(*evals)
   i_min = int(np.argmin(losses))
@@ -43,6 +43,6 @@ def test_patience_stops_the_run(small_cfg):
   cfg = small_cfg(**{"model.d_model": 64, "model.n_heads": 2, "data.max_train_tokens": 1500,
                      "train.steps": 400, "train.peak_lr": 1e-2, "eval.every": 20,
                      "train.patience": 3, "mesh.num_devices": 1})
-  summary = trainlib.train(cfg, verbose=False)
+  summary = trainlib.train(validate(cfg), verbose=False)
   assert summary.stopped_early and "patience" in summary.stop_reason
   assert summary.steps == summary.best_eval_step + 3 * 20

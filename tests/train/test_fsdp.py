@@ -63,7 +63,7 @@ def test_fsdp_gives_the_losses_and_noise_scale_of_data_parallelism(small_cfg):
   ref = _step_curves(setup, 1, 20)
   curves = {(2, 4): _step_curves(setup, 4, 20)}
   cfg.mesh.fsdp = 8
-  trainlib.train(cfg, verbose=False)
+  trainlib.train(validate(cfg), verbose=False)
   rec = read_metrics(cfg.run_dir)
   curves[(1, 8)] = {k: np.array([r[k] for r in rec], float) for k in KEYS}
   for mesh, curve in curves.items():

@@ -4,11 +4,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from conftest import read_metrics
 from scaling.train import loop as trainlib
+from scaling.config.spec import validate
 
 
 def test_tensorboard_events_match_metrics_jsonl(small_cfg, tmp_path):
   cfg = small_cfg(**{"train.steps": 12, "eval.every": 6, "log.tensorboard": True})
-  trainlib.train(cfg, verbose=False)
+  trainlib.train(validate(cfg), verbose=False)
   logdir = tmp_path / "run" / "tensorboard"
   assert any(logdir.glob("events.out.tfevents.*"))
   acc = EventAccumulator(str(logdir))

@@ -10,6 +10,7 @@ from conftest import read_metrics
 from scaling.cli import main as cli_main
 from scaling.train import loop as trainlib
 from scaling.train import remote
+from scaling.config.spec import validate
 
 
 class _Killed(Exception):
@@ -37,7 +38,7 @@ def test_memory_run_dirs_train_resume_fit_report(tmp_path, small_cfg, monkeypatc
     raise _Killed()
   monkeypatch.setattr(trainlib._Loop, "_synced", sync_then_die)
   with pytest.raises(_Killed):
-    trainlib.train(cfg(32, f"{sweep}/m32"), verbose=False)
+    trainlib.train(validate(cfg(32, f"{sweep}/m32")), verbose=False)
   monkeypatch.setattr(trainlib._Loop, "_synced", real_sync)
   remote_files = set(fs.find(f"/{tmp_path.name}/sweep/m32"))
   assert any("/checkpoints/5/" in f for f in remote_files)      # pushed when it failed
@@ -47,8 +48,8 @@ def test_memory_run_dirs_train_resume_fit_report(tmp_path, small_cfg, monkeypatc
   # where an uninterrupted local run ends.
   import shutil
   shutil.rmtree(tmp_path / "cache" / "mirrors")
-  resumed = trainlib.train(cfg(32, f"{sweep}/m32"), verbose=False)
-  whole = trainlib.train(cfg(32, str(tmp_path / "local")), verbose=False)
+  resumed = trainlib.train(validate(cfg(32, f"{sweep}/m32")), verbose=False)
+  whole = trainlib.train(validate(cfg(32, str(tmp_path / "local"))), verbose=False)
   assert resumed.final_eval_loss == whole.final_eval_loss
   recorded = json.loads(fs.cat_file(f"/{tmp_path.name}/sweep/m32/config.json"))
   assert recorded["run_dir"] == f"{sweep}/m32"                   # the URL, not the local mirror
@@ -58,7 +59,7 @@ def test_memory_run_dirs_train_resume_fit_report(tmp_path, small_cfg, monkeypatc
   assert remote_losses == [m["loss"] for m in read_metrics(tmp_path / "local")]
 
   for d in (16, 64):
-    trainlib.train(cfg(d, f"{sweep}/m{d}"), verbose=False)
+    trainlib.train(validate(cfg(d, f"{sweep}/m{d}")), verbose=False)
   # A sweep over the same points finds them finished in the remote folder.
   from scaling.experiments.sweep import run_points
   run_points([cfg(d, f"{sweep}/m{d}") for d in (16, 32, 64)], verbose=False)
@@ -90,5 +91,5 @@ def test_a_store_written_to_and_read_from_memory(tmp_path, small_cfg, monkeypatc
   meta = json.loads(fs.cat_file(f"/{tmp_path.name}/store/meta.json"))
   c = small_cfg(**{"data.store": url, "train.steps": 2, "mesh.num_devices": 1,
                    "data.cache_dir": str(tmp_path / "cache2")})   # a machine without the copy
-  summary = trainlib.train(c, verbose=False)
+  summary = trainlib.train(validate(c), verbose=False)
   assert summary.store == url and summary.store_sha256_16 == meta["store_sha256_16"]

@@ -9,6 +9,7 @@ from conftest import read_metrics
 from scaling.train import loop as trainlib
 from scaling.train import optim
 from scaling.train import summary as summarylib
+from scaling.config.spec import validate
 
 
 def test_wsd_learning_rates_by_hand():
@@ -65,13 +66,13 @@ def test_a_branch_equals_the_full_run(small_cfg, tmp_path):
             "mesh.num_devices": 2, "gns.micro_batches": 1, "checkpoint.every": 100}
   stable = small_cfg(**common, **{"train.steps": 24, "checkpoint.keep_steps": "9"})
   stable.run_dir = str(tmp_path / "stable")
-  trainlib.train(stable, verbose=False)
+  trainlib.train(validate(stable), verbose=False)
   full = small_cfg(**common, **{"train.steps": 12})
   full.run_dir = str(tmp_path / "full")
-  trainlib.train(full, verbose=False)
+  trainlib.train(validate(full), verbose=False)
   branch = small_cfg(**common, **{"train.steps": 12, "train.init_from": f"{stable.run_dir}@9"})
   branch.run_dir = str(tmp_path / "branch")
-  summary = trainlib.train(branch, verbose=False)
+  summary = trainlib.train(validate(branch), verbose=False)
   a, b = read_metrics(full.run_dir), read_metrics(branch.run_dir)
   assert [r["step"] for r in b] == list(range(1, 13))
   np.testing.assert_allclose([r["loss"] for r in b], [r["loss"] for r in a], rtol=1e-5)
@@ -88,13 +89,13 @@ def test_a_branch_equals_the_full_run(small_cfg, tmp_path):
 def test_a_branch_from_a_missing_step_is_one_clear_error(small_cfg, tmp_path):
   src = small_cfg(**{"train.steps": 6, "checkpoint.every": 100})
   src.run_dir = str(tmp_path / "src")
-  trainlib.train(src, verbose=False)
+  trainlib.train(validate(src), verbose=False)
   bad = small_cfg(**{"train.steps": 10, "train.init_from": f"{src.run_dir}@4"})
   bad.run_dir = str(tmp_path / "bad")
   with pytest.raises(trainlib.UserError, match="no checkpoint at step 4.*keep_steps"):
-    trainlib.train(bad, verbose=False)
+    trainlib.train(validate(bad), verbose=False)
   other = small_cfg(**{"train.steps": 10, "train.batch_size": 16,
                        "train.init_from": f"{src.run_dir}@6"})
   other.run_dir = str(tmp_path / "other")
   with pytest.raises(trainlib.UserError, match="train.batch_size is 16 here but 8"):
-    trainlib.train(other, verbose=False)
+    trainlib.train(validate(other), verbose=False)

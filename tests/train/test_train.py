@@ -25,7 +25,7 @@ def test_eight_devices_equal_one_device(small_cfg, tmp_path):
   for n in (8, 1):
     cfg = small_cfg(**{"mesh.num_devices": n, "train.steps": 20, "gns.micro_batches": 1})
     cfg.run_dir = str(tmp_path / f"dev{n}")
-    summary = trainlib.train(cfg, verbose=False)
+    summary = trainlib.train(validate(cfg), verbose=False)
     assert summary.n_devices == n
     runs[n] = _losses(cfg.run_dir)
   assert len(runs[8]) == 20
@@ -129,7 +129,7 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
 def test_stop_loss_ends_the_run_and_records_it(small_cfg):
   cfg = small_cfg(**{"train.steps": 200, "train.stop_loss": 5.3, "train.stop_window_tokens": 256,
                      "mesh.num_devices": 1})
-  summary = trainlib.train(cfg, verbose=False)
+  summary = trainlib.train(validate(cfg), verbose=False)
   metrics = read_metrics(cfg.run_dir)
   assert summary.stopped_early and summary.steps < 200 and summary.planned_steps == 200
   assert metrics[-1]["step"] == summary.steps and metrics[-1]["eval_loss"] is not None
@@ -169,3 +169,14 @@ def test_runs_of_one_shape_share_programs_and_their_results(small_cfg):
   other = build(dataclasses.replace(setup.spec.train, b2=0.99), setup.peak_lr,
                 setup.total_steps, 0)
   assert other.step_fn is not fresh.step_fn
+
+
+def test_the_trainer_takes_the_typed_spec_not_a_config(small_cfg, tmp_path):
+  """The config is parsed at the edge (validate); the trainer refuses a raw ConfigDict, and
+  writes the config as given into config.json."""
+  cfg = small_cfg(**{"train.steps": 2, "eval.every": 2, "checkpoint.every": 2})
+  with pytest.raises(TypeError, match="validate"):
+    trainlib.train(cfg, verbose=False)
+  spec = validate(cfg)
+  trainlib.train(spec, verbose=False)
+  assert json.loads((tmp_path / "run" / "config.json").read_text()) == cfg.to_dict()

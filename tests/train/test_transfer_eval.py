@@ -14,6 +14,7 @@ from scaling.data import sources
 from scaling.data.tokenize import build_store
 from scaling.errors import UserError
 from scaling.train import loop as trainlib
+from scaling.config.spec import validate
 
 EXTRA = "python-docs=builtin:python-docs"
 
@@ -41,7 +42,7 @@ def test_parse_eval_sources():
 def test_extra_eval_fixed_and_resumed(small_cfg, tmp_path):
   cfg = small_cfg(**{"eval.extra_sources": EXTRA, "mesh.num_devices": 1, "train.steps": 20,
                      "checkpoint.every": 10, "data.source": words_corpus(tmp_path, 400)})
-  summary = trainlib.train(cfg, verbose=False)
+  summary = trainlib.train(validate(cfg), verbose=False)
   ref = {m["step"]: m for m in read_metrics(cfg.run_dir) if m["eval_loss"] is not None}
   assert set(ref) == {10, 20}
   assert ref[20]["eval_loss/python-docs"] != ref[20]["eval_loss"]
@@ -49,7 +50,7 @@ def test_extra_eval_fixed_and_resumed(small_cfg, tmp_path):
   killed = Path(cfg.run_dir)
   shutil.rmtree(killed / "checkpoints" / "20")
   (killed / "summary.json").unlink()
-  trainlib.train(cfg, verbose=False)
+  trainlib.train(validate(cfg), verbose=False)
   again = {m["step"]: m for m in read_metrics(killed) if m["eval_loss"] is not None}
   for step in (10, 20):
     assert again[step]["eval_loss/python-docs"] == pytest.approx(
@@ -60,4 +61,4 @@ def test_extra_eval_fixed_and_resumed(small_cfg, tmp_path):
 
 def test_extra_sets_refused_on_the_generated_corpus(small_cfg):
   with pytest.raises(UserError, match="extra_sources are text"):
-    trainlib.train(small_cfg(**{"eval.extra_sources": EXTRA}), verbose=False)
+    trainlib.train(validate(small_cfg(**{"eval.extra_sources": EXTRA})), verbose=False)
