@@ -298,3 +298,20 @@ def test_the_lr_probe_goes_past_an_edge_only_for_the_size_that_needs_it(monkeypa
   assert probed == {6144.0: [4.0, 8.0, 16.0, 32.0, 64.0, 128.0], 55296.0: [4.0, 8.0, 16.0, 32.0]}
   assert scale * (55296.0 / ref) ** exponent == pytest.approx(8.0, rel=1e-6)
   assert scale * (6144.0 / ref) ** exponent == pytest.approx(50.0, rel=1e-6)
+
+
+@pytest.mark.slow   # about 2.5 minutes: the pilot's real runs on the generated corpus
+def test_the_design_stage_measures_for_real(tmp_path):
+  """The design stage with nothing replaced (the default suite replaces the pilot with a known
+  surface): the probe and grid runs trained, their speeds and σ read back from the run
+  directories, and a design planned from them."""
+  from scaling.design import experiment
+  cfg = experiment.base_config("")
+  made = experiment.make_design(cfg, tmp_path, minutes=15.0, verbose=False, processes=2)
+  pilot = made.pilot
+  assert pilot["grid"] and all(0 < r["loss"] < pilot["bigram_loss"] + 5 for r in pilot["grid"])
+  assert pilot["seconds_per_token"] and all(r["s_per_token"] > 0
+                                            for r in pilot["seconds_per_token"])
+  assert pilot["lr_scale"] > 0 and pilot["run_overhead_s"] >= 0 and pilot["process_gain"] >= 1
+  assert made.budgets_flop == sorted(made.budgets_flop) and made.heldout_flop > made.budgets_flop[-1]
+  assert (tmp_path / "design.json").is_file()
