@@ -146,6 +146,11 @@ def _one_pass(points, counter: _Progress, t0, overwrite, verbose) -> tuple[list,
       held.append((i, rc))
       continue
     try:
+      # Another runner may have finished it between the check above and taking the lock.
+      if distributed.agreed(_finished(rc)):
+        print(f"{head}: finished, skipped", flush=True)
+        counter.skipped += 1
+        continue
       _train_point(rc, head, counter, t0, overwrite, verbose, lock)
     finally:
       runlock.release(lock)

@@ -134,3 +134,22 @@ def test_bad_worker_index_is_a_one_line_error(tmp_path):
   r = subprocess.run(_cmd(tmp_path / "x") + ["--worker", "2", "--num-workers", "2"],
                      env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True, text=True)
   assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "num-workers" in r.stderr
+
+
+def test_a_point_finished_by_another_runner_after_the_check_is_not_trained(tmp_path, monkeypatch,
+                                                                         capsys):
+  """A point found unfinished, then finished by another runner before this one takes its lock,
+  is skipped as finished, not announced as training (and not trained)."""
+  cfg = load_config_file(str(REPO / "configs" / "test_ladder.py"))
+  cfg.run_dir = str(tmp_path / "sw")
+  checks: dict = {}
+
+  def finished(rc):        # unfinished at the first look, finished at every later one
+    checks[rc.name] = checks.get(rc.name, 0) + 1
+    return checks[rc.name] > 1
+  monkeypatch.setattr(sweep, "_finished", finished)
+  monkeypatch.setattr(sweep.trainlib, "train", lambda *a, **k: pytest.fail("trained"))
+  sweep.run_points(expand(cfg), verbose=False, processes=1)
+  out = capsys.readouterr().out
+  assert ": training (" not in out and out.count("finished, skipped") == len(checks) == 3
+  assert not list((tmp_path / "sw").glob("*.lock"))
